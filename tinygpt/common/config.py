@@ -35,6 +35,8 @@ class VisionConfig:
     train: bool = False
     dtype: str = "auto"  # auto: half precision on accelerators when frozen, fp32 on CPU
     grad_checkpointing: bool = False
+    # Init std of the learned position embedding of a tower trained from scratch (weights replace it).
+    pos_embed_std: float = 0.02
 
 
 @dataclass
@@ -133,7 +135,8 @@ class RunConfig:
     batch_size_eval: int = 8
     accum_grad_iters: int = 1
     grad_clip: float = 1.0  # 0 disables clipping
-    num_workers: int = 2
+    num_workers: Optional[int] = None  # DataLoader workers per dataset; None = per device (common/device.py)
+    group_by_length: bool = True  # bucket map-style datasets' batches by text length (less padding)
     seed: int = 42
     output_dir: str = "output/run"
     device: str = "auto"  # auto | cpu | cuda | npu

@@ -402,6 +402,15 @@ def pin_memory(device: torch.device | str) -> bool:
     return _as_device(device).type != "cpu"
 
 
+def num_workers(requested: int | None, device: torch.device | str) -> int:
+    """run.num_workers when the config sets it, else `default_num_workers(device)`."""
+    if requested is None:
+        return default_num_workers(device)
+    if requested < 0:
+        raise ValueError(f"run.num_workers must be >= 0, got {requested}")
+    return int(requested)
+
+
 def default_num_workers(device: torch.device | str) -> int:
     """DataLoader workers per process, from the CPUs this process may use and LOCAL_WORLD_SIZE.
 

@@ -7,15 +7,21 @@
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from tinygpt.common import device as devices
 from tinygpt.common.config import Config, ConfigError
 from tinygpt.common.registry import registry
 from tinygpt.datasets.collate import collate
 from tinygpt.datasets.mixing import MultiSourceLoader
+
+
+# Length bucketing sorts windows of this many batches (HF's LengthGroupedSampler uses 50 too): wide
+# enough that most batches hold similar lengths, narrow enough that a batch is still a random draw.
+BUCKET_WINDOW_BATCHES = 50
 
 
 class ResumableSampler(Sampler[int]):
@@ -23,13 +29,23 @@ class ResumableSampler(Sampler[int]):
 
     Every rank gets size // world_size indices (the remainder is dropped each epoch, so all ranks
     take the same number of steps); `set_start(n)` makes the next pass skip its first n indices.
+
+    With `lengths` (one per sample) the rank's order is bucketed for a DataLoader of `batch_size`:
+    each window of BUCKET_WINDOW_BATCHES batches is sorted by length, cut into batches, and the
+    batches of the window are shuffled, so a batch pads to a similar length instead of the window's
+    longest.  Still a pure function of (seed, epoch, rank), so resuming mid-epoch stays exact.
     """
 
-    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 lengths: Optional[Sequence[int]] = None, batch_size: int = 1):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        if lengths is not None and len(lengths) != size:
+            raise ValueError(f"lengths has {len(lengths)} entries for {size} samples")
         self.size, self.seed, self.shuffle = int(size), int(seed), shuffle
         self.rank, self.world_size = rank, world_size
+        self.lengths = None if lengths is None else torch.as_tensor(lengths, dtype=torch.long)
+        self.batch_size = int(batch_size)
         self.epoch = 0
         self._start = 0
 
@@ -54,26 +70,43 @@ class ResumableSampler(Sampler[int]):
         else:
             order = torch.arange(self.size)
         mine = order[self.rank: self.per_rank * self.world_size: self.world_size]
+        if self.lengths is not None and self.shuffle:
+            mine = self._bucketed(mine, g)
         return iter(mine[start:].tolist())
+
+    def _bucketed(self, order: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        window = self.batch_size * BUCKET_WINDOW_BATCHES
+        out = []
+        for w in order.split(window):
+            w = w[torch.argsort(self.lengths[w], descending=True, stable=True)]
+            full = len(w) // self.batch_size * self.batch_size
+            batches = w[:full].view(-1, self.batch_size)
+            out += [batches[torch.randperm(len(batches), generator=g)].flatten(), w[full:]]
+        # Only the last window can leave a partial batch, and it stays last (drop_last drops it).
+        return torch.cat(out)
 
 
 def build_loader(dataset: Dataset, batch_size: int, *, name: str = "dataset", num_workers: int = 0, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, shuffle: bool = True, drop_last: bool = True) -> DataLoader:
+                 rank: int = 0, world_size: int = 1, shuffle: bool = True, drop_last: bool = True,
+                 group_by_length: bool = False, pin_memory: bool = False) -> DataLoader:
     """A DataLoader over `dataset` with `collate`, resumable by MultiSourceLoader.
 
-    Map-style datasets get a ResumableSampler; streams (IterableDataset) shard themselves over
-    rank x worker.  Workers are not persistent: each epoch re-sends the dataset (with its new epoch)
-    to fresh workers.
+    Map-style datasets get a ResumableSampler (bucketed by the dataset's `lengths` when
+    `group_by_length`); streams (IterableDataset) shard themselves over rank x worker and keep their
+    order.  Workers are not persistent: each epoch re-sends the dataset (with its new epoch) to fresh
+    workers.
     """
     if batch_size <= 0:
         raise ConfigError(f"datasets.{name}.batch_size must be positive, got {batch_size}")
     common = dict(batch_size=batch_size, num_workers=num_workers, collate_fn=collate, drop_last=drop_last,
-                  persistent_workers=False)
+                  persistent_workers=False, pin_memory=pin_memory)
     if isinstance(dataset, IterableDataset):
         if hasattr(dataset, "set_distributed"):
             dataset.set_distributed(rank, world_size)
         return DataLoader(dataset, **common)
-    sampler = ResumableSampler(len(dataset), seed=seed, shuffle=shuffle, rank=rank, world_size=world_size)
+    lengths = getattr(dataset, "lengths", None) if group_by_length else None
+    sampler = ResumableSampler(len(dataset), seed=seed, shuffle=shuffle, rank=rank, world_size=world_size,
+                               lengths=lengths, batch_size=batch_size)
     if drop_last and sampler.per_rank < batch_size:
         raise ConfigError(f"datasets.{name}: {len(dataset)} samples over {world_size} rank(s) is fewer than one "
                           f"batch of {batch_size}")
@@ -89,15 +122,21 @@ def build_dataset(name: str, cfg: Config, seed: Optional[int] = None):
     return builder(dcfg, name=name, seed=cfg.run.seed if seed is None else seed).build()
 
 
-def build_train_loader(cfg: Config, rank: int = 0, world_size: int = 1) -> MultiSourceLoader:
-    """Every dataset of `cfg.datasets`, each in its own loader, mixed by `sample_ratio`."""
+def build_train_loader(cfg: Config, rank: int = 0, world_size: int = 1,
+                       device: torch.device | str = "cpu") -> MultiSourceLoader:
+    """Every dataset of `cfg.datasets`, each in its own loader, mixed by `sample_ratio`.
+
+    Workers and pinned memory follow `device` (tinygpt/common/device.py) unless run.num_workers is set.
+    """
     if not cfg.datasets:
         raise ConfigError(f"{cfg.source}: no datasets configured")
+    workers = devices.num_workers(cfg.run.num_workers, device)
     sources = []
     for name, dcfg in cfg.datasets.items():
         dataset = build_dataset(name, cfg)
         batch_size = dcfg.batch_size or cfg.run.batch_size_train
-        loader = build_loader(dataset, batch_size, name=name, num_workers=cfg.run.num_workers, seed=cfg.run.seed,
-                              rank=rank, world_size=world_size)
+        loader = build_loader(dataset, batch_size, name=name, num_workers=workers, seed=cfg.run.seed,
+                              rank=rank, world_size=world_size, group_by_length=cfg.run.group_by_length,
+                              pin_memory=devices.pin_memory(device))
         sources.append((name, loader, dcfg.sample_ratio))
     return MultiSourceLoader(sources, seed=cfg.run.seed)

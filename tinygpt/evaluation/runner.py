@@ -321,7 +321,7 @@ class EvaluationRunner:
 
         loader = torch.utils.data.DataLoader(
             _Images(mine, self.processor), batch_size=bench.batch_size, shuffle=False,
-            num_workers=self.cfg.run.num_workers, pin_memory=devices.pin_memory(self.device))
+            num_workers=devices.num_workers(self.cfg.run.num_workers, self.device), pin_memory=devices.pin_memory(self.device))
         path = os.path.join(directory, f"predictions.rank{dist.rank()}.jsonl")
         bar = tqdm(total=len(mine), desc=label, unit="q", disable=not (self.progress and dist.is_main()))
         with open(path, "a", encoding="utf-8") as out, bar:

@@ -34,4 +34,9 @@ def build_vision_tower(cfg: VisionConfig) -> Blip2VisionModel:
     config._attn_implementation = "sdpa"
     tower = Blip2VisionModel(config)
     tower.post_layernorm = nn.Identity()
+    # With std 0.02 the position signal is ~25x weaker than the patch content, and a Q-Former trained
+    # from scratch then pools the patches position-blind (a linear probe of its outputs could not
+    # tell which grid cells hold a shape); the tiny recipe starts it at the content's scale.
+    nn.init.trunc_normal_(tower.embeddings.position_embedding, std=cfg.pos_embed_std,
+                          a=-2 * cfg.pos_embed_std, b=2 * cfg.pos_embed_std)
     return tower

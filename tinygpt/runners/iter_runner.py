@@ -60,7 +60,7 @@ class IterRunner:
             os.makedirs(run.output_dir, exist_ok=True)
             with open(os.path.join(run.output_dir, "config.yaml"), "w") as f:
                 f.write(to_yaml(self.cfg))
-        batches = self.task.build_train_loader(self.info)
+        batches = self.task.build_train_loader(self.info, self.device)
         if self.data_state:
             batches.load_state_dict(self.data_state)
         self.ddp.train()

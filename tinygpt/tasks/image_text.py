@@ -14,9 +14,9 @@ class ImageTextTask:
     def __init__(self, cfg: Config):
         self.cfg = cfg
 
-    def build_train_loader(self, info):
+    def build_train_loader(self, info, device: torch.device):
         """Endless batches from every entry under `datasets:`, mixed by sample_ratio (resumable)."""
-        return build_train_loader(self.cfg, rank=info.rank, world_size=info.world_size)
+        return build_train_loader(self.cfg, rank=info.rank, world_size=info.world_size, device=device)
 
     def train_step(self, model, samples: dict) -> dict[str, torch.Tensor]:
         """{"loss": mean answer-token NLL, "n_tokens": answer tokens in the batch}."""
