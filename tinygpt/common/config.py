@@ -50,6 +50,8 @@ class QFormerConfig:
     cross_attention_freq: int = 2
     weights: Optional[str] = None  # LAVIS blip2_pretrained_flant5xxl.pth: Qformer.*, query_tokens, ln_vision.*
     train: bool = False
+    # Init std of the Q-Former's weights when trained from scratch (BERT's 0.02; weights replace it).
+    init_std: float = 0.02
 
 
 @dataclass

@@ -19,6 +19,9 @@ def build_qformer(cfg: QFormerConfig, encoder_width: int) -> tuple[Blip2QFormerM
         cross_attention_frequency=cfg.cross_attention_freq,
         encoder_hidden_size=encoder_width,
         layer_norm_eps=1e-12,  # BERT's eps, as in LAVIS
+        # At BERT's 0.02 a from-scratch Q-Former's output is ~LN(query tokens): the cross-attention
+        # adds 0.5% of image-dependent signal, and the first thousand steps go into growing it.
+        initializer_range=cfg.init_std,
     )
     config._attn_implementation = "sdpa"
     qformer = Blip2QFormerModel(config)
