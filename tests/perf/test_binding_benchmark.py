@@ -1,0 +1,62 @@
+"""benchmarks/binding.py: its generated questions match the scenes, its scorer ranks answers by loss,
+and a short run writes a learning curve per arm."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from benchmarks import binding
+from tinygpt.datasets.boxes import parse_box
+
+STAGE1 = "train_configs/tiny/stage1.yaml"
+
+
+def test_single_object_questions_name_the_only_shape_and_its_cell():
+    images, prompts, answers = binding.make_split(6, max_objects=1, task="where", size=48, seed=3)
+    assert images.shape == (6, 3, 48, 48)
+    assert all(p.startswith("<Img><ImageHere></Img> where is the ") for p in prompts)
+    assert all(a in binding.PLACES for a in answers)
+    _, refer_prompts, boxes = binding.make_split(6, max_objects=1, task="refer", size=48, seed=3)
+    # same seed, same scenes: the box of the named object lies in the cell the "where" answer names
+    for place, box in zip(answers, boxes):
+        x1, y1, x2, y2 = parse_box(box)
+        row, col = divmod(binding.PLACES.index(place), 3)
+        assert row * 33 - 1 <= (y1 + y2) / 2 <= (row + 1) * 34 and col * 33 - 1 <= (x1 + x2) / 2 <= (col + 1) * 34
+
+
+class _Oracle:
+    """A model whose answer loss is 0 for the right place and 1 otherwise (or the reverse)."""
+
+    def __init__(self, answers, invert=False):
+        self.answers, self.invert, self.training = answers, invert, True
+
+    def eval(self):
+        self.training = False
+
+    def train(self):
+        self.training = True
+
+    def answer_losses(self, images, prompts, candidates):  # one batch holds the whole split here
+        return torch.tensor([float((a == c) == self.invert) for a, c in zip(self.answers, candidates)])
+
+
+def test_where_accuracy_ranks_the_nine_places_by_loss():
+    split = binding.make_split(5, max_objects=3, task="where", size=48, seed=4)
+    for invert, expected in ((False, 1.0), (True, 0.0)):
+        oracle = _Oracle(split[2], invert)
+        assert binding.accuracy(oracle, split, "where", batch=100) == expected
+        assert oracle.training  # left in training mode
+
+
+def test_short_run_writes_one_curve_per_arm(tmp_path, tiny_root):
+    out = tmp_path / "binding.json"
+    options = [f"model.llm.hf_config={tiny_root / 'phi.json'}", f"model.llm.tokenizer={tiny_root / 'tokenizer'}"]
+    assert binding.main(["--cfg-path", STAGE1, "--objects", "1", "2", "--steps", "4", "--eval-every", "2",
+                         "--train-images", "8", "--eval-images", "4", "--out", str(out), "--options", *options]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["benchmark"] == "binding" and payload["task"] == "where"
+    assert [arm["max_objects"] for arm in payload["arms"]] == [1, 2]
+    for arm in payload["arms"]:
+        assert [p["step"] for p in arm["curve"]] == [2, 4]
+        assert all(0.0 <= p["accuracy"] <= 1.0 and p["loss"] > 0 for p in arm["curve"])
