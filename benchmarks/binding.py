@@ -8,7 +8,7 @@ Why it exists: the quickstart misses its accuracy targets on questions about *wh
 (docs/quickstart.md).  This separates the two skills such questions need.  With one object per scene
 the answer depends only on which cell is not background (position); with up to three it also needs
 the named object picked out of several (binding).  Each arm trains a fresh model of the stage's
-architecture (from scratch, whatever `model.ckpt` says) on one task only, with the stage's optimizer
+architecture (from scratch, or from the config's `model.ckpt` with `--pretrained`) on one task only, with the stage's optimizer
 and LR schedule, and reports held-out accuracy every `--eval-every` steps:
 
     where   "<image> where is the red circle?" -> "top left"; accuracy = the lowest-loss answer of
@@ -31,6 +31,7 @@ import tinygpt
 from tinygpt.common.optim import build_optimizer
 from tinygpt.common.schedulers import build_scheduler
 from tinygpt.datasets.boxes import format_box, parse_box
+from tinygpt.datasets.templates import IMAGE_PLACEHOLDER
 from tinygpt.datasets.synthetic.scenes import COLS, ROWS, Scene, render, sample_scene
 from tinygpt.evaluation.metrics.grounding import iou_xyxy
 from tinygpt.processors.image import Blip2ImageEvalProcessor
@@ -40,8 +41,9 @@ from . import _common as C
 PLACES = [f"{r} {c}" for r in ROWS for c in COLS]
 
 
-def make_split(n: int, max_objects: int, task: str, size: int, seed: int):
-    """n scenes of 1..max_objects objects, each with one question about a random object."""
+def make_split(n: int, max_objects: int, task: str, size: int, seed: int, question_first: bool = False):
+    """n scenes of 1..max_objects objects, each with one question about a random object (after the
+    image, as in every TinyGPT-V template, or before it with `question_first`)."""
     rng = random.Random(seed)
     process = Blip2ImageEvalProcessor(size)
     images, prompts, answers = [], [], []
@@ -51,11 +53,12 @@ def make_split(n: int, max_objects: int, task: str, size: int, seed: int):
         target = rng.choice(scene.objects)
         images.append(process(render(scene)))
         if task == "refer":
-            prompts.append(f"<Img><ImageHere></Img> [refer] give me the location of the {target.noun}")
+            question = f"[refer] give me the location of the {target.noun}"
             answers.append(format_box(target.box, size, size))
         else:
-            prompts.append(f"<Img><ImageHere></Img> where is the {target.noun}?")
+            question = f"where is the {target.noun}?"
             answers.append(f"{ROWS[target.row]} {COLS[target.col]}")
+        prompts.append(f"{question} {IMAGE_PLACEHOLDER}" if question_first else f"{IMAGE_PLACEHOLDER} {question}")
     return torch.stack(images), prompts, answers
 
 
@@ -84,9 +87,9 @@ def accuracy(model, split, task: str, batch: int = 100) -> float:
 def run_arm(cfg, args, max_objects: int) -> dict:
     torch.manual_seed(args.seed)
     size = cfg.model.vision.image_size
-    train = make_split(args.train_images, max_objects, args.task, size, seed=args.seed + 1)
-    held_out = make_split(args.eval_images, max_objects, args.task, size, seed=args.seed + 2)
-    model = tinygpt.build_model(cfg, torch.device("cpu"), load_weights=False)
+    train = make_split(args.train_images, max_objects, args.task, size, args.seed + 1, args.question_first)
+    held_out = make_split(args.eval_images, max_objects, args.task, size, args.seed + 2, args.question_first)
+    model = tinygpt.build_model(cfg, torch.device("cpu"), load_weights=args.pretrained)
     model.train()
     cfg.run.iters_per_epoch, cfg.run.max_epoch = args.steps, 1
     optimizer = build_optimizer(model, cfg.run)
@@ -116,9 +119,14 @@ def run_arm(cfg, args, max_objects: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg-path", default="train_configs/tiny/stage1.yaml",
-                        help="the architecture, optimizer and LR schedule to use (weights are never loaded)")
+                        help="the architecture, optimizer and LR schedule to use")
     parser.add_argument("--task", choices=("where", "refer"), default="where")
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 3], help="arms: at most N objects per scene")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="start from the config's `model.ckpt` (e.g. stage 3's: the stage-2 checkpoint) "
+                             "with its LoRA, instead of from scratch")
+    parser.add_argument("--question-first", action="store_true",
+                        help="put the question before the image, so the visual tokens can attend to it")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--train-images", type=int, default=4000)
@@ -130,14 +138,16 @@ def main(argv=None) -> int:
     if any(n not in (1, 2, 3) for n in args.objects):
         parser.error("--objects takes 1, 2 or 3 (the generator puts at most 3 objects in a scene)")
 
-    cfg = tinygpt.load_config(args.cfg_path, args.options + ["model.ckpt=[]", "model.llm.lora.r=0"])
+    scratch = [] if args.pretrained else ["model.ckpt=[]", "model.llm.lora.r=0"]
+    cfg = tinygpt.load_config(args.cfg_path, args.options + scratch)
     arms = [run_arm(cfg, args, n) for n in args.objects]
     rows = [{"objects": f"1-{a['max_objects']}", **point} for a in arms for point in a["curve"]]
     print(C.table(rows, [("objects", "objects", "s"), ("step", "step", "d"), ("loss", "train loss", ".3f"),
                          ("accuracy", "held-out accuracy", ".3f"), ("seconds", "s", ".0f")]))
     payload = {"benchmark": "binding", "machine": C.machine(), "device": "cpu", "dtype": "fp32",
                "torch": torch.__version__, "config": args.cfg_path, "options": args.options,
-               "task": args.task, "steps": args.steps, "train_images": args.train_images,
+               "task": args.task, "question_first": args.question_first, "pretrained": args.pretrained,
+               "steps": args.steps, "train_images": args.train_images,
                "eval_images": args.eval_images, "seed": args.seed, "arms": arms}
     path = C.write_json(args.out or C.RESULTS / f"binding_{args.task}.json", payload)
     print(f"wrote {path}")

@@ -17,6 +17,9 @@ def test_single_object_questions_name_the_only_shape_and_its_cell():
     assert images.shape == (6, 3, 48, 48)
     assert all(p.startswith("<Img><ImageHere></Img> where is the ") for p in prompts)
     assert all(a in binding.PLACES for a in answers)
+    _, first, same = binding.make_split(6, max_objects=1, task="where", size=48, seed=3, question_first=True)
+    assert same == answers and [p.split("? ")[0] for p in first] == [p.split("> ")[1][:-1] for p in prompts]
+    assert all(p.endswith("? <Img><ImageHere></Img>") for p in first)
     _, refer_prompts, boxes = binding.make_split(6, max_objects=1, task="refer", size=48, seed=3)
     # same seed, same scenes: the box of the named object lies in the cell the "where" answer names
     for place, box in zip(answers, boxes):
@@ -60,3 +63,28 @@ def test_short_run_writes_one_curve_per_arm(tmp_path, tiny_root):
     for arm in payload["arms"]:
         assert [p["step"] for p in arm["curve"]] == [2, 4]
         assert all(0.0 <= p["accuracy"] <= 1.0 and p["loss"] > 0 for p in arm["curve"])
+
+
+def test_pretrained_starts_from_the_configs_checkpoint(tmp_path, tiny_root, monkeypatch):
+    """--pretrained builds the model with the config's model.ckpt loaded; the default ignores it."""
+    from tinygpt.models.weights.native import save_trainable
+
+    options = [f"model.llm.hf_config={tiny_root / 'phi.json'}", f"model.llm.tokenizer={tiny_root / 'tokenizer'}"]
+    cfg = binding.tinygpt.load_config(STAGE1, options + ["model.ckpt=[]"])
+    source = binding.tinygpt.build_model(cfg, torch.device("cpu"), load_weights=False)
+    ckpt = tmp_path / "stage.safetensors"
+    save_trainable(source, str(ckpt))
+    built, build = [], binding.tinygpt.build_model
+
+    def recording_build(cfg, device, load_weights=True, **kw):
+        built.append((list(cfg.model.ckpt), load_weights))
+        return build(cfg, device, load_weights=load_weights, **kw)
+
+    monkeypatch.setattr(binding.tinygpt, "build_model", recording_build)
+    common = ["--cfg-path", STAGE1, "--objects", "1", "--steps", "1", "--train-images", "4", "--eval-images", "2"]
+    tail = ["--options", *options, f"model.ckpt=[{ckpt}]"]
+    assert binding.main(common + ["--pretrained", "--out", str(tmp_path / "a.json")] + tail) == 0
+    assert binding.main(common + ["--out", str(tmp_path / "b.json")] + tail) == 0
+    (pre_ckpt, pre_load), (scratch_ckpt, scratch_load) = built
+    assert (pre_ckpt, pre_load) == ([str(ckpt)], True) and (scratch_ckpt, scratch_load) == ([], False)
+    assert json.loads((tmp_path / "a.json").read_text())["pretrained"] is True
