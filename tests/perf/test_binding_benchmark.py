@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from benchmarks import binding
@@ -13,14 +14,18 @@ STAGE1 = "train_configs/tiny/stage1.yaml"
 
 
 def test_single_object_questions_name_the_only_shape_and_its_cell():
-    images, prompts, answers = binding.make_split(6, max_objects=1, task="where", size=48, seed=3)
-    assert images.shape == (6, 3, 48, 48)
+    images, prompts, answers, cells = binding.make_split(6, max_objects=1, task="where", size=48, seed=3)
+    assert images.shape == (6, 3, 48, 48) and cells.shape == (6, 9)
+    # one object: exactly one non-empty cell, the one the answer names, holding the named shape
+    for prompt, place, row in zip(prompts, answers, cells.tolist()):
+        assert [k for k, c in enumerate(row) if c] == [binding.PLACES.index(place)]
+        assert prompt.endswith(f"where is the {binding.CELL_CLASSES[max(row)]}?")
     assert all(p.startswith("<Img><ImageHere></Img> where is the ") for p in prompts)
     assert all(a in binding.PLACES for a in answers)
-    _, first, same = binding.make_split(6, max_objects=1, task="where", size=48, seed=3, question_first=True)
+    _, first, same, _ = binding.make_split(6, max_objects=1, task="where", size=48, seed=3, question_first=True)
     assert same == answers and [p.split("? ")[0] for p in first] == [p.split("> ")[1][:-1] for p in prompts]
     assert all(p.endswith("? <Img><ImageHere></Img>") for p in first)
-    _, refer_prompts, boxes = binding.make_split(6, max_objects=1, task="refer", size=48, seed=3)
+    _, refer_prompts, boxes, _ = binding.make_split(6, max_objects=1, task="refer", size=48, seed=3)
     # same seed, same scenes: the box of the named object lies in the cell the "where" answer names
     for place, box in zip(answers, boxes):
         x1, y1, x2, y2 = parse_box(box)
@@ -63,6 +68,34 @@ def test_short_run_writes_one_curve_per_arm(tmp_path, tiny_root):
     for arm in payload["arms"]:
         assert [p["step"] for p in arm["curve"]] == [2, 4]
         assert all(0.0 <= p["accuracy"] <= 1.0 and p["loss"] > 0 for p in arm["curve"])
+
+
+def test_cell_loss_trains_a_per_query_head(tmp_path, tiny_root, monkeypatch):
+    """--cell-loss adds a linear head on the Q-Former's first 9 queries, trained with the model."""
+    options = [f"model.llm.hf_config={tiny_root / 'phi.json'}", f"model.llm.tokenizer={tiny_root / 'tokenizer'}"]
+    heads, run_arm = [], binding.run_arm
+
+    def recording_arm(cfg, args, max_objects):
+        build = binding.tinygpt.build_model
+
+        def keep(*a, **kw):
+            model = build(*a, **kw)
+            heads.append(model)
+            return model
+        monkeypatch.setattr(binding.tinygpt, "build_model", keep)
+        return run_arm(cfg, args, max_objects)
+
+    monkeypatch.setattr(binding, "run_arm", recording_arm)
+    out = tmp_path / "cells.json"
+    assert binding.main(["--cfg-path", STAGE1, "--objects", "3", "--steps", "2", "--cell-loss", "1",
+                         "--train-images", "8", "--eval-images", "4", "--out", str(out), "--options", *options]) == 0
+    (model,) = heads
+    assert model.cell_head.out_features == len(binding.CELL_CLASSES) == 19
+    assert model.cell_head.weight.grad is not None and model.cell_head.weight.grad.abs().sum() > 0
+    assert json.loads(out.read_text())["cell_loss"] == 1.0
+    with pytest.raises(SystemExit):  # fewer queries than grid cells: a clear argparse error
+        binding.main(["--cell-loss", "1", "--steps", "1", "--options", *options,
+                      "model.qformer.num_query_tokens=4"])
 
 
 def test_pretrained_starts_from_the_configs_checkpoint(tmp_path, tiny_root, monkeypatch):

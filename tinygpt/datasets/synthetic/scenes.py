@@ -66,6 +66,18 @@ def sample_scene(rng: random.Random, image_id: int, size: int) -> Scene:
     return Scene(image_id, size, (grey, grey, grey), tuple(objects))
 
 
+# Content classes of one grid cell: 0 = empty, then every (colour, shape) pair.
+CELL_CLASSES = ["empty"] + [f"{c} {s}" for c in COLORS for s in SHAPES]
+
+
+def cell_labels(scene: Scene) -> list[int]:
+    """The content class (index into CELL_CLASSES) of each of the 9 cells, in reading order."""
+    labels = [0] * 9
+    for o in scene.objects:
+        labels[o.row * 3 + o.col] = CELL_CLASSES.index(f"{o.color} {o.shape}")
+    return labels
+
+
 def render(scene: Scene) -> Image.Image:
     image = Image.new("RGB", (scene.size, scene.size), scene.background)
     draw = ImageDraw.Draw(image)
