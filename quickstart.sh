@@ -44,16 +44,19 @@ SECONDS_OF[setup]=$(elapsed "$t")
 
 step "synthetic data: $DATA"
 t=$(date +%s)
-# Complete = the manifest (written last) exists and records exactly these arguments.
+# Complete = the manifest (written last) exists, comes from this generator version and records
+# exactly these arguments.
 if [ "$FORCE" = 0 ] && "$PY" - "$DATA" "${DATA_ARGS[@]}" <<'EOF'
 import json, sys
+from tinygpt.datasets.synthetic.generate import GENERATOR
 out, args = sys.argv[1], sys.argv[2:]
 want = {k.lstrip("-").replace("-", "_"): v for k, v in zip(args[::2], args[1::2]) if k != "--out"}
 try:
-    have = json.load(open(f"{out}/manifest.json"))["arguments"]
+    manifest = json.load(open(f"{out}/manifest.json"))
+    have = manifest["arguments"] if manifest.get("generator") == GENERATOR else {}
 except (OSError, ValueError, KeyError):
     sys.exit(1)
-sys.exit(0 if all(str(have.get(k)) == v for k, v in want.items()) else 1)
+sys.exit(0 if have and all(str(have.get(k)) == v for k, v in want.items()) else 1)
 EOF
 then
   echo "$DATA is complete (manifest.json matches); skipping generation"

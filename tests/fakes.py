@@ -24,6 +24,8 @@ class FakeVQA(Dataset):
             "image": self.images[i],
             "instruction_input": f"<Img><ImageHere></Img> [vqa] question {i % 7}?",
             "answer": ANSWERS[i % len(ANSWERS)],
+            # per-cell classes for models with a Q-Former cell head (tiny test models have 4 queries)
+            "cell_labels": torch.tensor([i % 3, (i + 1) % 5, 0, i % 2]),
         }
 
 

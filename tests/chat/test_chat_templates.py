@@ -31,6 +31,16 @@ def test_stage_1_3_template_two_turns():
                                "A red circle.###Human: What colour is it? ###Assistant: ")
 
 
+def test_image_after_question_closes_the_first_question_only():
+    cfg = ModelConfig(image_after_question=True)
+    cfg.prompt_template, cfg.end_sym = INST
+    t = Template.from_config(cfg)
+    turns = [("[vqa] where is the red circle?", "top left"), ("and the square?", None)]
+    assert t.render(turns) == ("[INST] [vqa] where is the red circle? <Img><ImageHere></Img> [/INST]top left"
+                               "<|endoftext|>[INST] and the square? [/INST]")
+    assert t.render([("", None)]) == "[INST] <Img><ImageHere></Img> [/INST]"
+
+
 def test_stage_4_template_one_turn():
     t = template(INST)
     assert t.render([("[vqa] What is in the image?", None)]) == \

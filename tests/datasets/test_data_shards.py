@@ -19,14 +19,16 @@ def _jpg_bytes(color):
     return buf.getvalue()
 
 
-def write_shard(path, start, n, caption_as="json", bad_image_at=None):
-    """An img2dataset-style shard: <key>.jpg + <key>.json {"caption"} (or <key>.txt)."""
+def write_shard(path, start, n, caption_as="json", bad_image_at=None, cells=None):
+    """An img2dataset-style shard: <key>.jpg + <key>.json {"caption"} (or <key>.txt); `cells(i)`
+    gives sample i's json a "cells" entry (the synthetic shards' per-cell class ids)."""
     with tarfile.open(path, "w") as tar:
         for i in range(start, start + n):
             key = f"{i:09d}"
             files = {"jpg": b"garbage" if i == bad_image_at else _jpg_bytes((i * 7 % 255, 10, 10))}
             if caption_as == "json":
-                files["json"] = json.dumps({"caption": f"Caption {i}.", "key": key}).encode()
+                meta = {"caption": f"Caption {i}.", "key": key, **({"cells": cells(i)} if cells else {})}
+                files["json"] = json.dumps(meta).encode()
             else:
                 files["txt"] = f"Caption {i}.".encode()
             for ext, data in files.items():
@@ -61,6 +63,15 @@ def test_json_and_txt_captions(tmp_path):
     assert sorted(s["answer"] for s in out) == [f"caption {i}" for i in range(6)]
     assert out[0]["image"].shape == (3, 14, 14) and set(out[0]) == {"image", "answer"}
     assert skips.total() == 0
+
+
+def test_cells_become_cell_labels_and_malformed_cells_are_skipped(tmp_path):
+    good = write_shard(tmp_path / "00000.tar", 0, 3, cells=lambda i: [i, 0, 7])
+    bad = write_shard(tmp_path / "00001.tar", 3, 2, cells=lambda i: [1, "red"] if i == 3 else -1)
+    out = sorted(build("laion", [good, bad]), key=lambda s: s["answer"])
+    assert [s["answer"] for s in out] == ["caption 0", "caption 1", "caption 2"]
+    assert [s["cell_labels"].tolist() for s in out] == [[0, 0, 7], [1, 0, 7], [2, 0, 7]]
+    assert skips.counts()["laion"] == {"'cells' is not a list of class ids": 2}
 
 
 def test_storage_forms_and_missing_shards(tmp_path):

@@ -13,6 +13,7 @@ from tinygpt.common.config import Config, DatasetConfig, ProcessorConfig
 from tinygpt.common.registry import registry
 from tinygpt.datasets import build_train_loader, format_box, parse_box, skips
 from tinygpt.datasets.synthetic import generate
+from tinygpt.datasets.synthetic.scenes import CELL_CLASSES
 from tinygpt.datasets.templates import CHAT_TEMPLATES, TASK_TAGS, all_templates
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +58,12 @@ def test_training_formats_load_with_the_real_builders(corpus):
     shards = _build("cc_sbu", corpus, storage=[str(corpus / "train")])
     caps = [s["answer"] for s in shards]
     assert len(caps) == 40 and all(c and c == c.lower() for c in caps)
+    # every shard sample carries its 9 cells' classes: 1-3 objects, one per referring-expression entry
+    cells = torch.stack([s["cell_labels"] for s in shards])
+    assert cells.shape == (40, 9) and int(cells.max()) < len(CELL_CLASSES)
+    assert all(1 <= n <= 3 for n in (cells > 0).sum(1).tolist())
+    n_refs = len(json.loads((corpus / "refcoco" / "refcoco_synthetic.json").read_text())["refs"])
+    assert int((cells > 0).sum()) == n_refs
     align = _build("cc_sbu_align", corpus, storage=[str(corpus / "align")])
     assert len(align) == 40 and align[0]["answer"].startswith("The image shows")
     for name in ("coco_vqa", "ok_vqa"):

@@ -200,7 +200,7 @@ def test_cli_end_to_end_on_the_synthetic_split(syn, tiny_root, tmp_path, capsys)
     assert "| vqav2 | vqa_accuracy |" in md and "official metric" in md
 
 
-def test_prompts_are_the_configured_instruction_after_the_image(syn, tiny_root, tmp_path, model, monkeypatch):
+def test_prompts_are_the_configured_instruction_after_the_image_unless_they_place_it(syn, tiny_root, tmp_path, model, monkeypatch):
     seen = []
     real = model.generate
 
@@ -217,6 +217,19 @@ def test_prompts_are_the_configured_instruction_after_the_image(syn, tiny_root, 
     questions = json.loads((syn / "eval/vqav2/questions.json").read_text())["questions"]
     assert seen == [f"<Img><ImageHere></Img> [vqa] Based on the image, respond to this question with a short "
                     f"answer: {q['question']}" for q in questions[:2]]
+
+    # a prompt that places the image itself (the tiny recipe asks the question first) is kept as is
+    seen.clear()
+    benches["vqav2"].prompt = "[vqa] {} <Img><ImageHere></Img>"
+    run(eval_config(tiny_root, tmp_path / "question_first", benches), model)
+    assert seen == [f"[vqa] {q['question']} <Img><ImageHere></Img>" for q in questions[:2]]
+    # model.image_after_question (the tiny recipe) puts it after a prompt that does not place it
+    seen.clear()
+    benches["vqav2"].prompt = "[vqa] {}"
+    cfg = eval_config(tiny_root, tmp_path / "image_after", benches)
+    cfg.model.image_after_question = True
+    run(cfg, model)
+    assert seen == [f"[vqa] {q['question']} <Img><ImageHere></Img>" for q in questions[:2]]
 
 
 def test_resume_skips_answered_questions(syn, tiny_root, tmp_path, model, monkeypatch):

@@ -64,23 +64,40 @@ def test_two_accumulated_batches_of_4_give_the_gradient_of_one_batch_of_8(tiny_r
         torch.testing.assert_close(small[name], big[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tiny_root, tmp_path):
+@pytest.mark.parametrize("cell_classes", [0, 5], ids=["plain", "with_cell_head"])
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tiny_root, tmp_path, cell_classes):
     steps = dict(max_epoch=2, iters_per_epoch=3, batch_size_train=4, log_every=1)
-    full = make_runner(make_cfg(tiny_root, tmp_path / "full", **steps))
+
+    def cfg_for(out, **run):
+        cfg = make_cfg(tiny_root, out, **steps, **run)
+        cfg.model.qformer.train, cfg.model.qformer.cell_classes = bool(cell_classes), cell_classes
+        return cfg
+
+    def runner_for(cfg):
+        runner = make_runner(cfg)
+        for module in runner.model.qformer.modules():  # a trained Q-Former's dropout: as LoRA's above
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+            if hasattr(module, "attention_dropout"):
+                module.attention_dropout = 0.0
+        return runner
+
+    full = runner_for(cfg_for(tmp_path / "full"))
     full.train()
 
-    first = make_cfg(tiny_root, tmp_path / "part", **steps)
-    runner = make_runner(first)
+    first = cfg_for(tmp_path / "part")
+    runner = runner_for(first)
     runner.total_steps = 3  # "killed" after the first epoch, whose end wrote a checkpoint
     runner.train()
     resume = os.path.join(tmp_path / "part", "checkpoint_step0000003.pt")
     assert os.path.exists(resume)
 
-    second = make_cfg(tiny_root, tmp_path / "part", resume_ckpt_path=resume, **steps)
-    resumed = make_runner(second)
+    second = cfg_for(tmp_path / "part", resume_ckpt_path=resume)
+    resumed = runner_for(second)
     assert resumed.step == 3
     resumed.train()
     want, got = trainable(full.model), trainable(resumed.model)
+    assert ("cell_head.weight" in want) == bool(cell_classes)
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=name)
 

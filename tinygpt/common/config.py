@@ -52,6 +52,13 @@ class QFormerConfig:
     train: bool = False
     # Init std of the Q-Former's weights when trained from scratch (BERT's 0.02; weights replace it).
     init_std: float = 0.02
+    # Auxiliary cell loss for from-scratch Q-Formers on the synthetic 3x3 grid (0 classes = off): a
+    # linear head makes query k predict the content class of cell k from a batch's `cell_labels`
+    # [B, C] (the synthetic shards carry them), so the queries separate the objects instead of
+    # mixing them -- a stand-in for BLIP-2's Q-Former pre-training (docs/quickstart.md).  The head
+    # is a training aid: resumable checkpoints keep it, checkpoint_final leaves it out.
+    cell_classes: int = 0
+    cell_loss_weight: float = 1.0
 
 
 @dataclass
@@ -88,6 +95,9 @@ class ModelConfig:
     prompt_template: str = "###Human: {} ###Assistant: "
     end_sym: str = "###"
     image_placeholder: str = "<Img><ImageHere></Img>"
+    # Where a chat's image goes in its first turn: before the question (every TinyGPT-V template) or
+    # after it (the tiny recipe, which trains question-first; see train_configs/tiny/prompts/).
+    image_after_question: bool = False
     max_txt_len: int = 160
     max_context_len: int = 512
     ckpt: list[str] = field(default_factory=list)  # loaded in order after the base weights

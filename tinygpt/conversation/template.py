@@ -9,7 +9,7 @@ The template comes from the model config (`model.prompt_template`, `model.end_sy
 One turn renders exactly as training wrapped it (`TinyGPTV.wrap`).  Several turns render the way
 TinyGPT-V's chat does: each turn is `user + question + assistant + answer`, finished answers are
 followed by the end marker, and the image placeholder opens the first question, joined to it by a
-space.  A template that already begins with its end marker (`###Human: ` after an answer that ends
+space (or closes it: `model.image_after_question`, the tiny recipe's order).  A template that already begins with its end marker (`###Human: ` after an answer that ends
 in `###`) does not repeat it:
 
     "###Human: <Img><ImageHere></Img> q1 ###Assistant: a1###Human: q2 ###Assistant: "
@@ -32,6 +32,7 @@ class Template:
     assistant: str  # text between a question and its answer: " ###Assistant: " / " [/INST]"
     end: str  # end marker generated after each answer: "###" / "<|endoftext|>"
     image: str = "<Img><ImageHere></Img>"
+    image_after_question: bool = False  # the tiny recipe's question-first order
 
     @classmethod
     def from_config(cls, model_cfg) -> "Template":
@@ -41,7 +42,8 @@ class Template:
             raise ValueError(f"model.prompt_template must contain exactly one '{{}}' for the "
                              f"instruction; got {text!r}")
         user, assistant = text.split(SLOT)
-        return cls(user=user, assistant=assistant, end=model_cfg.end_sym, image=model_cfg.image_placeholder)
+        return cls(user=user, assistant=assistant, end=model_cfg.end_sym, image=model_cfg.image_placeholder,
+                   image_after_question=getattr(model_cfg, "image_after_question", False))
 
     @property
     def separator(self) -> str:
@@ -61,14 +63,18 @@ class Template:
 
     def render(self, turns: Sequence[tuple[str, Optional[str]]], image: bool = True) -> str:
         """The prompt for `turns` = [(question, answer), ...]; only the last answer may be None
-        (the one to generate).  `image` puts the placeholder in front of the first question."""
+        (the one to generate).  `image` puts the placeholder in front of the first question (after
+        it with `image_after_question`)."""
         parts = []
         last = len(turns) - 1
         for i, (question, answer) in enumerate(turns):
             if i and parts:
                 parts.append(self.separator)
             if i == 0 and image:
-                question = f"{self.image} {question}" if question else self.image
+                if not question:
+                    question = self.image
+                else:
+                    question = f"{question} {self.image}" if self.image_after_question else f"{self.image} {question}"
             parts.append(self.wrap(question))
             if answer is not None:
                 parts.append(answer)

@@ -5,6 +5,8 @@ This is the layout img2dataset writes and MiniGPT-4/TinyGPT-V stages 1-2 read
   * splits shards over (rank, worker) -- or samples, when there are fewer shards than readers;
   * reshuffles shard order and a sample buffer every epoch from (seed, epoch), so a run is repeatable;
   * skips and counts a corrupt/missing shard, an undecodable image, or a sample without caption;
+  * passes a json's optional "cells" (per-grid-cell class ids, the synthetic shards) on as
+    `cell_labels`, for the Q-Former cell loss (QFormerConfig.cell_classes);
   * can fast-forward to a data position without decoding images (resume; see `skip_batches`).
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 from typing import Callable, Iterator, Optional
 
 import braceexpand
+import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.tariterators import tarfile_samples
@@ -185,11 +188,12 @@ class CaptionShardBuilder(Builder):
 
     def sample(self, raw: dict, rng: random.Random) -> Optional[dict]:
         where = f"{raw.get('__url__')}:{raw.get('__key__')}"
-        caption = None
+        caption, cells = None, None
         if "json" in raw:
             try:
                 meta = json.loads(raw["json"])
                 caption = meta.get("caption") if isinstance(meta, dict) else None
+                cells = meta.get("cells") if isinstance(meta, dict) else None
             except (ValueError, UnicodeDecodeError):
                 caption = None
         if caption is None and "txt" in raw:
@@ -206,7 +210,13 @@ class CaptionShardBuilder(Builder):
                 image = im.convert("RGB")
         except Exception as exc:  # any decode failure of one image is a skip, not a crash
             raise ImageUnreadable("unreadable image", f"{where} ({type(exc).__name__}: {exc})") from None
+        if cells is not None and not (isinstance(cells, list) and cells
+                                      and all(type(c) is int and c >= 0 for c in cells)):
+            skips.record(self.name, "'cells' is not a list of class ids", where)
+            return None
         out = {"image": self.vis(image, rng), "answer": self.text(caption)}
+        if cells is not None:  # per-cell content classes (synthetic shards): the Q-Former cell loss
+            out["cell_labels"] = torch.tensor(cells)
         if self.pool:
             out["instruction_input"] = rng.choice(self.pool)
         return out

@@ -7,7 +7,8 @@
 
 One interface for every benchmark.  Per `evaluation.benchmarks.<label>` (the scorer is the label
 unless `scorer:` says otherwise) the runner asks each question as
-`<Img><ImageHere></Img> <prompt with {} = question>` (the model wraps it in its stage template),
+`<Img><ImageHere></Img> <prompt with {} = question>` (the model wraps it in its stage template;
+a prompt holding the placeholder puts the image where it says, `model.image_after_question` last),
 in batches, and turns the answers into the record the scorer reads (PROTOCOLS below):
 
     generate  greedy/beam text (vqav2, okvqa, gqa, vizwiz, vsr, refcoco*, coco_caption)
@@ -215,7 +216,7 @@ def settings_of(cfg: Config, bench: BenchmarkConfig) -> dict:
         "scorer": bench.scorer, "prompt": bench.prompt, "max_new_tokens": bench.max_new_tokens,
         "num_beams": bench.num_beams, "questions": bench.questions, "annotations": bench.annotations,
         "prompt_template": m.prompt_template, "end_sym": m.end_sym, "image_placeholder": m.image_placeholder,
-        "image_size": m.vision.image_size, "llm_weights": m.llm.weights,
+        "image_after_question": m.image_after_question, "image_size": m.vision.image_size, "llm_weights": m.llm.weights,
         "ckpt": [_file_stamp(p) or p for p in m.ckpt],
     }
 
@@ -337,8 +338,14 @@ class EvaluationRunner:
 
     def instruction(self, bench: BenchmarkConfig, q: Question) -> str:
         """`<Img><ImageHere></Img> <prompt>` with the question in the prompt's `{}` (str.format
-        would trip over other braces, e.g. a box `{<x1><y1><x2><y2>}` in a prompt)."""
-        return f"{self.cfg.model.image_placeholder} {bench.prompt.replace('{}', q.text, 1)}"
+        would trip over other braces, e.g. a box `{<x1><y1><x2><y2>}` in a prompt); a prompt that
+        places the image itself is kept as is, and `model.image_after_question` (the tiny recipe's
+        question-first order) puts it after the text."""
+        text = bench.prompt.replace("{}", q.text, 1)
+        placeholder = self.cfg.model.image_placeholder
+        if placeholder in text:
+            return text
+        return f"{text} {placeholder}" if self.cfg.model.image_after_question else f"{placeholder} {text}"
 
     def answer_batch(self, bench: BenchmarkConfig, batch: list[Question], images: torch.Tensor) -> list[dict]:
         """The prediction records for one batch, in the scorer's format."""

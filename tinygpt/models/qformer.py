@@ -8,6 +8,10 @@ from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
 from ..common.config import QFormerConfig
 
+# The model attribute of the auxiliary cell head (QFormerConfig.cell_classes): a training aid that
+# checkpoint_final leaves out and the weight loader treats as its own group.
+CELL_HEAD = "cell_head"
+
 
 def build_qformer(cfg: QFormerConfig, encoder_width: int) -> tuple[Blip2QFormerModel, nn.Parameter]:
     """Returns the Q-Former and its learned query tokens [1, num_query_tokens, width]."""

@@ -16,7 +16,7 @@ from ..common.config import ModelConfig
 from ..common.registry import registry
 from .phi import TinyGPTVPhiForCausalLM, norm_weight_names
 from .projector import Projector
-from .qformer import build_qformer
+from .qformer import CELL_HEAD, build_qformer
 from .vision import LN_VISION_EPS, build_vision_tower
 
 IMAGE_SLOT = "<ImageHere>"
@@ -33,6 +33,8 @@ class TinyGPTV(nn.Module):
         self.ln_vision = nn.LayerNorm(cfg.vision.width, eps=LN_VISION_EPS)
         self.qformer, self.query_tokens = build_qformer(cfg.qformer, cfg.vision.width)
         self.projector = Projector(cfg.qformer.width, cfg.proj_mid_dim, llm_config.hidden_size)
+        # Training aid (QFormerConfig.cell_classes), not used at inference.
+        self.cell_head = nn.Linear(cfg.qformer.width, cfg.qformer.cell_classes) if cfg.qformer.cell_classes else None
         self.llm = TinyGPTVPhiForCausalLM(llm_config)
         self.llm.lm_head.register_forward_pre_hook(_contiguous_input)
         if cfg.llm.lora.r > 0:
@@ -57,6 +59,7 @@ class TinyGPTV(nn.Module):
             (self.visual_encoder, c.vision.train),
             (self.ln_vision, c.vision.train),
             (self.qformer, c.qformer.train),
+            *(((self.cell_head, c.qformer.train),) if self.cell_head is not None else ()),
             (self.projector, c.train_projection),
             (self.llm, c.llm.train),
         ):
@@ -195,10 +198,32 @@ class TinyGPTV(nn.Module):
         """samples: {"image": [B,3,S,S], "answer": list[str], "instruction_input": list[str] (optional)}
         (or "query_features" [B,Q,Dq] from the feature cache instead of "image").
         Returns {"loss": scalar mean over answer tokens, "n_tokens": answer token count}."""
-        embeds, mask, labels = self.embed_inputs(self._conversations(samples), self._visual(samples))
+        cells = samples.get("cell_labels") if self.cell_head is not None else None
+        if cells is not None:  # the cell loss needs the Q-Former output itself
+            queries = self.query_features(samples["image"])
+            visual = self.project_queries(queries)
+        else:
+            visual = self._visual(samples)
+        embeds, mask, labels = self.embed_inputs(self._conversations(samples), visual)
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits
         loss_sum, count = _answer_nll(logits, labels)
-        return {"loss": loss_sum.sum() / count.sum().clamp(min=1), "n_tokens": count.sum()}
+        loss = loss_sum.sum() / count.sum().clamp(min=1)
+        if cells is not None:
+            loss = loss + self.cfg.qformer.cell_loss_weight * self._cell_loss(queries, cells)
+        return {"loss": loss, "n_tokens": count.sum()}
+
+    # Parameter-name prefixes of training aids: trained and resumed, but not part of the weights a
+    # later stage or the demo loads (the runner leaves them out of checkpoint_final).
+    training_aid_prefixes = (f"{CELL_HEAD}.",)
+
+    def _cell_loss(self, queries: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of query k's predicted content class against cell k's label."""
+        n_cells, n_queries = cells.shape[1], queries.shape[1]
+        if n_cells > n_queries:
+            raise ValueError(f"the batch's cell_labels name {n_cells} cells but model.qformer.num_query_tokens "
+                             f"is {n_queries}: the cell loss needs one query per cell")
+        logits = self.cell_head(queries[:, :n_cells])
+        return nn.functional.cross_entropy(logits.flatten(0, 1).float(), cells.flatten().long())
 
     def _visual(self, samples: dict) -> torch.Tensor:
         if "query_features" in samples:

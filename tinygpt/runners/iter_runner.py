@@ -159,7 +159,8 @@ class IterRunner:
 
     def _save_final(self) -> str:
         """Trainable weights only, as safetensors: what the next stage's `model.ckpt` names."""
-        state = dist.trainable_state_dict(self.ddp)
+        aids = getattr(self.model, "training_aid_prefixes", ())
+        state = {k: v for k, v in dist.trainable_state_dict(self.ddp).items() if not k.startswith(aids)}
         path = os.path.join(self.run.output_dir, "checkpoint_final.safetensors")
         if self.info.is_main:
             ckpt.save_weights(state, path)

@@ -11,7 +11,7 @@ import random
 import time
 
 from tinygpt.datasets.synthetic import language
-from tinygpt.datasets.synthetic.scenes import SHAPES, render, sample_scene
+from tinygpt.datasets.synthetic.scenes import SHAPES, cell_labels, render, sample_scene
 from tinygpt.datasets.synthetic.tokenizer import train_tokenizer
 from tinygpt.datasets.synthetic.writers import ShardWriter, jpeg_bytes, write_bytes, write_json
 
@@ -38,6 +38,9 @@ TRAIN_ID0 = 1
 EVAL_ID0 = 1_000_001
 _VQA_INFO = {"description": "tinygpt synthetic shapes", "version": "1.0"}
 _LICENSE = {"name": "generated", "url": ""}
+# Written to manifest.json; bumped when the files change (v2: shard json "cells"), so the
+# quickstart regenerates data written by an older version.
+GENERATOR = "tinygpt synthetic shapes v2"
 
 
 def _scenes(seed: int, split: str, count: int, first_id: int, size: int):
@@ -60,8 +63,9 @@ def _train(out: str, scenes, shard_size: int, questions_per_image: int, corpus: 
         key = f"{scene.image_id:09d}"
         caption = language.caption(scene, rng)
         writer.add(f"{key}.jpg", jpg)
+        # "cells": each grid cell's content class (scenes.CELL_CLASSES), for the Q-Former cell loss.
         writer.add(f"{key}.json", _json_bytes({"caption": caption, "key": key, "width": scene.size,
-                                                "height": scene.size}))
+                                                "height": scene.size, "cells": cell_labels(scene)}))
         write_bytes(os.path.join(out, "images", name), jpg)
         write_bytes(os.path.join(out, "align", "image", f"{scene.image_id}.jpg"), jpg)
         description = language.description(scene)
@@ -145,7 +149,7 @@ def generate(out_dir: str = "data/synthetic", train_images: int = 4000, eval_ima
     tokenizer_dir = tokenizer_dir or os.path.join(out_dir, "tokenizer")
     train_tokenizer(corpus, tokenizer_dir, vocab_size)
     manifest = {
-        "generator": "tinygpt synthetic shapes v1",
+        "generator": GENERATOR,
         "arguments": {"train_images": train_images, "eval_images": eval_images, "image_size": image_size,
                       "seed": seed, "shard_size": shard_size, "questions_per_image": questions_per_image,
                       "vocab_size": vocab_size},

@@ -5,16 +5,15 @@ runner's training checkpoints hold the same names under "model" and load the sam
 """
 from __future__ import annotations
 
-from ...common.checkpoint import save_weights
-
-
 from torch import nn
 
+from ...common.checkpoint import save_weights
+from ..qformer import CELL_HEAD
 from .files import TensorSource
 from .plan import Plan
 
 FORMAT = "tinygpt-trainable"
-OUR_PREFIXES = ("visual_encoder.", "ln_vision.", "qformer.", "query_tokens", "projector.", "llm.")
+OUR_PREFIXES = ("visual_encoder.", "ln_vision.", "qformer.", "query_tokens", "projector.", "llm.", f"{CELL_HEAD}.")
 
 
 def is_native(keys: list[str]) -> bool:

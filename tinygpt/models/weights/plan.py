@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from ..phi import norm_weight_names
+from ..qformer import CELL_HEAD
 from .files import TensorSource
 from .report import LoadReport, WeightLoadError
 
-GROUPS = ("vision", "qformer", "projector", "llm norms", "llm lora", "llm base")
+GROUPS = ("vision", "qformer", "projector", "llm norms", "llm lora", "llm base", "training aids")
 
 
 @dataclass
@@ -67,6 +68,8 @@ def resolve(name: str, params: dict[str, nn.Parameter]) -> Optional[str]:
 
 
 def group_of(name: str, norm_names: set[str]) -> str:
+    if name.startswith(f"{CELL_HEAD}."):  # not in checkpoint_final: kept at initialisation there
+        return "training aids"
     if "lora_" in name:
         return "llm lora"
     if name.startswith("projector."):
