@@ -200,7 +200,8 @@ def test_cli_end_to_end_on_the_synthetic_split(syn, tiny_root, tmp_path, capsys)
     assert "| vqav2 | vqa_accuracy |" in md and "official metric" in md
 
 
-def test_prompts_are_the_configured_instruction_after_the_image_unless_they_place_it(syn, tiny_root, tmp_path, model, monkeypatch):
+def test_prompts_are_the_configured_instruction_after_the_image_unless_they_place_it(
+        syn, tiny_root, tmp_path, model, monkeypatch):
     seen = []
     real = model.generate
 

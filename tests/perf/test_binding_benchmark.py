@@ -9,6 +9,7 @@ import torch
 
 from benchmarks import binding
 from tinygpt.datasets.boxes import parse_box
+from tinygpt.datasets.synthetic.scenes import CELL_CLASSES
 
 STAGE1 = "train_configs/tiny/stage1.yaml"
 
@@ -19,7 +20,7 @@ def test_single_object_questions_name_the_only_shape_and_its_cell():
     # one object: exactly one non-empty cell, the one the answer names, holding the named shape
     for prompt, place, row in zip(prompts, answers, cells.tolist()):
         assert [k for k, c in enumerate(row) if c] == [binding.PLACES.index(place)]
-        assert prompt.endswith(f"where is the {binding.CELL_CLASSES[max(row)]}?")
+        assert prompt.endswith(f"where is the {CELL_CLASSES[max(row)]}?")
     assert all(p.startswith("<Img><ImageHere></Img> where is the ") for p in prompts)
     assert all(a in binding.PLACES for a in answers)
     _, first, same, _ = binding.make_split(6, max_objects=1, task="where", size=48, seed=3, question_first=True)
@@ -70,32 +71,28 @@ def test_short_run_writes_one_curve_per_arm(tmp_path, tiny_root):
         assert all(0.0 <= p["accuracy"] <= 1.0 and p["loss"] > 0 for p in arm["curve"])
 
 
-def test_cell_loss_trains_a_per_query_head(tmp_path, tiny_root, monkeypatch):
-    """--cell-loss adds a linear head on the Q-Former's first 9 queries, trained with the model."""
+def test_the_stages_cell_loss_trains_its_head_and_can_be_turned_off(tmp_path, tiny_root, monkeypatch):
+    """Stage 1's config has the Q-Former cell head: the benchmark feeds it each scene's cell labels."""
     options = [f"model.llm.hf_config={tiny_root / 'phi.json'}", f"model.llm.tokenizer={tiny_root / 'tokenizer'}"]
-    heads, run_arm = [], binding.run_arm
+    built, build = [], binding.tinygpt.build_model
 
-    def recording_arm(cfg, args, max_objects):
-        build = binding.tinygpt.build_model
+    def keep(*a, **kw):
+        built.append(build(*a, **kw))
+        return built[-1]
 
-        def keep(*a, **kw):
-            model = build(*a, **kw)
-            heads.append(model)
-            return model
-        monkeypatch.setattr(binding.tinygpt, "build_model", keep)
-        return run_arm(cfg, args, max_objects)
-
-    monkeypatch.setattr(binding, "run_arm", recording_arm)
-    out = tmp_path / "cells.json"
-    assert binding.main(["--cfg-path", STAGE1, "--objects", "3", "--steps", "2", "--cell-loss", "1",
-                         "--train-images", "8", "--eval-images", "4", "--out", str(out), "--options", *options]) == 0
-    (model,) = heads
-    assert model.cell_head.out_features == len(binding.CELL_CLASSES) == 19
-    assert model.cell_head.weight.grad is not None and model.cell_head.weight.grad.abs().sum() > 0
-    assert json.loads(out.read_text())["cell_loss"] == 1.0
+    monkeypatch.setattr(binding.tinygpt, "build_model", keep)
+    common = ["--cfg-path", STAGE1, "--objects", "3", "--steps", "2", "--train-images", "8", "--eval-images", "4"]
+    assert binding.main(common + ["--out", str(tmp_path / "on.json"), "--options", *options]) == 0
+    assert binding.main(common + ["--out", str(tmp_path / "off.json"), "--options", *options,
+                                  "model.qformer.cell_classes=0"]) == 0
+    with_head, without = built
+    assert with_head.cell_head.out_features == len(CELL_CLASSES) == 19
+    assert with_head.cell_head.weight.grad is not None and with_head.cell_head.weight.grad.abs().sum() > 0
+    assert without.cell_head is None
+    assert json.loads((tmp_path / "on.json").read_text())["cell_classes"] == 19
+    assert json.loads((tmp_path / "off.json").read_text())["cell_classes"] == 0
     with pytest.raises(SystemExit):  # fewer queries than grid cells: a clear argparse error
-        binding.main(["--cell-loss", "1", "--steps", "1", "--options", *options,
-                      "model.qformer.num_query_tokens=4"])
+        binding.main(["--steps", "1", "--options", *options, "model.qformer.num_query_tokens=4"])
 
 
 def test_pretrained_starts_from_the_configs_checkpoint(tmp_path, tiny_root, monkeypatch):

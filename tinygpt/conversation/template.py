@@ -9,8 +9,9 @@ The template comes from the model config (`model.prompt_template`, `model.end_sy
 One turn renders exactly as training wrapped it (`TinyGPTV.wrap`).  Several turns render the way
 TinyGPT-V's chat does: each turn is `user + question + assistant + answer`, finished answers are
 followed by the end marker, and the image placeholder opens the first question, joined to it by a
-space (or closes it: `model.image_after_question`, the tiny recipe's order).  A template that already begins with its end marker (`###Human: ` after an answer that ends
-in `###`) does not repeat it:
+space (or closes it: `model.image_after_question`, the tiny recipe's order).  A template that
+already begins with its end marker (`###Human: ` after an answer that ends in `###`) does not
+repeat it:
 
     "###Human: <Img><ImageHere></Img> q1 ###Assistant: a1###Human: q2 ###Assistant: "
     "[INST] <Img><ImageHere></Img> q1 [/INST]a1<|endoftext|>[INST] q2 [/INST]"
@@ -71,10 +72,8 @@ class Template:
             if i and parts:
                 parts.append(self.separator)
             if i == 0 and image:
-                if not question:
-                    question = self.image
-                else:
-                    question = f"{question} {self.image}" if self.image_after_question else f"{self.image} {question}"
+                pair = (question, self.image) if self.image_after_question else (self.image, question)
+                question = " ".join(p for p in pair if p)
             parts.append(self.wrap(question))
             if answer is not None:
                 parts.append(answer)

@@ -196,7 +196,8 @@ class TinyGPTV(nn.Module):
     # ------------------------------------------------------------------ training
     def forward(self, samples: dict) -> dict:
         """samples: {"image": [B,3,S,S], "answer": list[str], "instruction_input": list[str] (optional)}
-        (or "query_features" [B,Q,Dq] from the feature cache instead of "image").
+        (or "query_features" [B,Q,Dq] from the feature cache instead of "image"); "cell_labels" [B,C]
+        adds the cell loss when the model has a cell head (QFormerConfig.cell_classes).
         Returns {"loss": scalar mean over answer tokens, "n_tokens": answer token count}."""
         cells = samples.get("cell_labels") if self.cell_head is not None else None
         if cells is not None:  # the cell loss needs the Q-Former output itself
