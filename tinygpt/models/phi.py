@@ -56,7 +56,7 @@ class FusedQKVPhiAttention(nn.Module):
         self.q_layernorm = FloatLayerNorm(self.head_dim, eps=config.layer_norm_eps)
         self.k_layernorm = FloatLayerNorm(self.head_dim, eps=config.layer_norm_eps)
 
-    def forward(self, hidden_states, position_embeddings, attention_mask, past_key_values=None, **kwargs):
+    def forward(self, hidden_states, position_embeddings, attention_mask, cache=None, **kwargs):
         batch, seq = hidden_states.shape[:2]
         q, k, v = self.query_key_value(hidden_states).split(self.split_sizes, dim=-1)
         q = self.q_layernorm(q.view(batch, seq, -1, self.head_dim)).transpose(1, 2)
@@ -70,8 +70,8 @@ class FusedQKVPhiAttention(nn.Module):
         q = torch.cat((q_rot, q[..., r:]), dim=-1)
         k = torch.cat((k_rot, k[..., r:]), dim=-1)
 
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
 
         attend = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
         out, weights = attend(
@@ -95,13 +95,15 @@ class TinyGPTVPhiDecoderLayer(GradientCheckpointingLayer):
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
     def forward(self, hidden_states, attention_mask=None, position_ids=None, past_key_values=None,
-                use_cache=False, position_embeddings=None, **kwargs):
+                use_cache=False, position_embeddings=None, cache=None, **kwargs):
         normed = self.input_layernorm(hidden_states)
         attn, _ = self.self_attn(
             normed,
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            # The KV cache: transformers < 5.24 names it past_key_values, 5.24+ cache.  Missing it
+            # would not fail: generation would silently attend to the new token only.
+            cache=cache if cache is not None else past_key_values,
             **kwargs,
         )
         attn = self.resid_dropout(self.post_layernorm(attn))
