@@ -79,14 +79,14 @@ def one_step(model, optimizer, batches, device, amp_dtype, grad_clip: float) -> 
     text = {"query_features": feats, "instruction_input": samples["instruction_input"], "answer": samples["answer"]}
     with C.Timer(device) as t, devices.autocast(device, amp_dtype):
         out = model(text)
-        summed = out["loss"] * out["n_tokens"]
+        summed = out["loss"] * out["weight"]
     times["llm_fwd"] = t.seconds
     with C.Timer(device) as t:
         summed.backward()
     times["llm_bwd"] = t.seconds
     with C.Timer(device) as t:
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        torch._foreach_mul_([p.grad for p in params], 1.0 / out["n_tokens"].clamp(min=1).float())
+        torch._foreach_mul_([p.grad for p in params], 1.0 / out["weight"].clamp(min=1).float())
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
@@ -105,7 +105,7 @@ def count_flops(model, batches, device, amp_dtype) -> dict:
         with devices.autocast(device, amp_dtype):
             out = model({"query_features": feats, "instruction_input": samples["instruction_input"],
                          "answer": samples["answer"]})
-            summed = out["loss"] * out["n_tokens"]
+            summed = out["loss"] * out["weight"]
         summed.backward()
     model.zero_grad(set_to_none=True)
     return {"vision": vis.get_total_flops(), "llm": llm.get_total_flops()}

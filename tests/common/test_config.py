@@ -26,6 +26,7 @@ def test_layering_defaults_then_yaml_then_options():
     ("model:\n  bogus: 1\n", "cfg.yaml: key 'model.bogus'"),
     ("run:\n  max_epoch: lots\n", "key 'run.max_epoch'"),
     ("run:\n  device: tpu\n", "key 'run.device' is 'tpu'"),
+    ("model:\n  llm: {hf_config: phi.json}\n  loss_reduction: mean\n", "key 'model.loss_reduction' is 'mean'"),
     ("datasets:\n  laion:\n    sample_ratio: [1]\n", "datasets.laion.sample_ratio"),
     ("model: [\n", "not valid YAML"),
     ("model:\n  arch: tinygpt_v\n", "key 'model.llm.hf_config'"),

@@ -77,6 +77,23 @@ def test_forward_loss_is_the_mean_nll_of_answer_tokens(model):
     assert out["n_tokens"] == (labels[:, 1:] != IGNORE).sum()
 
 
+def test_sample_reduction_weighs_every_sample_the_same(model):
+    feats = torch.randn(2, model.cfg.qformer.num_query_tokens, model.cfg.qformer.width)
+    samples = {"query_features": feats, "answer": ["red", "a blue square on the left of a red circle"],
+               "instruction_input": [f"{IMG} what colour?", f"{IMG} describe"]}
+    with torch.no_grad():
+        by_token = model(samples)
+        model.cfg.loss_reduction = "sample"
+        try:
+            by_sample = model(samples)
+            per_sample = torch.stack([model({k: v[i:i + 1] for k, v in samples.items()})["loss"] for i in range(2)])
+        finally:
+            model.cfg.loss_reduction = "token"
+    torch.testing.assert_close(by_sample["loss"], per_sample.mean())
+    assert by_sample["weight"] == 2 and by_sample["n_tokens"] == by_token["n_tokens"] == by_token["weight"]
+    assert not torch.isclose(by_sample["loss"], by_token["loss"])  # the long answer no longer dominates
+
+
 def test_batched_generation_equals_one_by_one(model):
     size = model.cfg.vision.image_size
     images = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(3))

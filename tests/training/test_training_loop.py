@@ -56,9 +56,13 @@ def first_step_grads(cfg):
     return captured
 
 
-def test_two_accumulated_batches_of_4_give_the_gradient_of_one_batch_of_8(tiny_root, tmp_path):
-    big = first_step_grads(make_cfg(tiny_root, tmp_path / "a", batch_size_train=8, accum_grad_iters=1))
-    small = first_step_grads(make_cfg(tiny_root, tmp_path / "b", batch_size_train=4, accum_grad_iters=2))
+@pytest.mark.parametrize("loss_reduction", ["token", "sample"])
+def test_two_accumulated_batches_of_4_give_the_gradient_of_one_batch_of_8(tiny_root, tmp_path, loss_reduction):
+    cfgs = [make_cfg(tiny_root, tmp_path / "a", batch_size_train=8, accum_grad_iters=1),
+            make_cfg(tiny_root, tmp_path / "b", batch_size_train=4, accum_grad_iters=2)]
+    for cfg in cfgs:
+        cfg.model.loss_reduction = loss_reduction
+    big, small = (first_step_grads(cfg) for cfg in cfgs)
     assert big.keys() == small.keys() and len(big) > 0
     for name in big:
         torch.testing.assert_close(small[name], big[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -100,6 +100,11 @@ class ModelConfig:
     image_after_question: bool = False
     max_txt_len: int = 160
     max_context_len: int = 512
+    # What the answer loss averages over.  "token": every answer token of the global batch weighs the
+    # same (TinyGPT-V, MiniGPT-4, LLaVA), so a mixed batch is steered by its long answers (a box is
+    # 10 tokens, a VQA word 2).  "sample": each sample's token mean, then the mean over samples, so
+    # every sample weighs the same whatever its answer's length.
+    loss_reduction: str = "token"
     ckpt: list[str] = field(default_factory=list)  # loaded in order after the base weights
     feature_cache: Optional[str] = None  # directory for cached frozen Q-Former outputs (opt-in)
 
@@ -250,6 +255,7 @@ _CHOICES = {
     "run.device": ("auto", "cpu", "cuda", "npu"),
     "run.precision": ("auto", "fp32", "bf16", "fp16"),
     "run.distributed_strategy": ("ddp", "fsdp"),
+    "model.loss_reduction": ("token", "sample"),
     "model.vision.dtype": ("auto", "fp32", "bf16", "fp16"),
     "model.llm.dtype": ("auto", "fp32", "bf16", "fp16"),
 }

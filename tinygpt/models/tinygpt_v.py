@@ -198,7 +198,9 @@ class TinyGPTV(nn.Module):
         """samples: {"image": [B,3,S,S], "answer": list[str], "instruction_input": list[str] (optional)}
         (or "query_features" [B,Q,Dq] from the feature cache instead of "image"); "cell_labels" [B,C]
         adds the cell loss when the model has a cell head (QFormerConfig.cell_classes).
-        Returns {"loss": scalar mean over answer tokens, "n_tokens": answer token count}."""
+        Returns {"loss": the answer loss averaged as `model.loss_reduction` says (plus the cell loss),
+        "n_tokens": answer tokens, "weight": the units that mean is over (answer tokens or samples):
+        the runner sums loss x weight over micro-batches and ranks and divides by the total weight}."""
         cells = samples.get("cell_labels") if self.cell_head is not None else None
         if cells is not None:  # the cell loss needs the Q-Former output itself
             queries = self.query_features(samples["image"])
@@ -208,10 +210,16 @@ class TinyGPTV(nn.Module):
         embeds, mask, labels = self.embed_inputs(self._conversations(samples), visual)
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits
         loss_sum, count = _answer_nll(logits, labels)
-        loss = loss_sum.sum() / count.sum().clamp(min=1)
+        if self.cfg.loss_reduction == "sample":
+            answered = count > 0
+            weight = answered.sum()
+            loss = (loss_sum[answered] / count[answered]).sum() / weight.clamp(min=1)
+        else:
+            weight = count.sum()
+            loss = loss_sum.sum() / weight.clamp(min=1)
         if cells is not None:
             loss = loss + self.cfg.qformer.cell_loss_weight * self._cell_loss(queries, cells)
-        return {"loss": loss, "n_tokens": count.sum()}
+        return {"loss": loss, "n_tokens": count.sum(), "weight": weight}
 
     # Parameter-name prefixes of training aids: trained and resumed, but not part of the weights a
     # later stage or the demo loads (the runner leaves them out of checkpoint_final).

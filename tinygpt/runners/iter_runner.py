@@ -2,8 +2,9 @@
 checkpoint format) live in the components it calls.
 
 One step = `accum_grad_iters` micro-batches, then one optimizer update.  Gradients are normalised by
-the number of answer tokens in the whole global batch (all micro-batches, all ranks), so 2 x batch 4
-gives exactly the gradient of batch 8 and N ranks give the single-process gradient.
+the loss's units in the whole global batch (all micro-batches, all ranks: answer tokens, or samples with
+`model.loss_reduction: sample`), so 2 x batch 4 gives exactly the gradient of batch 8 and N ranks give
+the single-process gradient.
 """
 from __future__ import annotations
 
@@ -92,10 +93,12 @@ class IterRunner:
             log.info("training finished: %s", summary)
         return summary
 
-    def _train_step(self, batches) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """One optimizer update over accum_grad_iters micro-batches; returns device tensors."""
+    def _train_step(self, batches) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """One optimizer update over accum_grad_iters micro-batches; returns (loss sum, its weight,
+        answer tokens) as device tensors and the sample count."""
         accum = self.run.accum_grad_iters
         loss_sum = torch.zeros((), device=self.device)
+        weight = torch.zeros((), device=self.device)
         tokens = torch.zeros((), device=self.device)
         samples_seen = 0
         for micro in range(accum):
@@ -104,17 +107,19 @@ class IterRunner:
             sync = micro == accum - 1
             with self._no_sync(sync), devices.autocast(self.device, self.amp_dtype):
                 out = self.task.train_step(self.ddp, samples)
-                summed = out["loss"] * out["n_tokens"]
+                summed = out["loss"] * out["weight"]
             (self.scaler.scale(summed) if self.scaler else summed).backward()
             loss_sum += summed.detach().float()
+            weight += out["weight"].detach().float()
             tokens += out["n_tokens"].detach().float()
-        # DDP averaged the per-rank sums over ranks; rescale to a mean over every answer token.
-        global_tokens = tokens.clone()
+        # DDP averaged the per-rank sums over ranks; rescale to a mean over the global batch's units
+        # (answer tokens or samples: model.loss_reduction).
+        global_weight = weight.clone()
         if self.info.world_size > 1:
-            torch.distributed.all_reduce(global_tokens)
+            torch.distributed.all_reduce(global_weight)
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        factor = self.info.world_size / global_tokens.clamp(min=1)
+        factor = self.info.world_size / global_weight.clamp(min=1)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         if params:
             torch._foreach_mul_([p.grad for p in params], factor)
@@ -126,7 +131,7 @@ class IterRunner:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum, tokens, samples_seen
+        return loss_sum, weight, tokens, samples_seen
 
     def _no_sync(self, sync: bool):
         if sync or not hasattr(self.ddp, "no_sync"):
@@ -206,19 +211,21 @@ class _Window:
 
     def reset(self):
         self.loss_sum = torch.zeros((), device=self.device)
+        self.weight = torch.zeros((), device=self.device)
         self.tokens = torch.zeros((), device=self.device)
         self.samples = 0
         self.started = time.perf_counter()
 
-    def add(self, loss_sum, tokens, samples):
+    def add(self, loss_sum, weight, tokens, samples):
         self.loss_sum += loss_sum
+        self.weight += weight
         self.tokens += tokens
         self.samples += samples
 
     def flush(self) -> dict:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         tokens = float(self.tokens)
-        out = {"loss": float(self.loss_sum) / max(tokens, 1.0), "samples_per_s": self.samples / elapsed,
+        out = {"loss": float(self.loss_sum) / max(float(self.weight), 1.0), "samples_per_s": self.samples / elapsed,
                "answer_tokens_per_s": tokens / elapsed}
         self.reset()
         return out

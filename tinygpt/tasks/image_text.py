@@ -19,5 +19,5 @@ class ImageTextTask:
         return build_train_loader(self.cfg, rank=info.rank, world_size=info.world_size, device=device)
 
     def train_step(self, model, samples: dict) -> dict[str, torch.Tensor]:
-        """{"loss": mean answer-token NLL, "n_tokens": answer tokens in the batch}."""
+        """{"loss": mean answer NLL, "n_tokens": answer tokens, "weight": what the mean is over}."""
         return model(samples)
