@@ -1,6 +1,7 @@
 """The quickstart's tiny recipe end to end, shrunk to seconds: the four stage YAMLs under
 train_configs/tiny/ train in order on a few dozen generated scenes, each stage starts from the
-previous stage's checkpoint_final.safetensors, and eval_configs/tiny.yaml scores the result.
+checkpoints its `model.ckpt` names (the previous stage's checkpoint_final.safetensors, and stage 2's
+for the towers that stages 3-4 freeze), and eval_configs/tiny.yaml scores the result.
 
 Only paths and step counts are overridden (`--options`, as a user would); everything else (model
 sizes, templates, datasets, what trains) is the committed recipe.
@@ -24,7 +25,8 @@ from tinygpt.models.weights.plan import resolve
 REPO = Path(__file__).resolve().parents[2]
 STAGES = [REPO / f"train_configs/tiny/stage{n}.yaml" for n in (1, 2, 3, 4)]
 EVAL = REPO / "eval_configs/tiny.yaml"
-DATA = "data/synthetic"  # the prefix every data path in the committed configs starts with
+DATA = "data/synthetic"
+TOWERS = ("visual_encoder.", "ln_vision.", "qformer.", "query_tokens")  # the prefix every data path in the committed configs starts with
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +75,22 @@ def test_four_tiny_stages_chain_their_checkpoints_and_the_eval_config_scores_sta
         return report
 
     monkeypatch.setattr(weights, "load_checkpoint", spy)
-    previous = None
+    stage_outputs = {}
+    def moved(ckpts: list[str]) -> list[str]:  # output/tiny/stageN/... -> this test's stageN
+        return [str(tmp_path / p.removeprefix("output/tiny/")) for p in ckpts]
+
     for n, cfg_path in enumerate(STAGES, 1):
         cfg = tinygpt.load_config(cfg_path)
-        assert cfg.model.ckpt == ([] if n == 1 else [f"output/tiny/stage{n - 1}/checkpoint_final.safetensors"])
+        # Each stage starts from the one before; stages 3-4 freeze the towers, whose weights only
+        # stage 2's checkpoint holds.
+        chain = [f"output/tiny/stage{k}/checkpoint_final.safetensors" for k in ((), (1,), (2,), (2, 3))[n - 1]]
+        assert cfg.model.ckpt == chain, f"stage {n}"
         assert cfg.run.output_dir == f"output/tiny/stage{n}"
         out = tmp_path / f"stage{n}"
+        previous = moved(cfg.model.ckpt)
         options = data_options(cfg_path, corpus) + [
             f"run.output_dir={out}", "run.iters_per_epoch=2", "run.warmup_steps=1", "run.log_every=1",
-            "run.batch_size_train=2", "run.num_workers=0",
-            f"model.ckpt=[{previous}]" if previous else "model.ckpt=[]",
+            "run.batch_size_train=2", "run.num_workers=0", f"model.ckpt=[{','.join(previous)}]",
         ]
         options += [f"datasets.{name}.batch_size=null" for name in cfg.datasets]
         loads.clear()
@@ -92,27 +100,30 @@ def test_four_tiny_stages_chain_their_checkpoints_and_the_eval_config_scores_sta
             assert (out / name).is_file(), f"stage {n}: {name} missing"
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == [1, 2] and all(r["loss"] == r["loss"] for r in rows)  # not NaN
-        if previous:
-            assert [p for p, _ in loads] == [previous], f"stage {n} did not load stage {n - 1}"
-            report = loads[0][1]
-            assert report.ok and len(report.loaded) == len(load_file(previous))
-        # Everything was trained from scratch, so every stage must hand on every weight it has:
-        # the next stage names only this file.
+        assert [p for p, _ in loads] == previous, f"stage {n} did not load {previous}"
+        for path, report in loads:
+            assert report.ok and len(report.loaded) == len(load_file(path)), path
+        # checkpoint_final holds what the stage trained, less the training aids; stages 1-2 train
+        # everything, 3-4 everything but the towers.
         saved = load_file(str(final))
         built = tinygpt.build_model(tinygpt.load_config(cfg_path, data_options(cfg_path, corpus)
                                                         + ["model.ckpt=[]"]), "cpu")
-        aids = {name for name, _ in built.named_parameters() if name.startswith(built.training_aid_prefixes)}
+        names = {name for name, p in built.named_parameters() if p.requires_grad}
+        aids = {name for name in names if name.startswith(built.training_aid_prefixes)}
+        towers = {name for name, _ in built.named_parameters() if name.startswith(TOWERS)}
         assert bool(aids) == (n == 1), f"stage {n}: only stage 1 trains the Q-Former cell head"
-        assert set(saved) == {name for name, _ in built.named_parameters()} - aids, \
-            f"stage {n}: checkpoint is not the whole model (less the training aids)"
-        previous = str(final)
+        assert towers and towers & names == (towers if n <= 2 else set()), f"stage {n}: towers"
+        assert set(saved) == names - aids, f"stage {n}: checkpoint is not the trained weights (less the aids)"
+        stage_outputs[n] = str(final)
 
     monkeypatch.setattr(weights, "load_checkpoint", real_load)
     from tinygpt.evaluation.cli import main as evaluate
 
     eval_out = tmp_path / "eval"
+    eval_ckpts = moved(tinygpt.load_config(EVAL).model.ckpt)
+    assert eval_ckpts == [stage_outputs[2], stage_outputs[4]]  # the towers of stage 2, the rest of stage 4
     options = data_options(EVAL, corpus) + [
-        f"model.ckpt=[{previous}]", f"evaluation.output_dir={eval_out}",
+        f"model.ckpt=[{','.join(eval_ckpts)}]", f"evaluation.output_dir={eval_out}",
         "evaluation.benchmarks.vqav2.max_samples=4", "evaluation.benchmarks.refcoco.max_samples=4",
     ]
     # Captions need Java (pycocoevalcap); the VQA and grounding scorers are pure Python.
