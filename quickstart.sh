@@ -8,7 +8,7 @@
 #   .venv + install (scripts/setup.sh) -> synthetic corpus + tokenizer (data/synthetic)
 #   -> train_configs/tiny/stage{1,2,3,4}.yaml (output/tiny/stageN) -> eval_configs/tiny.yaml
 #   (output/tiny/eval) -> a table: VQA accuracy, grounding Acc@0.5, caption CIDEr.
-# About 13 minutes on a 2-core CPU (+ pip installs on a fresh machine); README and docs/quickstart.md have the measured numbers.
+# About 18 minutes on a 2-core CPU (+ pip installs on a fresh machine); README and docs/quickstart.md have the measured numbers.
 set -euo pipefail
 cd "$(dirname "$0")"
 

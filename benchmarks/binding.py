@@ -5,7 +5,7 @@
     python -m benchmarks.binding --objects 3 --steps 1000 --question-first   # binding: 0.89-0.97 at 1000
     python -m benchmarks.binding --objects 3 --options model.qformer.cell_classes=0   # without the cell loss
 
-Why it exists: the quickstart misses its accuracy targets on questions about *where* a shape is
+Why it exists: the quickstart used to miss its accuracy targets on questions about *where* a shape is
 (docs/quickstart.md).  This separates the two skills such questions need.  With one object per scene
 the answer depends only on which cell is not background (position); with up to three it also needs
 the named object picked out of several (binding).  Each arm trains a fresh model of the stage's

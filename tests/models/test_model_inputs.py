@@ -61,10 +61,16 @@ def test_loss_mask_labels_only_the_answer_and_end_marker(model):
     assert model.tokenizer.decode(labels[0][labels[0] != IGNORE]).endswith(model.cfg.end_sym)
 
 
-def test_forward_loss_is_the_mean_nll_of_answer_tokens(model):
+def two_samples(model, answers: list[str]) -> dict:
+    """A training batch of two cached-feature samples with these answers."""
     feats = torch.randn(2, model.cfg.qformer.num_query_tokens, model.cfg.qformer.width)
-    samples = {"query_features": feats, "answer": ["red", "a blue square"],
-               "instruction_input": [f"{IMG} what colour?", f"{IMG} describe"]}
+    return {"query_features": feats, "answer": answers,
+            "instruction_input": [f"{IMG} what colour?", f"{IMG} describe"]}
+
+
+def test_forward_loss_is_the_mean_nll_of_answer_tokens(model):
+    samples = two_samples(model, ["red", "a blue square"])
+    feats = samples["query_features"]
     with torch.no_grad():
         out = model(samples)
         visual = model.project_queries(feats)
@@ -78,9 +84,7 @@ def test_forward_loss_is_the_mean_nll_of_answer_tokens(model):
 
 
 def test_sample_reduction_weighs_every_sample_the_same(model):
-    feats = torch.randn(2, model.cfg.qformer.num_query_tokens, model.cfg.qformer.width)
-    samples = {"query_features": feats, "answer": ["red", "a blue square on the left of a red circle"],
-               "instruction_input": [f"{IMG} what colour?", f"{IMG} describe"]}
+    samples = two_samples(model, ["red", "a blue square on the left of a red circle"])
     with torch.no_grad():
         by_token = model(samples)
         model.cfg.loss_reduction = "sample"
