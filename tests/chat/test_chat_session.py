@@ -143,7 +143,10 @@ def test_closing_a_stream_cancels_generation(tokenizer, image):
         time.sleep(0.01)
     assert not chat.busy
     question, answer = chat.history[0]
-    assert answer.startswith("one") and "ten" not in answer  # what was seen, not the whole answer
+    # What was seen, not the whole answer.  (transformers >= 5.24 streams letters as soon as they are
+    # decoded, so the first piece may be part of a word.)
+    full = "one two three four five six seven eight nine ten"
+    assert answer and full.startswith(answer) and len(answer) < len(full) - len(" ten")
 
 
 def test_sessions_on_one_model_queue(tokenizer, image):
