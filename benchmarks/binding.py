@@ -33,8 +33,8 @@ import torch
 import tinygpt
 from tinygpt.common.optim import build_optimizer
 from tinygpt.common.schedulers import build_scheduler
-from tinygpt.datasets.boxes import format_box, parse_box
-from tinygpt.datasets.templates import IMAGE_PLACEHOLDER
+from tinygpt.conversation.boxes import box_from_pixels, parse_box
+from tinygpt.conversation.protocol import place_image
 from tinygpt.datasets.synthetic.scenes import COLS, ROWS, Scene, cell_labels, render, sample_scene
 from tinygpt.evaluation.metrics.grounding import iou_xyxy
 from tinygpt.processors.image import Blip2ImageEvalProcessor
@@ -58,11 +58,11 @@ def make_split(n: int, max_objects: int, task: str, size: int, seed: int, questi
         cells.append(cell_labels(scene))
         if task == "refer":
             question = f"[refer] give me the location of the {target.noun}"
-            answers.append(format_box(target.box, size, size))
+            answers.append(box_from_pixels(target.box, size, size))
         else:
             question = f"where is the {target.noun}?"
             answers.append(f"{ROWS[target.row]} {COLS[target.col]}")
-        prompts.append(f"{question} {IMAGE_PLACEHOLDER}" if question_first else f"{IMAGE_PLACEHOLDER} {question}")
+        prompts.append(place_image(question, after=question_first))
     return torch.stack(images), prompts, answers, torch.tensor(cells)
 
 

@@ -35,11 +35,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from tinygpt.common import device as devices
 from tinygpt.common.config import RunConfig
 from tinygpt.common.optim import build_optimizer
+from tinygpt.conversation.protocol import place_image
 from tinygpt.processors.image import Blip2ImageEvalProcessor, Blip2ImageTrainProcessor
 
 from . import _common as C
 
-IMG = "<Img><ImageHere></Img>"
 PHASES = ("data", "vision", "llm_fwd", "llm_bwd", "optim")
 
 
@@ -60,7 +60,7 @@ class Batches:
         self.i += self.batch
         images = torch.stack([self.transform(im, self.rng) for im in picks])
         words = lambda n: " ".join(f"w{self.rng.randrange(1000)}" for _ in range(n))  # noqa: E731
-        return {"image": images, "instruction_input": [f"{IMG} {words(16)}" for _ in picks],
+        return {"image": images, "instruction_input": [place_image(words(16)) for _ in picks],
                 "answer": [words(self.answer_tokens - 1) for _ in picks]}  # + end marker token(s)
 
 

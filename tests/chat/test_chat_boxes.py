@@ -5,7 +5,8 @@ import json
 
 from PIL import Image
 
-from tinygpt.serve.boxes import Box, draw_boxes, format_box, grid_point, parse_boxes, strip_boxes
+from tinygpt.conversation.boxes import Box, format_box, grid_point, parse_boxes, strip_boxes
+from tinygpt.serve.boxes import draw_boxes
 from tinygpt.serve.ui import _box_set, _with_tag, build_ui, synthetic_examples
 
 

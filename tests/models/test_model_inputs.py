@@ -7,7 +7,7 @@ import torch
 import tinygpt.models.tinygpt_v  # noqa: F401  (registers the "tinygpt_v" arch)
 from tiny import tiny_model_config
 from tinygpt.models.build import build_model
-from tinygpt.models.tinygpt_v import IGNORE
+from tinygpt.conversation.protocol import IGNORE, Dialogue
 
 IMG = "<Img><ImageHere></Img>"
 
@@ -33,7 +33,7 @@ def test_loss_mask_labels_only_the_answer_and_end_marker(model):
     instructions = [f"{IMG} what colour is the circle?", f"{IMG} [vqa] how many squares are there?"]
     answers = ["red", "2"]
     prompts = [model.wrap(t) for t in instructions]
-    embeds, mask, labels = model.embed_inputs(prompts, visual, answers)
+    embeds, mask, labels = model.embed_inputs([Dialogue.single(t, a) for t, a in zip(instructions, answers)], visual)
 
     bos = model.tokenizer.bos_token_id
     rows = []
@@ -74,8 +74,8 @@ def test_forward_loss_is_the_mean_nll_of_answer_tokens(model):
     with torch.no_grad():
         out = model(samples)
         visual = model.project_queries(feats)
-        embeds, mask, labels = model.embed_inputs([model.wrap(t) for t in samples["instruction_input"]],
-                                                  visual, samples["answer"])
+        embeds, mask, labels = model.embed_inputs(
+            [Dialogue.single(t, a) for t, a in zip(samples["instruction_input"], samples["answer"])], visual)
         logits = model.llm(inputs_embeds=embeds, attention_mask=mask).logits
     want = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                                              labels[:, 1:].reshape(-1), ignore_index=IGNORE)
@@ -110,10 +110,10 @@ def test_batched_generation_equals_one_by_one(model):
     # And the first-step logits agree under left padding (positions and masks right).
     with torch.no_grad():
         visual = model.encode_images(images)
-        embeds, mask, _ = model.embed_inputs([model.wrap(p) for p in prompts], visual, pad_left=True)
+        embeds, mask, _ = model.embed_inputs(prompts, visual)
         last = model.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, -1]
         for i, p in enumerate(prompts):
-            e, m, _ = model.embed_inputs([model.wrap(p)], visual[i:i + 1], pad_left=True)
+            e, m, _ = model.embed_inputs([p], visual[i:i + 1])
             torch.testing.assert_close(last[i], model.llm(inputs_embeds=e, attention_mask=m).logits[0, -1],
                                        atol=1e-4, rtol=1e-4)
 
@@ -159,3 +159,26 @@ def test_generation_stops_at_the_end_marker(tiny_root):
     size = m.cfg.vision.image_size
     assert m.generate(torch.zeros(1, 3, size, size), [f"{IMG} what colour?"], max_new_tokens=20) == ["red"]
     assert lengths == [len(answer)]  # stopped right after the marker, not at max_new_tokens
+
+
+def test_stage1_loss_is_bos_visual_caption_end_by_hand(tiny_root):
+    """TinyGPT-V stages 1-2: no instruction; the LLM reads BOS + visual tokens + caption + "\\n"."""
+    cfg = tiny_model_config(tiny_root)
+    cfg.prompt_template, cfg.end_sym, cfg.llm.lora.r = "", "\n", 0
+    torch.manual_seed(0)
+    m = build_model(cfg, "cpu", load_weights=False).eval()
+    feats = torch.randn(2, cfg.qformer.num_query_tokens, cfg.qformer.width)
+    captions = ["a red circle", "two blue squares on the left"]
+    with torch.no_grad():
+        loss = m({"query_features": feats, "answer": captions})["loss"]
+        visual = m.project_queries(feats)
+        table = m.llm.get_input_embeddings()
+        total, count = 0.0, 0
+        for i, caption in enumerate(captions):
+            target = torch.tensor(ids(m, caption + "\n"))
+            embeds = torch.cat([table(torch.tensor([m.tokenizer.bos_token_id])), visual[i], table(target)])[None]
+            logits = m.llm(inputs_embeds=embeds).logits[0]
+            n = len(target)
+            total += torch.nn.functional.cross_entropy(logits[-n - 1:-1], target, reduction="sum")
+            count += n
+    torch.testing.assert_close(loss, total / count, atol=1e-6, rtol=0)

@@ -3,7 +3,11 @@ import torch
 
 from tiny import tiny_model_config
 from tinygpt.models.build import build_model
-from tinygpt.models.tinygpt_v import IGNORE
+from tinygpt.conversation.protocol import IGNORE, Dialogue, sample_dialogues
+
+
+def tokens(m, text):
+    return m.tokenizer(text, add_special_tokens=False).input_ids
 
 
 def model(tiny_root):
@@ -15,9 +19,10 @@ def test_text_only_batch_has_no_visual_tokens_and_a_loss(tiny_root):
     m = model(tiny_root)
     out = m({"instruction_input": ["describe a circle"], "answer": ["round"]})
     assert torch.isfinite(out["loss"]) and out["n_tokens"] > 0
-    _, _, labels = m.embed_inputs(m._conversations({"instruction_input": ["x"], "answer": ["y"]}),
-                                  m._visual({"answer": ["y"]}))
-    n_answer = len(m._tokens("y" + m.cfg.end_sym))
+    dialogues = sample_dialogues({"instruction_input": ["x"], "answer": ["y"]})
+    assert dialogues == [Dialogue.single("x", "y", has_image=False)]
+    _, _, labels = m.embed_inputs(dialogues, m._visual({"answer": ["y"]}))
+    n_answer = len(tokens(m, "y" + m.cfg.end_sym))
     assert (labels != IGNORE).sum() == n_answer
 
 
@@ -25,9 +30,13 @@ def test_multi_turn_sample_labels_every_answer_and_only_the_answers(tiny_root):
     m = model(tiny_root)
     sample = {"instruction_input": ["<Img><ImageHere></Img> q one!@#q two"], "answer": ["red!@#blue"],
               "connect_sym": ["!@#"], "image": torch.zeros(1, 3, 28, 28)}
-    turns = m._conversations(sample)
-    assert turns == [[(m.wrap("<Img><ImageHere></Img> q one"), "red"), (m.wrap("q two"), "blue")]]
-    _, _, labels = m.embed_inputs(turns, m.encode_images(sample["image"]))
+    dialogues = sample_dialogues(sample)
+    assert dialogues == [Dialogue((("<Img><ImageHere></Img> q one", "red"), ("q two", "blue")), multi_turn=True)]
+    _, mask, labels = m.embed_inputs(dialogues, m.encode_images(sample["image"]))
     labelled = labels[labels != IGNORE].tolist()
-    assert labelled == m._tokens("red" + m.cfg.end_sym) + m._tokens("blue" + m.cfg.end_sym)
+    assert labelled == tokens(m, "red" + m.cfg.end_sym) + tokens(m, "blue" + m.cfg.end_sym)
+    # The BOS text in front of the second question is masked out of attention (pad = BOS).
+    second = tokens(m, m.tokenizer.bos_token + m.wrap("q two"))
+    assert second[0] == m.tokenizer.bos_token_id
+    assert mask[0].tolist().count(0) == second.count(m.tokenizer.pad_token_id)
     assert torch.isfinite(m(sample)["loss"])

@@ -30,8 +30,10 @@ def atomic_save(obj, path: str) -> None:
         raise
 
 
-def save_weights(state: dict[str, torch.Tensor], path: str, fmt: str = "tinygpt") -> None:
-    """Weights as safetensors (no pickle: safe to share and to load anywhere), atomically."""
+def save_weights(state: dict[str, torch.Tensor], path: str, fmt: str = "tinygpt",
+                 metadata: dict[str, str] | None = None) -> None:
+    """Weights as safetensors (no pickle: safe to share and to load anywhere), atomically;
+    `metadata` (str -> str) goes into the header beside the format."""
     from safetensors.torch import save_file
 
     directory = os.path.dirname(os.path.abspath(path))
@@ -39,7 +41,7 @@ def save_weights(state: dict[str, torch.Tensor], path: str, fmt: str = "tinygpt"
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)
     os.close(fd)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp, metadata={"format": fmt})
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp, metadata={**(metadata or {}), "format": fmt})
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -92,14 +92,18 @@ class ModelConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     proj_mid_dim: int = 4096  # llama_proj 768->4096, llama_proj2 4096->D_llm
     train_projection: bool = True
-    prompt_template: str = "###Human: {} ###Assistant: "
-    end_sym: str = "###"
+    # The prompt style (conversation/protocol.py).  Unset (null) = what the last `model.ckpt` file
+    # records it was trained with (every checkpoint_final does; TinyGPT-V's .pth carry their YAML),
+    # else the protocol's default (`###Human: {} ###Assistant: `, `###`, image first).  A value
+    # that disagrees with the checkpoint's is used, with a warning, when building for inference.
+    prompt_template: Optional[str] = None  # one `{}` for the instruction; "" = no template
+    end_sym: Optional[str] = None  # what every answer ends with in training; generation stops there
     image_placeholder: str = "<Img><ImageHere></Img>"
     # Where a chat's image goes in its first turn: before the question (every TinyGPT-V template) or
     # after it (the tiny recipe, which trains question-first; see train_configs/tiny/prompts/).
-    image_after_question: bool = False
-    max_txt_len: int = 160
-    max_context_len: int = 512
+    image_after_question: Optional[bool] = None
+    max_txt_len: int = 160  # answer tokens (+ end marker) kept per sample; multi-turn: the whole tail
+    max_context_len: int = 3800  # condition (template + image) tokens kept; TinyGPT-V's default
     # What the answer loss averages over.  "token": every answer token of the global batch weighs the
     # same (TinyGPT-V, MiniGPT-4, LLaVA), so a mixed batch is steered by its long answers (a box is
     # 10 tokens, a VQA word 2).  "sample": each sample's token mean, then the mean over samples, so
@@ -266,6 +270,16 @@ def _check_choices(cfg: Config) -> None:
         value = OmegaConf.select(OmegaConf.structured(cfg), dotted)
         if value not in allowed:
             raise ConfigError(f"{cfg.source}: key '{dotted}' is {value!r}; expected one of {', '.join(allowed)}")
+    if cfg.model.prompt_template is not None:
+        from ..conversation.protocol import check_template
+
+        try:
+            check_template(cfg.model.prompt_template)
+        except ValueError as exc:
+            raise ConfigError(f"{cfg.source}: key 'model.prompt_template': {exc}") from None
+    if "<ImageHere>" not in cfg.model.image_placeholder:
+        raise ConfigError(f"{cfg.source}: key 'model.image_placeholder' must contain <ImageHere>; "
+                          f"got {cfg.model.image_placeholder!r}")
 
 
 def to_yaml(cfg: Config) -> str:

@@ -25,7 +25,8 @@ from typing import Callable, Iterator, Optional
 import torch
 from transformers import TextIteratorStreamer
 
-from .template import Conversation, Template
+from .history import Conversation
+from .protocol import Dialogue, encode
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +178,10 @@ class Chat:
         self.device = torch.device(device)
         self.defaults = defaults or GenerationOptions()
         self.defaults.check()
-        self.template = Template.from_config(model.cfg)
+        self.style = model.style  # what the model was trained with (protocol.PromptStyle)
         self._model_lock = model_lock(model)
         self._state_lock = threading.Lock()
-        self._conversation = Conversation(self.template)
+        self._conversation = Conversation(self.style)
         self._image: Optional[torch.Tensor] = None  # [1, 3, S, S] on self.device
         self.image = None  # the uploaded PIL image (RGB), for drawing boxes on it
 
@@ -201,9 +202,11 @@ class Chat:
         return self._model_lock.locked()
 
     def prompt(self) -> str:
-        """The prompt the next answer would be generated from (after fitting the context)."""
+        """The text the next answer would be generated from (after fitting the context), with
+        `<ImageHere>` where the visual tokens go."""
         with self._state_lock:
-            return self._fitted_prompt(self.defaults.max_new_tokens)
+            dialogue = self._fitted(self.defaults.max_new_tokens)
+        return self.style.render(dialogue, self.model.tokenizer.bos_token or "")
 
     def upload_image(self, image) -> None:
         """Start a new conversation about `image` (a PIL image; converted to RGB).  TinyGPT-V's
@@ -215,7 +218,7 @@ class Chat:
         tensor = tensor.to(self.device)
         with self._state_lock:
             self._image, self.image = tensor, rgb
-            self._conversation = Conversation(self.template, has_image=True)
+            self._conversation = Conversation(self.style, has_image=True)
 
     def ask(self, text: str) -> None:
         """Add a question (to be answered by the next `answer`/`stream`)."""
@@ -227,7 +230,7 @@ class Chat:
     def reset(self) -> None:
         """Forget the image and the conversation."""
         with self._state_lock:
-            self._conversation = Conversation(self.template)
+            self._conversation = Conversation(self.style)
             self._image, self.image = None, None
 
     # ------------------------------------------------------------------ answers
@@ -238,7 +241,7 @@ class Chat:
         with self._model_lock, self._state_lock:
             prompt = self._start(opts)
             try:
-                text = self.model.generate(self._image, [prompt], templated=True, **opts.generate_kwargs())[0]
+                text = self.model.generate(self._image, [prompt], **opts.generate_kwargs())[0]
             except BaseException:
                 self._conversation.drop_pending()
                 raise
@@ -275,7 +278,7 @@ class Chat:
         return self._read(streamer, thread, outcome)
 
     def _read(self, streamer: _Streamer, thread: threading.Thread, outcome: dict) -> Iterator[str]:
-        visible = VisibleText(self.template.end)
+        visible = VisibleText(self.style.end_sym)
         finished = False
         try:
             for piece in streamer:
@@ -293,18 +296,18 @@ class Chat:
             if not finished:
                 streamer.cancelled.set()
 
-    def _generate_in_thread(self, prompt: str, opts: GenerationOptions, streamer: _Streamer, outcome: dict):
+    def _generate_in_thread(self, prompt: Dialogue, opts: GenerationOptions, streamer: _Streamer, outcome: dict):
         # Runs with both locks held (taken by `stream`); releases them when generation is over.
         try:
             beams = opts.num_beams > 1
-            text = self.model.generate(self._image, [prompt], templated=True,
-                                       streamer=None if beams else streamer, **opts.generate_kwargs())[0]
+            text = self.model.generate(self._image, [prompt], streamer=None if beams else streamer,
+                                       **opts.generate_kwargs())[0]
             if beams:
                 streamer.on_finalized_text(text)
             self._conversation.set_answer(text)
         except _Cancelled:
             # The reader left: keep what it saw, so the history still alternates question/answer.
-            self._conversation.set_answer(self.model.clean_answer(streamer.text))
+            self._conversation.set_answer(self.style.clean_answer(streamer.text))
         except BaseException as exc:  # handed to the reader, which re-raises it
             log.exception("generation failed")
             self._conversation.drop_pending()
@@ -314,29 +317,28 @@ class Chat:
             self._state_lock.release()
             self._model_lock.release()
 
-    def _start(self, opts: GenerationOptions) -> str:
+    def _start(self, opts: GenerationOptions) -> Dialogue:
         # Called with the state lock held.
         if self._image is None:
             raise ValueError("upload an image before asking (TinyGPT-V answers about an image)")
         if not self._conversation.pending:
             raise ValueError("ask a question before requesting an answer")
-        return self._fitted_prompt(opts.max_new_tokens)
+        return self._fitted(opts.max_new_tokens)
 
-    def _fitted_prompt(self, max_new_tokens: int) -> str:
-        """The prompt, dropping the oldest turns (never the newest) until prompt + image tokens fit
-        `model.max_context_len` and, with the answer, the LLM's position range (TinyGPT-V instead
-        cuts the oldest embeddings, which can cut the image in half)."""
+    def _fitted(self, max_new_tokens: int) -> Dialogue:
+        """The conversation as a Dialogue, dropping the oldest turns (never the newest) until its
+        layout fits `model.max_context_len` and, with the answer, the LLM's position range
+        (TinyGPT-V instead cuts the oldest embeddings, which can cut the image in half)."""
         conv = self._conversation
         cfg = self.model.cfg
         n_query = cfg.qformer.num_query_tokens if conv.has_image else 0
         positions = getattr(self.model.llm.config, "max_position_embeddings", None) or cfg.max_context_len
         first = 0
         while True:
-            prompt = conv.prompt(first)
+            dialogue = conv.dialogue(first)
             if first >= len(conv.turns) - 1:
-                return prompt
-            length = len(self.model.tokenizer(prompt, add_special_tokens=False).input_ids) + n_query + 1
+                return dialogue
+            length = len(encode(self.style, self.model.tokenizer, dialogue, n_query))
             if length <= cfg.max_context_len and length + max_new_tokens <= positions:
-                return prompt
+                return dialogue
             first += 1
-

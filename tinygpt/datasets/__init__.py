@@ -7,16 +7,13 @@ flickr_object_to_phrase, coco_vqa, ok_vqa, aok_vqa, gqa.  See dataset/README.md 
 """
 from tinygpt.datasets import captions, conversation, grounding, skips, vqa, webdata  # noqa: F401  (registration)
 from tinygpt.datasets.base import Builder, DataError, ImageUnreadable, RecordDataset
-from tinygpt.datasets.boxes import format_box, grid_box, parse_box
 from tinygpt.datasets.collate import collate
-from tinygpt.datasets.conversation import split_turns
 from tinygpt.datasets.loader import ResumableSampler, build_dataset, build_loader, build_train_loader
 from tinygpt.datasets.mixing import MultiSourceLoader
-from tinygpt.datasets.templates import CONNECT_SYM, IMAGE_PLACEHOLDER
 from tinygpt.datasets.webdata import ShardStream
 
 __all__ = [
-    "Builder", "CONNECT_SYM", "DataError", "IMAGE_PLACEHOLDER", "ImageUnreadable", "MultiSourceLoader",
+    "Builder", "DataError", "ImageUnreadable", "MultiSourceLoader",
     "RecordDataset", "ResumableSampler", "ShardStream", "build_dataset", "build_loader", "build_train_loader",
-    "collate", "format_box", "grid_box", "parse_box", "skips", "split_turns",
+    "collate", "skips",
 ]

@@ -5,7 +5,7 @@ Contract of every builder: `Builder(cfg: DatasetConfig, name=None, seed=0).build
 Dataset (or IterableDataset) whose items are TinyGPT-V sample dicts:
     {"image": FloatTensor [3, S, S], "answer": str, "instruction_input": str (optional)}
 Text-only samples (unnatural_instruction) have no "image"; multi-turn samples join their turns with
-CONNECT_SYM and carry "connect_sym" (see tinygpt/datasets/conversation.py).
+protocol.CONNECT_SYM and carry "connect_sym" (see tinygpt/datasets/conversation.py).
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from torch.utils.data import Dataset
 
 from tinygpt.common.config import ConfigError, DatasetConfig
 from tinygpt.datasets import skips
-from tinygpt.datasets.templates import load_prompts, with_image
+from tinygpt.conversation.protocol import place_image
+from tinygpt.datasets.templates import load_prompts
 from tinygpt.processors import build_processor
 
 # After this many unreadable images in a row the problem is the configuration, not a bad file.
@@ -162,7 +163,7 @@ class Builder:
             pool = load_prompts(self.cfg.prompts_path, self.name, self.prompt_slot)
         else:
             pool = list(self.default_prompts)
-        return [with_image(p) for p in pool]
+        return [place_image(p) for p in pool]
 
     # ------------------------------------------------------------------ samples
     def image(self, path: str, rng: random.Random) -> torch.Tensor:

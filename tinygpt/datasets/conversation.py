@@ -10,8 +10,8 @@ Single-turn sets (llava_detail, llava_reason) emit the first exchange.  Multi-tu
 (llava_conversation, multitask_conversation) emit every exchange, joined the MiniGPT-v2 way:
     instruction_input = "<Img><ImageHere></Img> q1!@#q2!@#q3", answer = "a1!@#a2!@#a3",
     connect_sym = "!@#"
-The model splits both on `connect_sym`, wraps turn i as template(q_i) + a_i, and computes the loss on
-every a_i (use `split_turns`).  The image placeholder appears once, in the first question.
+The protocol (conversation/protocol.py, `split_sample`) splits both on `connect_sym` and lays the
+turns out as TinyGPT-V's `tokenize_conversation` does; the loss is on every a_i.  The image placeholder appears once, in the first question.
 
 unnatural_instruction (MiniGPT-v2's filtered_unnatural_instruction.json, `[{"instances":
 [{"instruction_with_input", "constraints", "output"}]}]`) has no image: its samples carry no "image"
@@ -25,20 +25,7 @@ import random
 
 from tinygpt.common.registry import registry
 from tinygpt.datasets.base import Builder, DataError, expect_list, first_existing, load_json, require
-from tinygpt.datasets.templates import CONNECT_SYM, with_image
-
-
-def split_turns(sample: dict) -> list[tuple[str, str]]:
-    """[(instruction, answer), ...] of one sample, multi-turn or not."""
-    sym = sample.get("connect_sym")
-    questions = sample.get("instruction_input", "")
-    answers = sample["answer"]
-    if not sym:
-        return [(questions, answers)]
-    qs, ans = questions.split(sym), answers.split(sym)
-    if len(qs) != len(ans):
-        raise ValueError(f"multi-turn sample has {len(qs)} questions but {len(ans)} answers")
-    return list(zip(qs, ans))
+from tinygpt.conversation.protocol import CONNECT_SYM, place_image
 
 
 def _turns(rec, path: str, index: int) -> list[tuple[str, str]]:
@@ -86,9 +73,9 @@ class _LlavaBuilder(Builder):
         turns = rec[1]
         if not self.multi_turn:
             question, answer = turns[0]
-            return {"image": image, "instruction_input": with_image(self.text(self._first_question(question))),
+            return {"image": image, "instruction_input": place_image(self.text(self._first_question(question))),
                     "answer": answer}
-        questions = [with_image(self._first_question(turns[0][0]))] + [q.strip() for q, _ in turns[1:]]
+        questions = [place_image(self._first_question(turns[0][0]))] + [q.strip() for q, _ in turns[1:]]
         return {"image": image, "instruction_input": CONNECT_SYM.join(questions),
                 "answer": CONNECT_SYM.join(a for _, a in turns), "connect_sym": CONNECT_SYM}
 

@@ -1,6 +1,6 @@
 """Grounding data: boxes in the answer (refer) or in the instruction (identify).
 
-Boxes are `{<x1><y1><x2><y2>}` on the 0-99 grid of the *original* image (tinygpt/datasets/boxes.py),
+Boxes are `{<x1><y1><x2><y2>}` on the 0-99 grid of the *original* image (tinygpt/conversation/boxes.py),
 so these builders refuse an image processor that crops (see Builder.needs_whole_image).
 
 refcoco / refcocop / refcocog        "[refer] give me the location of {phrase}" -> box
@@ -33,7 +33,7 @@ from tinygpt.datasets.base import (
     open_image,
     require,
 )
-from tinygpt.datasets.boxes import format_box
+from tinygpt.conversation.boxes import box_from_pixels, phrase
 from tinygpt.datasets.templates import DETECTION, GROUNDED_CAPTION, IDENTIFY, REFER
 
 
@@ -45,14 +45,14 @@ class _BoxBuilder(Builder):
     def default_prompts(self):
         return IDENTIFY if self.identify else REFER
 
-    def box_sample(self, path: str, bbox_xywh, phrase: str, rng: random.Random) -> dict:
+    def box_sample(self, path: str, bbox_xywh, name: str, rng: random.Random) -> dict:
         image = open_image(path)
-        box = format_box(bbox_xywh, image.width, image.height)
-        phrase = self.text(phrase)
+        box = box_from_pixels(bbox_xywh, image.width, image.height)
+        name = self.text(name)
         template = rng.choice(self.pool)
         return {"image": self.vis(image, rng),
-                "instruction_input": template.format(box if self.identify else phrase),
-                "answer": phrase if self.identify else box}
+                "instruction_input": template.format(box if self.identify else name),
+                "answer": name if self.identify else box}
 
 
 def _check_bbox(value, path: str, index) -> list[float]:
@@ -240,4 +240,4 @@ class FlickrObjectToPhraseBuilder(_FlickrBuilder):
     def sample(self, rec, rng: random.Random) -> dict:
         return {"image": self.image(self.locate(rec), rng),
                 "instruction_input": rng.choice(self.pool).format(rec[1]),
-                "answer": f"<p>{rec[1]}</p> {rec[2]}"}
+                "answer": f"{phrase(rec[1])} {rec[2]}"}

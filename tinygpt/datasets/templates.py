@@ -1,18 +1,15 @@
 """Instruction templates (MiniGPT-v2's released pools, which TinyGPT-V stage 4 trains on) and the
 prompt-file reader.
 
-Every instruction a dataset emits starts with the image placeholder; the model replaces
-`<ImageHere>` by the 32 visual tokens and wraps the whole instruction in the stage's chat template
-(`###Human: {} ###Assistant: ` or `[INST] {} [/INST]`), so no template text appears here.
+Every instruction a dataset emits carries the image placeholder (`protocol.place_image`); the
+protocol (conversation/protocol.py) replaces `<ImageHere>` by the visual tokens and wraps the whole
+instruction in the stage's template, so no template text appears here.
 A template with `{}` is filled with the question / phrase / box; a dataset's `prompts_path` file
 replaces its default pool (one template per line).
 """
 from __future__ import annotations
 
 import os
-
-IMAGE_PLACEHOLDER = "<Img><ImageHere></Img>"
-CONNECT_SYM = "!@#"  # MiniGPT-v2's turn separator inside multi-turn `instruction_input`/`answer`
 
 VQA = [
     "[vqa] {}",
@@ -70,21 +67,10 @@ ALIGNMENT = [
     "Could you describe the contents of this image for me?",
 ]
 
-CHAT_TEMPLATES = ["###Human: {} ###Assistant: ", "[INST] {} [/INST]"]
-TASK_TAGS = ["[vqa]", "[refer]", "[identify]", "[grounding]", "[detection]", "[caption]"]
-
 
 def all_templates() -> list[str]:
     """Every built-in template (the synthetic tokenizer is trained on these too)."""
     return VQA + REFER + IDENTIFY + GROUNDED_CAPTION + DETECTION + CAPTION + ALIGNMENT
-
-
-def with_image(instruction: str) -> str:
-    """Prefix the image placeholder unless the text already carries one."""
-    instruction = instruction.strip()
-    if "<ImageHere>" in instruction:
-        return instruction
-    return f"{IMAGE_PLACEHOLDER} {instruction}"
 
 
 def load_prompts(path: str, dataset: str, slot: bool) -> list[str]:

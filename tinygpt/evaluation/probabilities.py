@@ -1,14 +1,16 @@
 """Scores that are not generated text: P("yes") for Hateful Memes, candidate losses for IconQA.
 
-Both use only the model's public pieces (`wrap`, `encode_images`, `embed_inputs`, `llm`), so they
-see exactly the prompt layout `generate` and training see.
+Both use only the model's public pieces (`encode_images`, `embed_inputs`, `llm`) over the protocol's
+layouts (conversation/protocol.py): P("yes") reads the generation prompt, candidate ranking the
+training sequence of each candidate answer (TinyGPT-V's `multi_select` runs `forward` per candidate).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-IGNORE = -100
+from ..conversation.protocol import IGNORE, Dialogue
+
 YES_FORMS = ("yes", "Yes")
 NO_FORMS = ("no", "No")
 
@@ -16,7 +18,7 @@ NO_FORMS = ("no", "No")
 def first_token_ids(tokenizer, forms: tuple[str, ...]) -> list[int]:
     """The distinct first tokens of each surface form, tokenised alone.
 
-    An answer is tokenised on its own after the prompt (TinyGPT-V's layout, `TinyGPTV._layout`),
+    An answer is tokenised on its own after the prompt (the protocol's layout),
     so "yes" as the first answer token is the first token of `tokenizer("yes")`.
     """
     ids = []
@@ -40,7 +42,7 @@ def yes_probability(model, images: torch.Tensor, instructions: list[str]) -> tor
     if not yes or not no or set(yes) & set(no):
         raise ValueError(f"this tokenizer cannot tell 'yes' {yes} from 'no' {no} by their first token")
     visual = model.encode_images(images)
-    embeds, mask, _ = model.embed_inputs([model.wrap(t) for t in instructions], visual, pad_left=True)
+    embeds, mask, _ = model.embed_inputs(list(instructions), visual)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     logits = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits[:, -1].float()
     probs = logits.softmax(-1)
@@ -60,9 +62,9 @@ def candidate_losses(model, images: torch.Tensor, instructions: list[str],
         raise ValueError("images, instructions and candidates must have one entry per question")
     visual = model.encode_images(images)  # [B, Q, D]
     owner = [i for i, cands in enumerate(candidates) for _ in cands]
-    prompts = [model.wrap(instructions[i]) for i in owner]
     answers = [c for cands in candidates for c in cands]
-    embeds, mask, labels = model.embed_inputs(prompts, visual[owner], answers)
+    dialogues = [Dialogue.single(instructions[i], a) for i, a in zip(owner, answers)]
+    embeds, mask, labels = model.embed_inputs(dialogues, visual[owner])
     logits = model.llm(inputs_embeds=embeds, attention_mask=mask).logits
     losses = mean_answer_nll(logits, labels).tolist()
     out, start = [], 0

@@ -341,11 +341,7 @@ class EvaluationRunner:
         would trip over other braces, e.g. a box `{<x1><y1><x2><y2>}` in a prompt); a prompt that
         places the image itself is kept as is, and `model.image_after_question` (the tiny recipe's
         question-first order) puts it after the text."""
-        text = bench.prompt.replace("{}", q.text, 1)
-        placeholder = self.cfg.model.image_placeholder
-        if placeholder in text:
-            return text
-        return f"{text} {placeholder}" if self.cfg.model.image_after_question else f"{placeholder} {text}"
+        return self.model.style.place_image(bench.prompt.replace("{}", q.text, 1))
 
     def answer_batch(self, bench: BenchmarkConfig, batch: list[Question], images: torch.Tensor) -> list[dict]:
         """The prediction records for one batch, in the scorer's format."""

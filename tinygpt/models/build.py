@@ -15,6 +15,7 @@ from .. import register_all
 from ..common import device as devices
 from ..common.config import Config, ConfigError, ModelConfig, require_file
 from ..common.registry import registry
+from ..conversation.protocol import PromptStyle
 from . import feature_cache, weights
 from .norms import FloatLayerNorm, FloatRMSNorm
 from .phi import load_phi_config
@@ -81,6 +82,7 @@ def build_model(cfg: Config | ModelConfig, device: torch.device | str | None = N
     device = torch.device(device)
     on_meta = device.type == "meta"
     load_weights = load_weights and not on_meta
+    resolve_prompt_style(model_cfg, source, warn=not training, read_checkpoints=load_weights)
 
     hf_config = require_file(source, "model.llm.hf_config", model_cfg.llm.hf_config)
     llm_config = load_phi_config(hf_config, model_cfg.llm.attn_implementation)
@@ -136,6 +138,38 @@ def build_model(cfg: Config | ModelConfig, device: torch.device | str | None = N
 
         quantize_llm_8bit(model, device)
     return model
+
+
+# ModelConfig field -> the PromptStyle field a checkpoint records.
+_STYLE_FIELDS = {"prompt_template": "template", "end_sym": "end_sym", "image_after_question": "image_after_question"}
+
+
+def resolve_prompt_style(cfg: ModelConfig, source: str, *, warn: bool, read_checkpoints: bool = True) -> PromptStyle:
+    """Fill the prompt-style fields the config leaves unset (None) in place: from the last
+    `model.ckpt` file that records a style, else the protocol's defaults; say which.  With `warn`
+    (inference builds), a set value that disagrees with the checkpoint's is logged as a warning
+    (training stages change the template on purpose)."""
+    recorded, where = {}, "the protocol's defaults (no model.ckpt file records a prompt style)"
+    for path in reversed(cfg.ckpt if read_checkpoints else []):
+        found = weights.recorded_style(require_file(source, "model.ckpt", path))
+        if found:
+            recorded, where = found, path
+            break
+    defaults = PromptStyle()
+    for key, field in _STYLE_FIELDS.items():
+        value = getattr(cfg, key)
+        if value is None:
+            setattr(cfg, key, recorded.get(field, getattr(defaults, field)))
+        elif warn and field in recorded and recorded[field] != value:
+            log.warning("%s: model.%s is %r but %s was trained with %r; using %r as configured",
+                        source, key, value, where, recorded[field], value)
+    for key, field, value in (("vision.image_size", "image_size", cfg.vision.image_size),
+                              ("image_placeholder", "image", cfg.image_placeholder)):
+        if warn and field in recorded and recorded[field] != value:
+            log.warning("%s: model.%s is %r but %s was trained with %r", source, key, value, where, recorded[field])
+    style = PromptStyle.from_config(cfg)
+    log.info("prompt style from %s: %s", where, style.describe())
+    return style
 
 
 def _to_inference(model) -> None:

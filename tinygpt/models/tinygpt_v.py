@@ -14,13 +14,12 @@ from transformers import PhiConfig
 
 from ..common.config import ModelConfig
 from ..common.registry import registry
+from ..conversation.protocol import IGNORE, Dialogue, PromptStyle, encode, pad_rows, sample_dialogues
 from .phi import TinyGPTVPhiForCausalLM, norm_weight_names
 from .projector import Projector
 from .qformer import CELL_HEAD, build_qformer
 from .vision import LN_VISION_EPS, build_vision_tower
 
-IMAGE_SLOT = "<ImageHere>"
-IGNORE = -100
 
 
 @registry.register("model", "tinygpt_v")
@@ -110,88 +109,41 @@ class TinyGPTV(nn.Module):
         return self.projector(queries.to(self.projector.fc1.weight.dtype))
 
     # ------------------------------------------------------------------ text
+    @property
+    def style(self) -> PromptStyle:
+        """The prompt style this model reads (template, end marker, image placement, lengths)."""
+        return PromptStyle.from_config(self.cfg)
+
     def wrap(self, instruction: str) -> str:
         """An instruction (with `<Img><ImageHere></Img>`) in this stage's conversation template."""
-        return self.cfg.prompt_template.format(instruction)
+        return self.style.wrap(instruction)
 
-    def _tokens(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False).input_ids if text else []
-
-    def _layout(self, turns: list[tuple[str, str | None]], n_query: int):
-        """Token ids of a conversation [(prompt, answer or None), ...] with `n_query` slots at the
-        first `<ImageHere>`; returns (ids, slot start or -1 when text-only, labels).  Every answer
-        (+ end marker) is labelled; prompts and image slots are -100."""
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
-        ids, labels, image_at = list(bos), [IGNORE] * len(bos), -1
-        for prompt, answer in turns:
-            before, slot, after = prompt.partition(IMAGE_SLOT)
-            if slot and image_at < 0 and n_query:
-                ids += self._tokens(before)
-                image_at = len(ids)
-                ids += [self.tokenizer.pad_token_id] * n_query
-                ids += self._tokens(after)
-            else:  # text-only, or a later turn: the placeholder (if any) stays plain text
-                ids += self._tokens(prompt.replace(IMAGE_SLOT, "") if n_query == 0 else prompt)
-            labels += [IGNORE] * (len(ids) - len(labels))
-            if answer is not None:
-                target = self._tokens(answer + self.cfg.end_sym)[: self.cfg.max_txt_len]
-                ids, labels = ids + target, labels + target
-        # Over budget, cut the sequence's tail (answers included) as TinyGPT-V does with
-        # max_context_len, but never into the image slots.
-        limit = self.cfg.max_context_len
-        if len(ids) > limit and image_at + n_query <= limit:
-            ids, labels = ids[:limit], labels[:limit]
-        return ids, image_at, labels
-
-    def embed_inputs(self, prompts: list[str] | list[list[tuple[str, str | None]]], visual: torch.Tensor,
-                     answers: list[str] | None = None, pad_left: bool = False):
-        """Assemble inputs_embeds [B, T, D], attention_mask [B, T] and labels [B, T] (-100 on prompt,
-        image and padding).  `prompts` are single-turn prompts (with `answers`, or None to generate)
-        or whole conversations [(prompt, answer), ...].  `visual` is [B, Q, D] (Q = 0: text only).
-        Left padding for generation, right padding for training."""
+    def embed_inputs(self, dialogues: list[Dialogue | str], visual: torch.Tensor):
+        """Assemble inputs_embeds [B, T, D], attention_mask [B, T] and labels [B, T] (-100 where not
+        supervised) from the protocol's layouts (conversation/protocol.py).  A str is one instruction
+        to answer (a single-turn Dialogue).  `visual` is [B, Q, D] (Q = 0: text only).  Dialogues
+        still waiting for their last answer are generation prompts: no BOS, left padding; training
+        dialogues are right-padded."""
         if self.tokenizer is None:
             raise RuntimeError("this model was built without a tokenizer (model.llm.tokenizer is not set)")
+        dialogues = [Dialogue.single(d) if isinstance(d, str) else d for d in dialogues]
         n_query = visual.shape[1]
-        turns = [p if isinstance(p, list) else [(p, None if answers is None else answers[i])]
-                 for i, p in enumerate(prompts)]
-        rows = [self._layout(t, n_query) for t in turns]
-        width = max(len(ids) for ids, _, _ in rows)
-        pad = self.tokenizer.pad_token_id
-        batch = len(rows)
+        style = self.style
+        rows = [encode(style, self.tokenizer, d, n_query if d.has_image else 0) for d in dialogues]
+        generating = dialogues[0].generating
+        if any(d.generating != generating for d in dialogues):
+            raise ValueError("a batch mixes generation prompts and training samples")
+        ids, labels, mask, starts = pad_rows(rows, self.tokenizer.pad_token_id, left=generating)
         device = visual.device
-        ids = torch.full((batch, width), pad, dtype=torch.long)
-        labels = torch.full((batch, width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((batch, width), dtype=torch.long)
-        slots = torch.zeros((batch, width), dtype=torch.bool)
-        has_image = []
-        for i, (row, image_at, row_labels) in enumerate(rows):
-            start = width - len(row) if pad_left else 0
-            ids[i, start:start + len(row)] = torch.tensor(row)
-            labels[i, start:start + len(row)] = torch.tensor(row_labels)
-            mask[i, start:start + len(row)] = 1
-            if image_at >= 0:
-                slots[i, start + image_at:start + image_at + n_query] = True
-                has_image.append(i)
-        embed = self.llm.get_input_embeddings()
-        embeds = embed(ids.to(device))
-        if has_image:
-            visual = visual[has_image].to(embeds.dtype)
-            embeds = embeds.masked_scatter(slots.to(device)[..., None], visual)
+        ids, labels, mask = (torch.tensor(x, dtype=torch.long) for x in (ids, labels, mask))
+        embeds = self.llm.get_input_embeddings()(ids.to(device))
+        with_image = [i for i, start in enumerate(starts) if start >= 0]
+        if with_image:
+            slots = torch.zeros(ids.shape, dtype=torch.bool)
+            for i in with_image:
+                slots[i, starts[i]:starts[i] + n_query] = True
+            embeds = embeds.masked_scatter(slots.to(device)[..., None], visual[with_image].to(embeds.dtype))
         return embeds, mask.to(device), labels.to(device)
-
-    def _conversations(self, samples: dict) -> list[list[tuple[str, str]]]:
-        """TinyGPT-V's sample dict -> per sample [(templated prompt, answer), ...].  Multi-turn
-        samples join their turns with `connect_sym` (MiniGPT-v2's "!@#")."""
-        answers = samples["answer"]
-        instructions = samples.get("instruction_input")
-        if instructions is None:  # caption pre-training: image tokens followed by the caption
-            return [[(f"<Img>{IMAGE_SLOT}</Img>", a)] for a in answers]
-        symbols = samples.get("connect_sym") or [None] * len(answers)
-        out = []
-        for question, answer, sym in zip(instructions, answers, symbols):
-            pairs = zip(question.split(sym), answer.split(sym)) if sym else [(question, answer)]
-            out.append([(self.wrap(q), a) for q, a in pairs])
-        return out
 
     # ------------------------------------------------------------------ training
     def forward(self, samples: dict) -> dict:
@@ -207,7 +159,7 @@ class TinyGPTV(nn.Module):
             visual = self.project_queries(queries)
         else:
             visual = self._visual(samples)
-        embeds, mask, labels = self.embed_inputs(self._conversations(samples), visual)
+        embeds, mask, labels = self.embed_inputs(sample_dialogues(samples), visual)
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits
         loss_sum, count = _answer_nll(logits, labels)
         if self.cfg.loss_reduction == "sample":
@@ -249,24 +201,23 @@ class TinyGPTV(nn.Module):
     def answer_losses(self, images: torch.Tensor, instructions: list[str], answers: list[str]) -> torch.Tensor:
         """Mean NLL of each answer given its image and instruction: [B] (ranks IconQA candidates)."""
         visual = self.encode_images(images)
-        embeds, mask, labels = self.embed_inputs([self.wrap(t) for t in instructions], visual, answers)
+        embeds, mask, labels = self.embed_inputs([Dialogue.single(t, a) for t, a in zip(instructions, answers)], visual)
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits
         loss_sum, count = _answer_nll(logits, labels)
         return loss_sum / count.clamp(min=1)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
-    def generate(self, images: torch.Tensor, prompts: list[str], *, templated: bool = False,
+    def generate(self, images: torch.Tensor, prompts: list[str | Dialogue], *,
                  max_new_tokens: int = 300, num_beams: int = 1, do_sample: bool = False,
                  temperature: float = 1.0, top_p: float = 0.9, repetition_penalty: float = 1.0,
                  length_penalty: float = 1.0, min_new_tokens: int = 1, streamer=None) -> list[str]:
-        """Answer each prompt about its image.  `prompts` are instructions containing
-        `<Img><ImageHere></Img>` (wrapped in the stage template here) or, with `templated=True`,
-        whole conversations already in the template (the Chat object's multi-turn history).
-        Batched with left padding and a KV cache; stops at the end marker or EOS."""
-        texts = list(prompts) if templated else [self.wrap(p) for p in prompts]
+        """Answer each prompt about its image.  A prompt is an instruction containing
+        `<Img><ImageHere></Img>` (wrapped in the stage template) or a Dialogue whose last answer is
+        None (the Chat's multi-turn history).  Batched with left padding and a KV cache; stops at
+        the end marker the model was trained with (or EOS) and cuts the answer there."""
         visual = self.encode_images(images)
-        embeds, mask, _ = self.embed_inputs(texts, visual, pad_left=True)
+        embeds, mask, _ = self.embed_inputs(list(prompts), visual)
         options = dict(
             max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
             repetition_penalty=repetition_penalty, length_penalty=length_penalty,
@@ -275,16 +226,11 @@ class TinyGPTV(nn.Module):
         )
         if do_sample:
             options.update(temperature=temperature, top_p=top_p)
-        if self.cfg.end_sym and self.cfg.end_sym != self.tokenizer.eos_token:
-            options.update(stop_strings=[self.cfg.end_sym], tokenizer=self.tokenizer)
+        style = self.style
+        if style.end_sym and style.end_sym != self.tokenizer.eos_token:
+            options.update(stop_strings=[style.end_sym], tokenizer=self.tokenizer)
         out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, **options)
-        return [self.clean_answer(self.tokenizer.decode(row, skip_special_tokens=True)) for row in out]
-
-    def clean_answer(self, text: str) -> str:
-        """Cut at the end marker and drop a leaked role prefix, as TinyGPT-V's chat does."""
-        if self.cfg.end_sym:
-            text = text.split(self.cfg.end_sym)[0]
-        return text.split("Assistant:")[-1].strip()
+        return [style.clean_answer(self.tokenizer.decode(row, skip_special_tokens=True)) for row in out]
 
 
 def _contiguous_input(module: nn.Module, args: tuple) -> tuple:

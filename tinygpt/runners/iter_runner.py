@@ -25,6 +25,7 @@ from ..common.logging import MetricsLogger
 from ..common.optim import build_optimizer
 from ..common.registry import registry
 from ..common.schedulers import build_scheduler
+from ..conversation.protocol import STYLE_KEY, PromptStyle
 from ..models import weights
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,9 @@ class IterRunner:
         state = {k: v for k, v in dist.trainable_state_dict(self.ddp).items() if not k.startswith(aids)}
         path = os.path.join(self.run.output_dir, "checkpoint_final.safetensors")
         if self.info.is_main:
-            ckpt.save_weights(state, path)
+            # The prompt style travels with the weights: chat and evaluation read it back.
+            style = PromptStyle.from_config(self.cfg.model).record()
+            ckpt.save_weights(state, path, metadata={STYLE_KEY: style})
         dist.barrier()
         return path
 

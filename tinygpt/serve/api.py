@@ -60,7 +60,7 @@ def create_api(chat: Chat, limits: Limits | None = None) -> FastAPI:
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": MODEL_NAME, "busy": chat.busy, "queue_length": pending.value,
-                "prompt_template": chat.model.cfg.prompt_template, "end_sym": chat.template.end}
+                "prompt_template": chat.style.template, "end_sym": chat.style.end_sym}
 
     @app.post("/worker_get_status")
     async def status():

@@ -30,7 +30,7 @@ def run_cli(chat: Chat, image_path: str, stdin: TextIO, stdout: TextIO, stderr: 
         return 2
     chat.upload_image(image)
     interactive = stdin.isatty()
-    print(f"Chatting about {image_path} ({chat.model.cfg.prompt_template!r}). {HELP}", file=stderr)
+    print(f"Chatting about {image_path} ({chat.style.describe()}). {HELP}", file=stderr)
     while True:
         if interactive:
             stdout.write("You: ")

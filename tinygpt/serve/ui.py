@@ -15,7 +15,9 @@ import gradio as gr
 from PIL import Image
 
 from ..conversation.chat import Chat
-from .boxes import TASK_TAGS, Box, draw_boxes, format_box, grid_point, parse_boxes
+from ..conversation.boxes import Box, format_box, grid_point, parse_boxes
+from ..conversation.protocol import TASK_TAGS
+from .boxes import draw_boxes
 from .validation import Limits, RequestError, check_image, check_options, check_text
 
 TITLE = "TinyGPT-V"
@@ -100,7 +102,7 @@ def build_ui(chat: Chat, limits: Optional[Limits] = None,
     # ------------------------------------------------------------------ layout
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(f"# {TITLE}\nUpload an image, then ask about it. Template: "
-                    f"`{chat.model.cfg.prompt_template}`")
+                    f"`{chat.style.template}`")
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=2):

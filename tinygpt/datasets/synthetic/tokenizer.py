@@ -12,7 +12,8 @@ from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from tinygpt.datasets.templates import CHAT_TEMPLATES, IMAGE_PLACEHOLDER, TASK_TAGS, all_templates
+from tinygpt.conversation.protocol import IMAGE_TEXT, TASK_TAGS, TEMPLATES
+from tinygpt.datasets.templates import all_templates
 
 EOS = "<|endoftext|>"
 
@@ -20,8 +21,8 @@ EOS = "<|endoftext|>"
 def template_corpus() -> list[str]:
     """Prompt scaffolding every model input contains: chat templates, placeholder, tags, boxes, digits."""
     boxes = [f"{{<{a}><{b}><{(a + 37) % 100}><{(b + 53) % 100}>}}" for a in range(100) for b in (0, 50, 99)]
-    lines = [t.replace("{}", "") for t in CHAT_TEMPLATES] + ["###", IMAGE_PLACEHOLDER, " ".join(TASK_TAGS)]
-    lines += [f"{IMAGE_PLACEHOLDER} {t.replace('{}', 'the red circle')}" for t in all_templates()]
+    lines = [t.replace("{}", "") for t in TEMPLATES] + ["###", IMAGE_TEXT, " ".join(TASK_TAGS)]
+    lines += [f"{IMAGE_TEXT} {t.replace('{}', 'the red circle')}" for t in all_templates()]
     lines += boxes + [" ".join(str(i) for i in range(100))]
     return lines
 

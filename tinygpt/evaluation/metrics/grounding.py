@@ -11,35 +11,27 @@ An answer without a parseable box is wrong and counted in `unparseable`.
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from tinygpt.conversation.boxes import GRID, Box
+from tinygpt.conversation.boxes import parse_box as first_box
 from tinygpt.evaluation.formats import read_refcoco
 from tinygpt.evaluation.metrics.base import Scorer, percent
 
-GRID = 100  # boxes are v / GRID of the image side; values run 0..99 (100 tolerated)
-_BOX = re.compile(r"\{\s*<\s*(\d{1,3})\s*>\s*<\s*(\d{1,3})\s*>\s*<\s*(\d{1,3})\s*>\s*<\s*(\d{1,3})\s*>\s*\}")
-
 
 def parse_box(text: str) -> tuple[int, int, int, int] | None:
-    """The first `{<x1><y1><x2><y2>}` in `text` (spaces tolerated), or None.
-
-    Values above GRID are not on the grid and make the answer unparseable.
-    """
-    m = _BOX.search(text)
-    if m is None:
+    """The first `{<x1><y1><x2><y2>}` in `text` (the protocol's grammar, conversation/boxes.py), or
+    None.  Values above GRID are not on the grid and make the answer unparseable."""
+    box = first_box(text)
+    if box is None or any(v > GRID for v in box):
         return None
-    box = tuple(int(v) for v in m.groups())
-    if any(v > GRID for v in box):
-        return None
-    return box  # type: ignore[return-value]
+    return box
 
 
 def grid_box_to_pixels(box: tuple[int, int, int, int], width: float, height: float
                        ) -> tuple[float, float, float, float]:
     """Grid (x1, y1, x2, y2) -> original-image pixel (x1, y1, x2, y2)."""
-    x1, y1, x2, y2 = box
-    return (x1 / GRID * width, y1 / GRID * height, x2 / GRID * width, y2 / GRID * height)
+    return Box(*box).pixels(width, height)
 
 
 def iou_xyxy(a: tuple[float, ...], b: tuple[float, ...]) -> float:

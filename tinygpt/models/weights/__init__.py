@@ -5,6 +5,7 @@
     load_phi(model, path)            Phi-2: HF split / legacy fused / Microsoft (phi.py)
     load_checkpoint(model, path)     TinyGPT-V stage .pth, or ours              (tinygptv.py, native.py)
     save_trainable(model, path)      our trainable weights as .safetensors      (native.py)
+    recorded_style(path)             the prompt style a checkpoint records      (style.py)
 
 Each returns a LoadReport and raises WeightLoadError (a ValueError naming the file and the keys)
 instead of loading anything inexactly; files are read with torch.load(weights_only=True) or
@@ -16,8 +17,9 @@ from .eva import interpolate_pos_embed, load_eva_vit
 from .native import save_trainable
 from .phi import legacy_qkv_to_ours, load_phi
 from .report import LoadReport, WeightLoadError
+from .style import recorded_style
 
 __all__ = [
     "LoadReport", "WeightLoadError", "interpolate_pos_embed", "legacy_qkv_to_ours", "load_blip2_qformer",
-    "load_checkpoint", "load_eva_vit", "load_phi", "save_trainable",
+    "load_checkpoint", "load_eva_vit", "load_phi", "recorded_style", "save_trainable",
 ]

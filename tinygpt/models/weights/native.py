@@ -8,6 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from ...common.checkpoint import save_weights
+from ...conversation.protocol import STYLE_KEY
 from ..qformer import CELL_HEAD
 from .files import TensorSource
 from .plan import Plan
@@ -33,8 +34,10 @@ def plan_native(source: TensorSource, model: nn.Module) -> Plan:
 
 def save_trainable(model: nn.Module, path: str) -> list[str]:
     """Write every parameter with requires_grad (names as in `model.named_parameters()`) to a
-    .safetensors file, atomically: a temp file in the same directory, then os.replace.
+    .safetensors file, atomically: a temp file in the same directory, then os.replace.  The
+    model's prompt style goes into the header (weights/style.py reads it back).
     Returns the names written."""
     tensors = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    save_weights(tensors, path, FORMAT)
+    style = getattr(model, "style", None)
+    save_weights(tensors, path, FORMAT, metadata={STYLE_KEY: style.record()} if style else None)
     return sorted(tensors)

@@ -1,0 +1,49 @@
+"""The prompt style a checkpoint file records (conversation/protocol.py's `PromptStyle` fields).
+
+* ours (`checkpoint_final.safetensors`): the header's `prompt_style` metadata (JSON);
+* our runner's training checkpoints (`checkpoint_stepN.pt`): the resolved config they carry;
+* TinyGPT-V's `TinyGPT-V_for_StageN.pth`: the run config MiniGPT-4's runner saved beside the
+  weights (`config.model`), read with MiniGPT-4's defaults: no `prompt_template` = no template,
+  except MiniGPT-v2's arch (stage 4), whose default is `[INST] {} [/INST]`; no `end_sym` = "\\n".
+
+Returns None when the file records nothing usable (e.g. a config pickled as an OmegaConf object,
+which files.py reads as an inert placeholder).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from ...common.checkpoint import FORMAT
+from ...conversation.protocol import STYLE_KEY, PromptStyle
+from .files import open_weights
+
+# MiniGPT-4 / MiniGPT-v2 `from_config` defaults, per TinyGPT-V `arch`.
+_ORIGINAL_TEMPLATES = {"minigpt4": "", "minigpt_v2": "[INST] {} [/INST]"}
+_ORIGINAL_END = "\n"
+
+
+def recorded_style(path: str) -> Optional[dict]:
+    """The PromptStyle fields `path` records (a subset of PromptStyle.RECORDED), or None."""
+    with open_weights(path) as source:
+        if STYLE_KEY in source.metadata:
+            return PromptStyle.read_record(source.metadata[STYLE_KEY], path)
+        config = source.extras.get("config")
+        if source.extras.get("format") == FORMAT and isinstance(config, str):
+            from ...common.config import from_yaml
+
+            m = from_yaml(config, path).model
+            fields = {"template": m.prompt_template, "end_sym": m.end_sym,
+                      "image_after_question": m.image_after_question, "image_size": m.vision.image_size}
+            return {k: v for k, v in fields.items() if v is not None}
+        if isinstance(config, dict) and isinstance(config.get("model"), dict):
+            return _tinygptv_style(config["model"])
+    return None
+
+
+def _tinygptv_style(model: dict) -> dict:
+    arch = model.get("arch", "minigpt4")
+    template = model.get("prompt_template") or _ORIGINAL_TEMPLATES.get(arch, "")
+    fields = {"template": template, "end_sym": model.get("end_sym", _ORIGINAL_END), "image_after_question": False}
+    if isinstance(model.get("image_size"), int):
+        fields["image_size"] = model["image_size"]
+    return fields
