@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from tiny import tiny_config
 
-INST = ("[INST] {} [/INST]", "<|endoftext|>")
+INST = ("[INST] {} [/INST]", "###")  # TinyGPT-V stage 4
 
 
 def build_tiny_model(root, template=None):

@@ -10,7 +10,7 @@ import torch
 
 from tinygpt.common.config import ModelConfig
 from tinygpt.conversation import Chat, GenerationOptions
-from tinygpt.models.tinygpt_v import TinyGPTV
+from tinygpt.conversation.protocol import Dialogue, PromptStyle
 
 
 class ScriptedModel:
@@ -26,16 +26,20 @@ class ScriptedModel:
         self.prompts, self.active, self.max_active = [], 0, 0
         self._count = threading.Lock()
 
-    def clean_answer(self, text):
-        return TinyGPTV.clean_answer(self, text)
+    @property
+    def style(self):
+        return PromptStyle.from_config(self.cfg)
 
-    def generate(self, images, prompts, *, templated, streamer=None, **options):
-        assert templated and images.shape[0] == 1 and len(prompts) == 1
+    def clean_answer(self, text):
+        return self.style.clean_answer(text)
+
+    def generate(self, images, prompts, *, streamer=None, **options):
+        assert images.shape[0] == 1 and len(prompts) == 1 and isinstance(prompts[0], Dialogue)
         with self._count:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         try:
-            self.prompts.append(prompts[0])
+            self.prompts.append(self.style.render(prompts[0], self.tokenizer.bos_token))
             self.options = options
             if self.fail:
                 raise RuntimeError("device on fire")
@@ -75,15 +79,16 @@ def test_stream_cuts_end_marker_and_records_answer(tokenizer, image):
 
 
 def test_answer_cuts_end_marker_inst(tokenizer, image):
-    chat = scripted_chat(tokenizer, "{<10><20><30><40>}<|endoftext|>", end_sym="<|endoftext|>",
-                         template="[INST] {} [/INST]")
+    chat = scripted_chat(tokenizer, "{<10><20><30><40>}###", end_sym="###", template="[INST] {} [/INST]")
     chat.upload_image(image)
     chat.ask("[refer] the blue square")
     assert chat.answer() == "{<10><20><30><40>}"
     chat.ask("[vqa] and?")
     list(chat.stream())
+    # The chat's history is laid out as a multi-turn training sample: answer + end marker, then the
+    # BOS text and the next question in the template.
     assert chat.model.prompts[-1] == ("[INST] <Img><ImageHere></Img> [refer] the blue square [/INST]"
-                                      "{<10><20><30><40>}<|endoftext|>[INST] [vqa] and? [/INST]")
+                                      "{<10><20><30><40>}###<|endoftext|>[INST] [vqa] and? [/INST]")
 
 
 def test_usage_errors(tokenizer, image):
@@ -199,7 +204,7 @@ def test_tiny_model_multi_turn(chat, image):
     assert first and "###" not in first
     chat.ask("and the square?")
     assert chat.prompt() == (f"###Human: <Img><ImageHere></Img> what colour is the circle? ###Assistant: "
-                             f"{first}###Human: and the square? ###Assistant: ")
+                             f"{first}###<|endoftext|>###Human: and the square? ###Assistant: ")
     second = "".join(chat.stream())
     assert second == chat.history[-1][1] and second
     chat.ask("and with beams?")

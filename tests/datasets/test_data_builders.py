@@ -9,7 +9,8 @@ from PIL import Image
 import tinygpt.datasets  # noqa: F401  (registers the builders)
 from tinygpt.common.config import ConfigError, DatasetConfig, ProcessorConfig
 from tinygpt.common.registry import registry
-from tinygpt.datasets import CONNECT_SYM, DataError, skips, split_turns
+from tinygpt.conversation.protocol import CONNECT_SYM, split_sample
+from tinygpt.datasets import DataError, skips
 from tinygpt.datasets.templates import ALIGNMENT, CAPTION, IDENTIFY, REFER, VQA
 
 S = 28
@@ -97,7 +98,8 @@ def test_multi_turn_conversation(tmp_path, name):
     ann = _llava(tmp_path, [("What is shown?", "A bus."), ("Color?", "Red.")])
     s = check(build(name, storage=[ann], image_root=str(tmp_path / "coco"))[0])
     assert s["connect_sym"] == CONNECT_SYM
-    assert split_turns(s) == [("<Img><ImageHere></Img> What is shown?", "A bus."), ("Color?", "Red.")]
+    assert split_sample(s["instruction_input"], s["answer"], s["connect_sym"]).turns == (
+        ("<Img><ImageHere></Img> What is shown?", "A bus."), ("Color?", "Red."))
     assert s["instruction_input"].count("<ImageHere>") == 1
 
 

@@ -11,10 +11,12 @@ import torch
 import tinygpt.datasets  # noqa: F401
 from tinygpt.common.config import Config, DatasetConfig, ProcessorConfig
 from tinygpt.common.registry import registry
-from tinygpt.datasets import build_train_loader, format_box, parse_box, skips
+from tinygpt.conversation.boxes import box_from_pixels, parse_box
+from tinygpt.conversation.protocol import TASK_TAGS, TEMPLATES
+from tinygpt.datasets import build_train_loader, skips
 from tinygpt.datasets.synthetic import generate
 from tinygpt.datasets.synthetic.scenes import CELL_CLASSES
-from tinygpt.datasets.templates import CHAT_TEMPLATES, TASK_TAGS, all_templates
+from tinygpt.datasets.templates import all_templates
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(train_images=40, eval_images=10, image_size=56, shard_size=16, vocab_size=600)
@@ -73,7 +75,7 @@ def test_training_formats_load_with_the_real_builders(corpus):
     ref = _build("refcoco", corpus, storage=[str(corpus / "refcoco" / "refcoco_synthetic.json")],
                  image_root=str(corpus / "images"))
     assert len(ref) == len(refs)
-    assert ref[0]["answer"] == format_box(refs[0]["bbox"], 56, 56)
+    assert ref[0]["answer"] == box_from_pixels(refs[0]["bbox"], 56, 56)
     inv = _build("invrefcoco", corpus, storage=[str(corpus / "refcoco" / "refcoco_synthetic.json")],
                  image_root=str(corpus / "images"))
     assert inv[0]["answer"] in refs[0]["sentences"]
@@ -109,7 +111,7 @@ def test_tokenizer_round_trips_templates_and_boxes(corpus):
     tok = AutoTokenizer.from_pretrained(str(corpus / "tokenizer"), local_files_only=True)
     assert tok.eos_token == tok.bos_token == tok.pad_token == tok.unk_token == "<|endoftext|>"
     assert 300 < len(tok) <= 600
-    texts = [t.format("<Img><ImageHere></Img> " + p.format("the red circle")) for t in CHAT_TEMPLATES
+    texts = [t.format("<Img><ImageHere></Img> " + p.format("the red circle")) for t in TEMPLATES
              for p in all_templates()]
     texts += [" ".join(TASK_TAGS), "{<0><7><42><99>}", "###Human: what is it? ###Assistant: 3###<|endoftext|>"]
     for text in texts:

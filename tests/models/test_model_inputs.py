@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import tinygpt.models.tinygpt_v  # noqa: F401  (registers the "tinygpt_v" arch)
-from tiny import tiny_model_config
+from tiny import bigram_llm, tiny_model_config
 from tinygpt.models.build import build_model
 from tinygpt.conversation.protocol import IGNORE, Dialogue
 
@@ -116,27 +116,6 @@ def test_batched_generation_equals_one_by_one(model):
             e, m, _ = model.embed_inputs([p], visual[i:i + 1])
             torch.testing.assert_close(last[i], model.llm(inputs_embeds=e, attention_mask=m).logits[0, -1],
                                        atol=1e-4, rtol=1e-4)
-
-
-@torch.no_grad()
-def bigram_llm(model, chain):
-    """Make the LLM a bigram table: every block adds nothing, so the last hidden state is the current
-    token's embedding, and lm_head maps token chain[j] to chain[j + 1]."""
-    llm = model.llm
-    for layer in llm.model.layers:
-        for linear in (layer.self_attn.dense.base_layer, layer.self_attn.dense.lora_B["default"], layer.mlp.fc2):
-            linear.weight.zero_()
-            if linear.bias is not None:
-                linear.bias.zero_()
-    final = llm.model.final_layernorm
-    final.weight.fill_(1.0)
-    final.bias.zero_()
-    table = llm.model.embed_tokens.weight
-    llm.lm_head.weight.zero_()
-    llm.lm_head.bias.zero_()
-    for cur, nxt in zip(chain, chain[1:]):
-        h = torch.nn.functional.layer_norm(table[cur], (table.shape[1],), eps=final.eps)
-        llm.lm_head.weight[nxt] += 10 * h / h.norm()
 
 
 def test_generation_stops_at_the_end_marker(tiny_root):

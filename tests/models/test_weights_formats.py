@@ -453,6 +453,24 @@ def test_tinygptv_checkpoint_without_wrapper_and_with_an_omegaconf_config(tmp_pa
     torch.testing.assert_close(logits(model), reference_logits, atol=1e-5, rtol=1e-5)
 
 
+def test_tinygptv_checkpoints_carry_the_prompt_style_they_were_trained_with(tmp_path, reference):
+    sd = tinygptv_state_dict(reference)
+    # Stage 4 (MiniGPT-v2's arch: `[INST] {} [/INST]` by default), ending answers in "###", 448 px.
+    stage4 = tinygptv_file(tmp_path / "TinyGPT-V_for_Stage4.pth", sd, config={
+        "model": {"arch": "minigpt_v2", "end_sym": "###", "image_size": 448, "chat_template": True}})
+    assert weights.recorded_style(str(stage4)) == {"template": "[INST] {} [/INST]", "end_sym": "###",
+                                                   "image_after_question": False, "image_size": 448}
+    # Stage 3 states its template; stages 1-2 state none and end with MiniGPT-4's "\n".
+    stage3 = tinygptv_file(tmp_path / "s3.pth", sd, config={"model": {
+        "arch": "minigpt4", "prompt_template": "###Human: {} ###Assistant: ", "end_sym": "###", "image_size": 224}})
+    assert weights.recorded_style(str(stage3))["template"] == "###Human: {} ###Assistant: "
+    stage1 = tinygptv_file(tmp_path / "s1.pth", sd, config={"model": {"arch": "minigpt4", "image_size": 224}})
+    assert weights.recorded_style(str(stage1)) == {"template": "", "end_sym": "\n", "image_after_question": False,
+                                                   "image_size": 224}
+    # A bare state dict records nothing.
+    assert weights.recorded_style(str(tinygptv_file(tmp_path / "bare.pth", sd, wrapper=False))) is None
+
+
 # ----------------------------------------------------------------------------- our own checkpoints
 def test_save_trainable_round_trip(tmp_path, reference, reference_logits):
     path = tmp_path / "out" / "checkpoint_final.safetensors"
@@ -462,6 +480,7 @@ def test_save_trainable_round_trip(tmp_path, reference, reference_logits):
     model = fresh_copy(reference)
     report = weights.load_checkpoint(model, str(path))
     assert report.format == "tinygpt-trainable" and report.loaded == names and report.kept == []
+    assert weights.recorded_style(str(path))["template"] == reference.style.template
     torch.testing.assert_close(logits(model), reference_logits)
 
 
@@ -473,6 +492,7 @@ def test_runner_checkpoint(tmp_path, reference, reference_logits):
     model = fresh_copy(reference)
     report = weights.load_checkpoint(model, str(tmp_path / "checkpoint_step0000012.pt"))
     assert report.format == "tinygpt-runner"
+    assert weights.recorded_style(str(tmp_path / "checkpoint_step0000012.pt")) is None  # its config sets none
     assert_complete(report, trainable)
     torch.testing.assert_close(logits(model), reference_logits)
 

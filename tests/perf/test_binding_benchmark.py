@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks import binding
-from tinygpt.datasets.boxes import parse_box
+from tinygpt.conversation.boxes import parse_box
 from tinygpt.datasets.synthetic.scenes import CELL_CLASSES
 
 STAGE1 = "train_configs/tiny/stage1.yaml"

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import yaml
+
 from ...common.checkpoint import FORMAT
 from ...conversation.protocol import STYLE_KEY, PromptStyle
 from .files import open_weights
@@ -29,15 +31,21 @@ def recorded_style(path: str) -> Optional[dict]:
             return PromptStyle.read_record(source.metadata[STYLE_KEY], path)
         config = source.extras.get("config")
         if source.extras.get("format") == FORMAT and isinstance(config, str):
-            from ...common.config import from_yaml
-
-            m = from_yaml(config, path).model
-            fields = {"template": m.prompt_template, "end_sym": m.end_sym,
-                      "image_after_question": m.image_after_question, "image_size": m.vision.image_size}
-            return {k: v for k, v in fields.items() if v is not None}
+            return _runner_style(yaml.safe_load(config))
         if isinstance(config, dict) and isinstance(config.get("model"), dict):
             return _tinygptv_style(config["model"])
     return None
+
+
+def _runner_style(config) -> Optional[dict]:
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict):
+        return None
+    vision = model.get("vision") if isinstance(model.get("vision"), dict) else {}
+    fields = {"template": model.get("prompt_template"), "end_sym": model.get("end_sym"),
+              "image": model.get("image_placeholder"), "image_after_question": model.get("image_after_question"),
+              "image_size": vision.get("image_size")}
+    return {k: v for k, v in fields.items() if v is not None} or None
 
 
 def _tinygptv_style(model: dict) -> dict:
