@@ -65,7 +65,7 @@ def images(model, n=2, seed=1):
 def logits(model, seed=1):
     """Full forward (image -> ViT -> Q-Former -> projector -> Phi) on a fixed prompt."""
     visual = model.encode_images(images(model, seed=seed))
-    prompts = [model.wrap("<Img><ImageHere></Img> what colour is the circle?")] * visual.shape[0]
+    prompts = ["<Img><ImageHere></Img> what colour is the circle?"] * visual.shape[0]
     embeds, mask, _ = model.embed_inputs(prompts, visual)
     return model.llm(inputs_embeds=embeds, attention_mask=mask).logits
 
@@ -579,10 +579,12 @@ def test_build_model_loads_every_file_the_config_names(tmp_path, tiny_root, refe
     sd, extras = blip2_state_dict(reference)
     torch.save({"model": {**sd, **extras}}, tmp_path / "blip2.pth")
     phi_dir, _ = _phi_dir_sharded(tmp_path, reference)
-    tinygptv_file(tmp_path / "TinyGPT-V_for_Stage3.pth", tinygptv_state_dict(reference))
+    stage3 = {"model": {"arch": "minigpt4", "prompt_template": "###Human: {} ###Assistant: ", "end_sym": "###"}}
+    tinygptv_file(tmp_path / "TinyGPT-V_for_Stage3.pth", tinygptv_state_dict(reference), config=stage3)
 
-    cfg = tiny_model_config(tiny_root)
+    cfg = tiny_model_config(tiny_root)  # no prompt style set: the stage-3 file's is used
     cfg.vision.weights, cfg.qformer.weights = str(tmp_path / "eva_vit_g.pth"), str(tmp_path / "blip2.pth")
     cfg.llm.weights, cfg.ckpt = str(phi_dir), [str(tmp_path / "TinyGPT-V_for_Stage3.pth")]
     model = build_model(cfg, "cpu").eval()
+    assert (model.style.template, model.style.end_sym) == ("###Human: {} ###Assistant: ", "###")
     torch.testing.assert_close(logits(model), reference_logits, atol=1e-5, rtol=1e-5)

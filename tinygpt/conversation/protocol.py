@@ -103,6 +103,11 @@ class PromptStyle:
                              f"{', '.join(PromptStyle.RECORDED)}; got {text[:80]!r}")
         return fields
 
+    @property
+    def instruct(self) -> bool:
+        """`[INST]`-style templates: the multi-task stage that knows task tags and boxes."""
+        return self.template.lstrip().startswith("[INST]")
+
     def describe(self) -> str:
         where = "after" if self.image_after_question else "before"
         return (f"template {self.template!r}, end marker {self.end_sym!r}, image {where} the question"

@@ -109,7 +109,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from .app import build_app, serve
     from .ui import synthetic_examples
 
-    examples = [] if args.api_only else synthetic_examples(instruct=chat.template.instruct)
+    examples = [] if args.api_only else synthetic_examples(instruct=chat.style.instruct)
     app = build_app(chat, ui=not args.api_only, limits=limits, examples=examples)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"demo.py: listening on {args.host}: other machines can reach this server, which has no "

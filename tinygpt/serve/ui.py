@@ -28,7 +28,7 @@ def build_ui(chat: Chat, limits: Optional[Limits] = None,
     """The demo page for `chat`'s model; `examples` are (image path, question) pairs."""
     limits = limits or Limits()
     defaults = chat.defaults
-    instruct = chat.template.instruct
+    instruct = chat.style.instruct
 
     def session_of(state: Optional[Chat]) -> Chat:
         return state if state is not None else chat.session()
