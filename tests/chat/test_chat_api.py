@@ -255,3 +255,123 @@ def test_malformed_content_length(server):
 def test_wrong_method_and_path(client):
     assert client.get("/worker_generate").status_code == 405
     assert client.get("/nope").status_code == 404
+
+
+# ----------------------------------------------------------------------------- hostile input
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that is only its signature and IHDR: it declares width x height and holds no pixels."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk
+
+
+def test_huge_image_is_refused_on_its_header_before_decoding(client, good):
+    # No pixel data at all: had it been decoded, the answer would be a decode error (415), not 413.
+    data = base64.b64encode(png_header(100_000, 100_000)).decode()
+    assert_error(client.post("/worker_generate", json={**good, "image": data}), 413, "pixels")
+
+
+def test_jpeg_truncated_in_its_header(client, good):
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(buf, format="JPEG")
+    data = base64.b64encode(buf.getvalue()[:30]).decode()  # cut inside the JFIF header
+    assert_error(client.post("/worker_generate", json={**good, "image": data}), 415, "image")
+
+
+def test_json_nested_too_deeply(client):
+    assert_error(post_raw(client, b"[" * 100_000 + b"]" * 100_000), 400, "nested")
+
+
+def test_lone_surrogate_in_the_text(client, good):
+    body = json.dumps({**good, "input_text": "what is \ud800 this?"}).encode()  # json.dumps escapes it as \ud800
+    assert_error(post_raw(client, body), 422, "unicode")
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 0.001])
+def test_tiny_temperature_is_refused(client, good, temperature):
+    assert_error(client.post("/worker_generate", json={**good, "temperature": temperature}), 422, "temperature")
+
+
+def test_errors_of_every_route_have_the_api_shape(client):
+    assert_error(client.get("/worker_generate"), 405, "method")
+    assert_error(client.get("/nope"), 404, "not found")
+
+
+def test_only_json_bodies_are_served(client, good):
+    # text/plain is a "simple" cross-origin request: a web page could make a visitor's browser send it.
+    assert_error(post_raw(client, json.dumps(good).encode(), {"content-type": "text/plain"}), 415, "application/json")
+    assert_error(post_raw(client, json.dumps(good).encode(), {"content-type": "application/x-www-form-urlencoded"}),
+                 415)
+
+
+def test_a_full_queue_answers_503_with_retry_after(tiny_model, make_chat, serve, good):
+    from tinygpt.conversation import Chat
+
+    gate = threading.Event()
+
+    class Held(Chat):
+        def session(self):
+            return Held(self.model, self.image_processor, self.device, defaults=self.defaults)
+
+        def answer(self, **options):
+            gate.wait(60)
+            return super().answer(**options)
+
+    base = make_chat(tiny_model)
+    chat = Held(base.model, base.image_processor, base.device, defaults=base.defaults)
+    with serve(create_api(chat, Limits(max_pending=1))) as running:
+        first = {}
+        thread = threading.Thread(target=lambda: first.update(r=httpx.post(
+            running.url + "/worker_generate", json=good, timeout=60)))
+        thread.start()
+        with httpx.Client(base_url=running.url, timeout=30) as c:
+            for _ in range(600):
+                if c.get("/health").json()["queue_length"] == 1:
+                    break
+                threading.Event().wait(0.05)
+            busy = c.post("/worker_generate", json=good)
+            assert_error(busy, 503, "busy")
+            assert busy.headers["retry-after"] == "2"
+            gate.set()
+            thread.join(60)
+            assert first["r"].status_code == 200
+            assert c.post("/worker_generate", json=good).status_code == 200  # the slot is free again
+
+
+def test_a_stalled_request_is_cut_off(tiny_model, make_chat):
+    import time
+
+    import uvicorn
+
+    from tinygpt.serve.deadline import DeadlineH11Protocol
+
+    class Quick(DeadlineH11Protocol):
+        deadline_s = 0.5
+
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    number = port.getsockname()[1]
+    port.close()
+    server = uvicorn.Server(uvicorn.Config(create_api(make_chat(tiny_model)), host="127.0.0.1", port=number,
+                                           log_level="error", http=Quick, timeout_keep_alive=5))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):
+            if server.started:
+                break
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", number), timeout=10) as s:
+            start = time.monotonic()
+            s.sendall(b"POST /worker_generate HTTP/1.1\r\nHost: x\r\nContent-Ty")  # ... and nothing more
+            assert s.recv(1024) == b""  # closed by the server
+            assert time.monotonic() - start < 5
+        # A whole request on a fresh connection is still answered.
+        r = httpx.get(f"http://127.0.0.1:{number}/health", timeout=10)
+        assert r.status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -30,6 +30,8 @@ from .protocol import Dialogue, encode
 
 log = logging.getLogger(__name__)
 
+DISPLAY_SIDE = 1024  # the largest side of the image a Chat keeps for display
+
 
 # ----------------------------------------------------------------------------- options
 @dataclass(frozen=True)
@@ -210,15 +212,24 @@ class Chat:
 
     def upload_image(self, image) -> None:
         """Start a new conversation about `image` (a PIL image; converted to RGB).  TinyGPT-V's
-        model sees one image per conversation, so a new image forgets the previous history."""
+        model sees one image per conversation, so a new image forgets the previous history.
+        The model's input is computed from the full image; what is kept is that tensor and a
+        thumbnail of at most DISPLAY_SIDE px for drawing boxes (their coordinates are relative), so
+        a session never holds a full-resolution image."""
         rgb = image.convert("RGB")
         tensor = self.image_processor(rgb)
         if tensor.dim() == 3:
             tensor = tensor.unsqueeze(0)
         tensor = tensor.to(self.device)
+        rgb.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
         with self._state_lock:
             self._image, self.image = tensor, rgb
             self._conversation = Conversation(self.style, has_image=True)
+
+    def restart(self) -> None:
+        """A new conversation about the same image."""
+        with self._state_lock:
+            self._conversation = Conversation(self.style, has_image=self._image is not None)
 
     def ask(self, text: str) -> None:
         """Add a question (to be answered by the next `answer`/`stream`)."""

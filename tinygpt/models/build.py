@@ -149,16 +149,19 @@ def resolve_prompt_style(cfg: ModelConfig, source: str, *, warn: bool, read_chec
     `model.ckpt` file that records a style, else the protocol's defaults; say which.  With `warn`
     (inference builds), a set value that disagrees with the checkpoint's is logged as a warning
     (training stages change the template on purpose)."""
-    recorded, where = {}, "the protocol's defaults (no model.ckpt file records a prompt style)"
+    recorded, where = {}, None
     for path in reversed(cfg.ckpt if read_checkpoints else []):
         found = weights.recorded_style(require_file(source, "model.ckpt", path))
         if found:
             recorded, where = found, path
             break
     defaults = PromptStyle()
+    origins = set()
+    unset = [key for key in _STYLE_FIELDS if getattr(cfg, key) is None]
     for key, field in _STYLE_FIELDS.items():
         value = getattr(cfg, key)
         if value is None:
+            origins.add(where if field in recorded else "the protocol's defaults")
             setattr(cfg, key, recorded.get(field, getattr(defaults, field)))
         elif warn and field in recorded and recorded[field] != value:
             log.warning("%s: model.%s is %r but %s was trained with %r; using %r as configured",
@@ -168,7 +171,10 @@ def resolve_prompt_style(cfg: ModelConfig, source: str, *, warn: bool, read_chec
         if warn and field in recorded and recorded[field] != value:
             log.warning("%s: model.%s is %r but %s was trained with %r", source, key, value, where, recorded[field])
     style = PromptStyle.from_config(cfg)
-    log.info("prompt style from %s: %s", where, style.describe())
+    told = " and ".join(sorted(origins)) or source
+    if origins and len(unset) < len(_STYLE_FIELDS):
+        told += f" (the rest from {source})"
+    log.info("prompt style from %s: %s", told, style.describe())
     return style
 
 

@@ -5,12 +5,17 @@
         -> 200 {"text": answer, "error_code": 0}
         -> stream: 200 application/x-ndjson, one {"text": answer so far, "error_code": 0} per line;
            the last line holds the whole answer (an error after the first line: error_code 500)
-        -> 4xx {"text": what is wrong, "error_code": status}
+        -> 4xx {"text": what is wrong, "error_code": status}  (every route, 404/405 included)
+        -> 503 + Retry-After when `Limits.max_pending` requests are already being served
+        Content-Type must be application/json (415 otherwise): a web page cannot make a visitor's
+        browser run generation without a CORS preflight.
     POST /worker_get_status -> {"model_names": [...], "speed": 1, "queue_length": n}  (mllm-npu)
     GET  /health            -> {"status": "ok", "busy": bool, "queue_length": n, ...}
 
 Each request is a fresh single-turn conversation (`chat.session()`); requests queue on the
-model's lock, so concurrent clients are answered one after another.
+model's lock, so concurrent clients are answered one after another.  Memory is bounded: at most
+`Limits.max_decoding` images are decoded at once, at most `Limits.max_pending` requests are held,
+and a session keeps only the model's input tensor and a bounded thumbnail (Chat.upload_image).
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from typing import Iterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from ..conversation.chat import Chat
 from .validation import Limits, RequestError, content_length, decode_image, parse_generate_request, parse_json_body
@@ -29,6 +35,9 @@ from .validation import Limits, RequestError, content_length, decode_image, pars
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "tinygpt-v"
+
+
+RETRY_AFTER_S = 2
 
 
 class _Counter:
@@ -42,6 +51,14 @@ class _Counter:
         with self._lock:
             self._n += k
 
+    def admit(self, limit: int) -> bool:
+        """Count one more request unless `limit` are already held."""
+        with self._lock:
+            if self._n >= limit:
+                return False
+            self._n += 1
+            return True
+
     @property
     def value(self) -> int:
         return self._n
@@ -52,10 +69,15 @@ def create_api(chat: Chat, limits: Limits | None = None) -> FastAPI:
     limits = limits or Limits()
     app = FastAPI(title="tinygpt", docs_url=None, redoc_url=None, openapi_url=None)
     pending = _Counter()
+    decoding = threading.BoundedSemaphore(limits.max_decoding)
 
     @app.exception_handler(RequestError)
     async def _bad_request(request: Request, exc: RequestError):
         return _error(exc.status, exc.message)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):  # 404, 405, ... in the API's shape
+        return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.get("/health")
     async def health():
@@ -68,12 +90,15 @@ def create_api(chat: Chat, limits: Limits | None = None) -> FastAPI:
 
     @app.post("/worker_generate")
     async def worker_generate(request: Request):
+        _require_json(request)
         body = await _read_body(request, limits.max_body_bytes)
         req = parse_generate_request(parse_json_body(body), limits)
-        pending.add(1)
+        if not pending.admit(limits.max_pending):
+            return _error(503, f"the server is busy ({limits.max_pending} requests in progress); retry later",
+                          headers={"Retry-After": str(RETRY_AFTER_S)})
         streaming = False
         try:
-            session = await run_in_threadpool(_session_for, chat, req, limits)
+            session = await run_in_threadpool(_session_for, chat, req, limits, decoding)
             if not req.stream:
                 text = await run_in_threadpool(session.answer, **req.options)
                 return {"text": text, "error_code": 0}
@@ -92,11 +117,12 @@ def create_api(chat: Chat, limits: Limits | None = None) -> FastAPI:
     return app
 
 
-def _session_for(chat: Chat, req, limits: Limits) -> Chat:
+def _session_for(chat: Chat, req, limits: Limits, decoding: threading.BoundedSemaphore) -> Chat:
     # Decoding and preprocessing run in a worker thread: they are CPU work, not for the event loop.
-    image = decode_image(req.image_b64, limits)
-    session = chat.session()
-    session.upload_image(image)
+    # The full-size decoded image lives only inside this block, a few at a time.
+    with decoding:
+        session = chat.session()
+        session.upload_image(decode_image(req.image_b64, limits))
     session.ask(req.text)
     return session
 
@@ -124,8 +150,14 @@ def _line(obj: dict) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode() + b"\n"
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"text": message, "error_code": status}, status_code=status)
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"text": message, "error_code": status}, status_code=status, headers=headers)
+
+
+def _require_json(request: Request) -> None:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise RequestError(415, f"Content-Type must be application/json, got {kind or 'none'!r}")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -32,7 +32,10 @@ def build_app(chat: Chat, *, ui: bool = True, limits: Optional[Limits] = None,
 
 
 def serve(app: FastAPI, host: str, port: int) -> None:
-    """Run `app` with uvicorn until interrupted."""
+    """Run `app` with uvicorn until interrupted: idle keep-alive connections close after 5 s and a
+    request must arrive whole within deadline.REQUEST_DEADLINE_S (stalled clients hold no slot)."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    from .deadline import DeadlineH11Protocol
+
+    uvicorn.run(app, host=host, port=port, log_level="info", http=DeadlineH11Protocol, timeout_keep_alive=5)

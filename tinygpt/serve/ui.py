@@ -18,7 +18,7 @@ from ..conversation.chat import Chat
 from ..conversation.boxes import Box, format_box, grid_point, parse_boxes
 from ..conversation.protocol import TASK_TAGS
 from .boxes import draw_boxes
-from .validation import Limits, RequestError, check_image, check_options, check_text
+from .validation import Limits, RequestError, check_options, check_text, open_image
 
 TITLE = "TinyGPT-V"
 
@@ -34,22 +34,29 @@ def build_ui(chat: Chat, limits: Optional[Limits] = None,
         return state if state is not None else chat.session()
 
     # ------------------------------------------------------------------ handlers
+    def upload(session: Chat, path: str) -> None:
+        # The page hands over the uploaded file's path (type="filepath", image_mode=None: Gradio
+        # reads only its header), so the size is checked before anything is decoded.
+        try:
+            with open(path, "rb") as f:
+                session.upload_image(open_image(f.read(), limits))
+        except OSError as exc:
+            raise gr.Error(f"cannot read the uploaded image: {exc.strerror or exc}") from None
+        except RequestError as exc:
+            raise gr.Error(exc.message) from None
+
     def on_image(image, state):
         session = session_of(state)
         if image is None:
             session.reset()
             return session, [], None
-        try:
-            check_image(image, limits)
-        except RequestError as exc:
-            raise gr.Error(exc.message) from None
-        session.upload_image(image)
+        upload(session, image)
         return session, [], session.image
 
     def on_reset(image, state):
         session = session_of(state)
         if image is not None and session.image is not None:
-            session.upload_image(session.image)  # same image, fresh conversation
+            session.restart()  # same image, fresh conversation
         else:
             session.reset()
         return session, [], session.image, ""
@@ -67,7 +74,7 @@ def build_ui(chat: Chat, limits: Optional[Limits] = None,
         if image is None:
             raise gr.Error("Upload an image first.")
         if session.image is None:  # e.g. the page kept an image across a server restart
-            session.upload_image(image)
+            upload(session, image)
         marked = []
         if instruct and text.startswith("[identify]"):
             if not parse_boxes(text) and _box_set(box):
@@ -106,8 +113,8 @@ def build_ui(chat: Chat, limits: Optional[Limits] = None,
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=2):
-                image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"], height=300,
-                                 elem_id="tinygpt-image")
+                image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
+                                 height=300, elem_id="tinygpt-image")
                 annotated = gr.Image(type="pil", label="Boxes (click two corners to set a box)" if instruct
                                      else "Boxes", interactive=False, height=300, visible=instruct,
                                      elem_id="tinygpt-boxes")

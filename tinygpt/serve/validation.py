@@ -45,6 +45,15 @@ class Limits:
     max_new_tokens: int = 1024
     max_beams: int = 8
     max_temperature: float = 5.0
+    # Below this a softmax over logits / temperature overflows (inf/nan probabilities): 0 is greedy.
+    min_temperature: float = 0.01
+    # JPEGs are decoded at a reduced scale (libjpeg's 1/2, 1/4, 1/8) down to this side: a 4096 px
+    # photo then costs a 16th of its full RGB size while it is decoded.
+    decode_side: int = 1024
+    # Memory under load: requests decoding an image at once, and requests accepted but not yet
+    # answered (decoding + waiting for the model); one more gets 503 with Retry-After.
+    max_decoding: int = 2
+    max_pending: int = 8
 
 
 @dataclass
@@ -78,6 +87,8 @@ def parse_json_body(body: bytes) -> Any:
         return json.loads(body)
     except UnicodeDecodeError:
         raise RequestError(400, "the body is not UTF-8 text") from None
+    except RecursionError:
+        raise RequestError(400, "the body's JSON is nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise RequestError(400, f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
 
@@ -116,7 +127,12 @@ def parse_generate_request(payload: Any, limits: Limits) -> GenerateRequest:
 
 
 def check_text(text: str, limits: Limits) -> str:
-    """The question, stripped; empty or overlong text is an error."""
+    """The question, stripped; empty, overlong or not-Unicode text (a lone surrogate such as
+    JSON's "\\ud800") is an error."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(422, f"'input_text' is not valid Unicode text ({exc.reason} at character {exc.start})") from None
     text = text.strip()
     if not text:
         raise RequestError(422, "'input_text' is empty; ask a question about the image")
@@ -135,6 +151,9 @@ def check_options(options: dict, limits: Limits) -> GenerationOptions:
     for key, (low, high) in ranges.items():
         if key in options and not low <= options[key] <= high:
             raise RequestError(422, f"'{key}' must be between {low} and {high}, got {options[key]}")
+    if 0 < options.get("temperature", 0) < limits.min_temperature:
+        raise RequestError(422, f"'temperature' must be 0 (greedy) or at least {limits.min_temperature}, "
+                                f"got {options['temperature']}")
     if "top_p" in options and not 0 < options["top_p"] <= 1:
         raise RequestError(422, f"'top_p' must be in (0, 1], got {options['top_p']}")
     try:
@@ -160,7 +179,8 @@ def decode_image(data: str, limits: Limits) -> Image.Image:
 
 
 def open_image(raw: bytes, limits: Limits) -> Image.Image:
-    """Image file bytes -> RGB PIL image, checking the byte and pixel limits before decoding."""
+    """Image file bytes -> RGB PIL image, checking the byte and pixel limits on the header before
+    decoding; JPEGs decode at a reduced scale down to `limits.decode_side`."""
     if len(raw) > limits.max_image_bytes:
         raise RequestError(413, f"the image has {len(raw)} bytes; the limit is {_mib(limits.max_image_bytes)}")
     try:
@@ -169,8 +189,12 @@ def open_image(raw: bytes, limits: Limits) -> Image.Image:
         raise RequestError(415, "'image' does not hold an image file PIL can read (PNG, JPEG, WebP, ...)") from None
     except Image.DecompressionBombError as exc:
         raise RequestError(413, str(exc)) from None
+    except Exception as exc:  # a header cut short or corrupt: OSError, SyntaxError, struct.error, ...
+        raise RequestError(415, f"the image header could not be read: {exc}") from None
     check_image(image, limits)
     try:
+        if image.format == "JPEG":
+            image.draft("RGB", (limits.decode_side, limits.decode_side))
         image.load()
         return image.convert("RGB")
     except Image.DecompressionBombError as exc:
