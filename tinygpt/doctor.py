@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from tinygpt.common import device as devices
+from tinygpt.common.errors import entry_point
 
 
 def _version(dist_name: str) -> str | None:
@@ -193,6 +194,7 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@entry_point("python -m tinygpt.doctor")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinygpt.doctor", description=__doc__.splitlines()[0])
     parser.add_argument("--cfg-path", help="a train/eval YAML whose named files to check")

@@ -9,6 +9,7 @@ import json
 import sys
 
 import tinygpt
+from tinygpt.common.errors import entry_point
 
 
 def component_of(name: str) -> str:
@@ -29,18 +30,15 @@ def count_parameters(model) -> dict:
     return rows
 
 
+@entry_point("python -m tinygpt.inspect")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinygpt.inspect", description=__doc__.splitlines()[0])
     parser.add_argument("--cfg-path", required=True)
     parser.add_argument("--options", nargs="*", default=[])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    try:
-        cfg = tinygpt.load_config(args.cfg_path, args.options)
-        model = tinygpt.build_model(cfg, "meta")
-    except (ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = tinygpt.load_config(args.cfg_path, args.options)
+    model = tinygpt.build_model(cfg, "meta")
     rows = count_parameters(model)
     if args.json:
         print(json.dumps({"config": args.cfg_path, "parameters": rows}, indent=2))

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 import tinygpt
 from .common import device as devices
 from .common import dist
-from .common.config import ConfigError
+from .common.errors import entry_point
 from .common.registry import registry
 
 
@@ -19,6 +18,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@entry_point("train.py")
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -32,9 +32,6 @@ def main(argv=None) -> int:
         task = registry.get("task", cfg.run.task)(cfg)
         runner = registry.get("runner", cfg.run.runner)(cfg, model, task, device, info)
         summary = runner.train()
-    except (ConfigError, devices.DeviceError, FileNotFoundError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     finally:
         dist.cleanup()
     if info.is_main:

@@ -123,3 +123,43 @@ def test_sampler_shards_ranks_and_starts_mid_epoch():
     assert len(s) == 6 and list(s) == full[4:] and list(s) == full
     s.set_epoch(1)
     assert list(s) != full and sorted(s) == sorted(full)
+
+
+def test_unreadable_images_are_counted_once_per_epoch_and_no_sample_is_repeated():
+    from tinygpt.datasets.base import ImageUnreadable
+
+    bad = {2, 3, 4, 9, 13}  # three in a row among them
+
+    def sample(record, rng):
+        if record in bad:
+            raise ImageUnreadable("unreadable image", f"img{record}.jpg")
+        return {"image": torch.zeros(3, 2, 2), "answer": f"r{record}"}
+
+    skips.reset()
+    n, batch = 16, 4
+    loader = MultiSourceLoader([("toy", build_loader(RecordDataset("toy", list(range(n)), sample), batch,
+                                                     name="toy"), 1.0)])
+    seen = []
+    while loader.drawn[0] < 2 * n // batch:  # two whole epochs of loader batches
+        seen.append(next(loader)["answer"])
+    answers = [a for b in seen for a in b]
+    good = [f"r{i}" for i in range(n) if i not in bad]
+    # Each good record once per epoch, never a neighbour served in a bad one's place.
+    assert sorted(answers[:len(good)]) == sorted(good)
+    assert sorted(answers[len(good):2 * len(good)]) == sorted(good)
+    assert skips.counts() == {"toy": {"unreadable image": 10}}  # 5 bad files x 2 epochs
+    skips.reset()
+
+
+def test_a_source_without_one_readable_image_is_an_error():
+    from tinygpt.datasets.base import ImageUnreadable
+
+    def sample(record, rng):
+        raise ImageUnreadable("missing image", f"img{record}.jpg")
+
+    skips.reset()
+    loader = MultiSourceLoader([("dead", build_loader(RecordDataset("dead", list(range(8)), sample), 4,
+                                                      name="dead"), 1.0)])
+    with pytest.raises(RuntimeError, match="'dead': a whole epoch without one readable sample"):
+        next(loader)
+    skips.reset()

@@ -70,40 +70,42 @@ def test_two_accumulated_batches_of_4_give_the_gradient_of_one_batch_of_8(tiny_r
 
 @pytest.mark.parametrize("cell_classes", [0, 5], ids=["plain", "with_cell_head"])
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tiny_root, tmp_path, cell_classes):
-    steps = dict(max_epoch=2, iters_per_epoch=3, batch_size_train=4, log_every=1)
+    # Dropout ON everywhere (LoRA 0.1, the trained Q-Former's own): a resumed run must draw the same
+    # masks as the uninterrupted one, so nothing may consume the global RNG differently after a resume.
+    steps = dict(max_epoch=2, iters_per_epoch=3, batch_size_train=4, log_every=1, save_every=2)
 
     def cfg_for(out, **run):
         cfg = make_cfg(tiny_root, out, **steps, **run)
+        cfg.model.llm.lora.dropout = 0.1
         cfg.model.qformer.train, cfg.model.qformer.cell_classes = bool(cell_classes), cell_classes
         return cfg
 
-    def runner_for(cfg):
-        runner = make_runner(cfg)
-        for module in runner.model.qformer.modules():  # a trained Q-Former's dropout: as LoRA's above
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
-            if hasattr(module, "attention_dropout"):
-                module.attention_dropout = 0.0
-        return runner
-
-    full = runner_for(cfg_for(tmp_path / "full"))
+    full = make_runner(cfg_for(tmp_path / "full"))
     full.train()
 
-    first = cfg_for(tmp_path / "part")
-    runner = runner_for(first)
-    runner.total_steps = 3  # "killed" after the first epoch, whose end wrote a checkpoint
+    part = tmp_path / "part"
+    runner = make_runner(cfg_for(part))
+    runner.total_steps = 5  # killed after step 5 (mid-epoch); the last checkpoint is step 4's
     runner.train()
-    resume = os.path.join(tmp_path / "part", "checkpoint_step0000003.pt")
+    resume = os.path.join(part, "checkpoint_step0000004.pt")
     assert os.path.exists(resume)
+    (part / ".tmp-killed-save.pt").write_bytes(b"half a checkpoint")  # a save the kill interrupted
 
-    second = cfg_for(tmp_path / "part", resume_ckpt_path=resume)
-    resumed = runner_for(second)
-    assert resumed.step == 3
+    resumed = make_runner(cfg_for(part, resume_ckpt_path=resume))
+    assert resumed.step == 4
     resumed.train()
     want, got = trainable(full.model), trainable(resumed.model)
     assert ("cell_head.weight" in want) == bool(cell_classes)
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=name)
+    assert not list(part.glob(".tmp-*"))
+    # Step 5 ran twice (killed run, then resumed) but is logged once, with the resumed run's figures.
+    rows = [json.loads(line) for line in (part / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    full_rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in full_rows], abs=1e-6)
+    csv_steps = [line.split(",")[0] for line in (part / "metrics.csv").read_text().splitlines()[1:]]
+    assert csv_steps == ["1", "2", "3", "4", "5", "6"]
 
 
 def test_train_main_writes_checkpoint_metrics_and_plot(tiny_root, tmp_path):

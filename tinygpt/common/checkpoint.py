@@ -8,26 +8,18 @@ from __future__ import annotations
 import glob
 import os
 import re
-import tempfile
 
 import torch
+
+from .atomic import atomic_path
 
 FORMAT = "tinygpt-train-1"
 
 
 def atomic_save(obj, path: str) -> None:
     """torch.save to a temp file in the same directory, then rename: a crash never leaves half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path, ".pt") as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str, fmt: str = "tinygpt",
@@ -36,17 +28,9 @@ def save_weights(state: dict[str, torch.Tensor], path: str, fmt: str = "tinygpt"
     `metadata` (str -> str) goes into the header beside the format."""
     from safetensors.torch import save_file
 
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp, metadata={**(metadata or {}), "format": fmt})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path, ".safetensors") as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp,
+                  metadata={**(metadata or {}), "format": fmt})
 
 
 def load_training_checkpoint(path: str) -> dict:

@@ -7,6 +7,8 @@ Defaults live here and only here: code reads `cfg.run.init_lr`, never `cfg.get("
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 
 import yaml
@@ -16,17 +18,26 @@ from typing import Optional
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A config file or override is wrong; the message names the file and the key."""
+
+
+def ranged(default, low=None, high=None, *, above=False, below=False):
+    """A dataclass field whose value must lie in [low, high] (`above`: > low, `below`: < high);
+    None bounds are open and a None value (where the type allows it) is not checked.  Checked, with
+    NaN refused, by `load_config` (`_check_ranges`), naming the key and the file."""
+    return field(default=default, metadata={"range": (low, high, above, below)})
 
 
 # ----------------------------------------------------------------------------- model
 @dataclass
 class VisionConfig:
     """EVA ViT-g/14 as BLIP-2 uses it (39 of EVA-CLIP-g's 40 blocks), or a tiny stand-in."""
-    image_size: int = 224
-    patch_size: int = 14
+    image_size: int = ranged(224, 1)
+    patch_size: int = ranged(14, 1)
     width: int = 1408
     depth: int = 39
     heads: int = 16
@@ -42,7 +53,7 @@ class VisionConfig:
 @dataclass
 class QFormerConfig:
     """BLIP-2 Q-Former (BERT-base width, cross-attention every 2nd layer) and its query tokens."""
-    num_query_tokens: int = 32
+    num_query_tokens: int = ranged(32, 1)
     width: int = 768
     depth: int = 12
     heads: int = 12
@@ -63,9 +74,9 @@ class QFormerConfig:
 
 @dataclass
 class LoRAConfig:
-    r: int = 0  # 0 = no LoRA (TinyGPT-V stage 1)
+    r: int = ranged(0, 0)  # 0 = no LoRA (TinyGPT-V stage 1)
     alpha: int = 16
-    dropout: float = 0.05
+    dropout: float = ranged(0.05, 0.0, 1.0, below=True)
     targets: list[str] = field(default_factory=lambda: ["query_key_value", "dense"])
 
 
@@ -102,8 +113,8 @@ class ModelConfig:
     # Where a chat's image goes in its first turn: before the question (every TinyGPT-V template) or
     # after it (the tiny recipe, which trains question-first; see train_configs/tiny/prompts/).
     image_after_question: Optional[bool] = None
-    max_txt_len: int = 160  # answer tokens (+ end marker) kept per sample; multi-turn: the whole tail
-    max_context_len: int = 3800  # condition (template + image) tokens kept; TinyGPT-V's default
+    max_txt_len: int = ranged(160, 1)  # answer tokens (+ end marker) kept per sample; multi-turn: the whole tail
+    max_context_len: int = ranged(3800, 1)  # condition (template + image) tokens kept; TinyGPT-V's default
     # What the answer loss averages over.  "token": every answer token of the global batch weighs the
     # same (TinyGPT-V, MiniGPT-4, LLaVA), so a mixed batch is steered by its long answers (a box is
     # 10 tokens, a VQA word 2).  "sample": each sample's token mean, then the mean over samples, so
@@ -131,8 +142,8 @@ class DatasetConfig:
     storage: list[str] = field(default_factory=list)  # shards / annotation files / directories
     image_root: Optional[str] = None
     prompts_path: Optional[str] = None  # instruction templates, one per line
-    sample_ratio: float = 1.0
-    batch_size: Optional[int] = None  # None: run.batch_size_train
+    sample_ratio: float = ranged(1.0, 0.0, above=True)
+    batch_size: Optional[int] = ranged(None, 1)  # None: run.batch_size_train
     vis_processor: ProcessorConfig = field(default_factory=lambda: ProcessorConfig(name="blip2_image_train"))
     text_processor: ProcessorConfig = field(default_factory=lambda: ProcessorConfig(name="blip_caption"))
     split: str = "train"
@@ -144,19 +155,19 @@ class RunConfig:
     task: str = "image_text_pretrain"
     runner: str = "runner_iter"
     lr_sched: str = "linear_warmup_cosine_lr"
-    init_lr: float = 1e-4
-    min_lr: float = 8e-5
-    warmup_lr: float = 1e-6
-    warmup_steps: int = 0  # counted in global optimizer steps (TinyGPT-V restarted it every epoch)
-    weight_decay: float = 0.05
-    beta2: float = 0.999
-    max_epoch: int = 1
-    iters_per_epoch: int = 100  # optimizer steps per epoch (each of accum_grad_iters batches)
-    batch_size_train: int = 8
-    batch_size_eval: int = 8
-    accum_grad_iters: int = 1
-    grad_clip: float = 1.0  # 0 disables clipping
-    num_workers: Optional[int] = None  # DataLoader workers per dataset; None = per device (common/device.py)
+    init_lr: float = ranged(1e-4, 0.0, above=True)
+    min_lr: float = ranged(8e-5, 0.0)
+    warmup_lr: float = ranged(1e-6, 0.0)
+    warmup_steps: int = ranged(0, 0)  # counted in global optimizer steps (TinyGPT-V restarted it every epoch)
+    weight_decay: float = ranged(0.05, 0.0)
+    beta2: float = ranged(0.999, 0.0, 1.0, below=True)
+    max_epoch: int = ranged(1, 1)
+    iters_per_epoch: int = ranged(100, 1)  # optimizer steps per epoch (each of accum_grad_iters batches)
+    batch_size_train: int = ranged(8, 1)
+    batch_size_eval: int = ranged(8, 1)
+    accum_grad_iters: int = ranged(1, 1)
+    grad_clip: float = ranged(1.0, 0.0)  # 0 disables clipping
+    num_workers: Optional[int] = ranged(None, 0)  # DataLoader workers per dataset; None = per device (common/device.py)
     group_by_length: bool = True  # bucket map-style datasets' batches by text length (less padding)
     seed: int = 42
     output_dir: str = "output/run"
@@ -164,9 +175,9 @@ class RunConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     distributed_strategy: str = "ddp"  # ddp | fsdp
     resume_ckpt_path: Optional[str] = None
-    save_every: int = 0  # iterations; 0 = only at the end of each epoch
-    log_every: int = 10
-    keep_last: int = 2
+    save_every: int = ranged(0, 0)  # iterations; 0 = only at the end of each epoch
+    log_every: int = ranged(10, 1)
+    keep_last: int = ranged(2, 0)
     compile: bool = False
     tensorboard: bool = True
 
@@ -270,6 +281,7 @@ def _check_choices(cfg: Config) -> None:
         value = OmegaConf.select(OmegaConf.structured(cfg), dotted)
         if value not in allowed:
             raise ConfigError(f"{cfg.source}: key '{dotted}' is {value!r}; expected one of {', '.join(allowed)}")
+    _check_ranges(cfg, "", cfg.source)
     if cfg.model.prompt_template is not None:
         from ..conversation.protocol import check_template
 
@@ -280,6 +292,30 @@ def _check_choices(cfg: Config) -> None:
     if "<ImageHere>" not in cfg.model.image_placeholder:
         raise ConfigError(f"{cfg.source}: key 'model.image_placeholder' must contain <ImageHere>; "
                           f"got {cfg.model.image_placeholder!r}")
+
+
+def _check_ranges(obj, prefix: str, source: str) -> None:
+    """Every `ranged` field of `obj` and of the dataclasses (or dicts of them) below it."""
+    if isinstance(obj, dict):
+        for name, value in obj.items():
+            _check_ranges(value, f"{prefix}{name}.", source)
+        return
+    if not dataclasses.is_dataclass(obj):
+        return
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), prefix + f.name
+        bounds = f.metadata.get("range")
+        if bounds is not None and value is not None:
+            low, high, above, below = bounds
+            bad = isinstance(value, float) and math.isnan(value)
+            bad |= low is not None and (value <= low if above else value < low)
+            bad |= high is not None and (value >= high if below else value > high)
+            if bad:
+                want = " and ".join(w for w in (
+                    None if low is None else f"{'>' if above else '>='} {low}",
+                    None if high is None else f"{'<' if below else '<='} {high}") if w)
+                raise ConfigError(f"{source}: key '{key}' is {value!r}; it must be {want}")
+        _check_ranges(value, key + ".", source)
 
 
 def to_yaml(cfg: Config) -> str:

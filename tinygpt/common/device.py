@@ -31,6 +31,8 @@ from typing import Any, ContextManager
 import numpy as np
 import torch
 
+from .errors import UserError
+
 log = logging.getLogger(__name__)
 
 DEVICE_TYPES = ("cpu", "cuda", "npu")
@@ -51,7 +53,7 @@ _ENV_VARS = ("CUDA_VISIBLE_DEVICES", "ASCEND_RT_VISIBLE_DEVICES", "ASCEND_TOOLKI
              "TORCH_DEVICE_BACKEND_AUTOLOAD", "LOCAL_RANK", "WORLD_SIZE")
 
 
-class DeviceError(ValueError):
+class DeviceError(UserError):
     """A requested device / precision is not available here; the message says what to do."""
 
 

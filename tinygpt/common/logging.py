@@ -9,9 +9,15 @@ import csv
 import json
 import os
 
+from . import atomic
+
 
 class MetricsLogger:
-    def __init__(self, output_dir: str, tensorboard: bool = True, enabled: bool = True):
+    """`resume_step`: a resumed run replays the steps after its checkpoint, so rows logged after
+    that step by the killed run are dropped first (each step is in the files once)."""
+
+    def __init__(self, output_dir: str, tensorboard: bool = True, enabled: bool = True,
+                 resume_step: int | None = None):
         self.enabled = enabled
         self.output_dir = output_dir
         self.jsonl_path = os.path.join(output_dir, "metrics.jsonl")
@@ -21,10 +27,28 @@ class MetricsLogger:
         if not enabled:
             return
         os.makedirs(output_dir, exist_ok=True)
+        if resume_step is not None:
+            self._truncate(resume_step)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(os.path.join(output_dir, "tensorboard"))
+            purge = None if resume_step is None else resume_step + 1  # TensorBoard's own replay rule
+            self._writer = SummaryWriter(os.path.join(output_dir, "tensorboard"), purge_step=purge)
+
+    def _truncate(self, step: int) -> None:
+        if os.path.exists(self.jsonl_path):
+            with open(self.jsonl_path) as f:
+                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+            atomic.write_text(self.jsonl_path, "".join(kept))
+        if os.path.exists(self.csv_path):
+            with open(self.csv_path, newline="") as f:
+                rows = list(csv.reader(f))
+            if rows:
+                column = rows[0].index("step")
+                kept_rows = [rows[0]] + [r for r in rows[1:] if r and int(r[column]) <= step]
+                self._csv_fields = rows[0]
+                with atomic.atomic_path(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
+                    csv.writer(f).writerows(kept_rows)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:

@@ -9,7 +9,6 @@ protocol.CONNECT_SYM and carry "connect_sym" (see tinygpt/datasets/conversation.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -19,17 +18,18 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from tinygpt.common.config import ConfigError, DatasetConfig
+from tinygpt.common.errors import UserError
+from tinygpt.common.jsonfile import read_json
 from tinygpt.datasets import skips
 from tinygpt.conversation.protocol import place_image
 from tinygpt.datasets.templates import load_prompts
 from tinygpt.processors import build_processor
 
 # After this many unreadable images in a row the problem is the configuration, not a bad file.
-MAX_CONSECUTIVE_SKIPS = 100
 _PROBE = 20  # records whose images are looked for at build time
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """An annotation file is malformed; the message names the file, the record and the field."""
 
 
@@ -68,10 +68,9 @@ def first_existing(root: str, candidates: Iterable[str]) -> str:
 
 def load_json(path: str, dataset: str) -> Any:
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{dataset}: {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return read_json(path, DataError)
+    except DataError as exc:
+        raise DataError(f"datasets.{dataset}: {exc}") from None
 
 
 def require(record: Any, field: str, path: str, index: Any, types: type | tuple = object) -> Any:
@@ -199,8 +198,9 @@ class Builder:
 
 
 class RecordDataset(Dataset):
-    """One sample per annotation record.  An unreadable image skips to the next record (counted in
-    `skips`); randomness (template choice, crop, answer pick) comes from a per-sample generator seeded
+    """One sample per annotation record.  A record whose image is unreadable gives None: it is
+    counted once in `skips` each time the epoch reaches it and `collate` leaves it out of its batch
+    (no other sample is served twice in its place); randomness (template choice, crop, answer pick) comes from a per-sample generator seeded
     by (name, seed, epoch, index), so a sample is the same whichever worker or resume produces it."""
 
     def __init__(self, name: str, records: Sequence, make_sample: Callable[[Any, random.Random], dict], seed: int = 0):
@@ -233,19 +233,16 @@ class RecordDataset(Dataset):
         # A string seed is hashed with SHA-512 by `random`, so it is stable across processes and runs.
         return random.Random(f"{self.name}:{self.seed}:{self.epoch}:{index}")
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> Optional[dict]:
         n = len(self.records)
         if not -n <= index < n:
             raise IndexError(f"{self.name}: index {index} out of range for {n} records")
         index %= n
-        for attempt in range(min(n, MAX_CONSECUTIVE_SKIPS)):
-            i = (index + attempt) % n
-            try:
-                return self.make_sample(self.records[i], self.rng(i))
-            except ImageUnreadable as exc:
-                skips.record(self.name, exc.kind, exc.detail)
-        raise RuntimeError(f"{self.name}: {min(n, MAX_CONSECUTIVE_SKIPS)} records in a row have no readable "
-                           f"image (from index {index}); check image_root. {skips.report()}")
+        try:
+            return self.make_sample(self.records[index], self.rng(index))
+        except ImageUnreadable as exc:
+            skips.record(self.name, exc.kind, exc.detail)
+            return None
 
 
 def _text_chars(obj: Any) -> int:

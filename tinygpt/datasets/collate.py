@@ -6,24 +6,29 @@ import torch
 from tinygpt.datasets import skips
 
 
-def collate(samples: list[dict]) -> dict:
+def collate(samples: list[dict | None]) -> dict:
     """[{"image": [3,S,S], "answer": str, ...}] * B -> {"image": [B,3,S,S], "answer": [str] * B, ...}.
 
     Every sample of a batch comes from one dataset, so all have the same keys; a mismatch is a bug in
-    a builder and raises.  Skips recorded while this batch was made ride along under skips.SKIPS_KEY
-    (only when there are any) so the main process can count them (see tinygpt/datasets/skips.py).
+    a builder and raises.  None (a record whose image could not be read) is left out, so the batch
+    may be smaller; a batch of nothing but None is `{}` (the mixing loader draws the next one).
+    Skips recorded while this batch was made ride along under skips.SKIPS_KEY (only when there are
+    any) so the main process can count them (see tinygpt/datasets/skips.py).
     """
     if not samples:
         raise ValueError("collate: empty batch")
+    samples = [s for s in samples if s is not None]
+    batch = {}
+    pending = skips.drain()
+    if pending:
+        batch[skips.SKIPS_KEY] = pending
+    if not samples:
+        return batch
     keys = list(samples[0])
     for i, s in enumerate(samples[1:], 1):
         if set(s) != set(keys):
             raise ValueError(f"collate: sample {i} has keys {sorted(s)}, sample 0 has {sorted(keys)}")
-    batch = {}
     for key in keys:
         values = [s[key] for s in samples]
         batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
-    pending = skips.drain()
-    if pending:
-        batch[skips.SKIPS_KEY] = pending
     return batch

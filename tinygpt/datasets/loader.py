@@ -98,8 +98,11 @@ def build_loader(dataset: Dataset, batch_size: int, *, name: str = "dataset", nu
     """
     if batch_size <= 0:
         raise ConfigError(f"datasets.{name}.batch_size must be positive, got {batch_size}")
+    # Its own generator: iterating a DataLoader draws the workers' base seed from it.  Drawn from the
+    # global RNG instead, that draw would land after a resume restored the RNG state and move every
+    # dropout mask that follows (MultiSourceLoader reseeds it per epoch, so a resumed epoch matches).
     common = dict(batch_size=batch_size, num_workers=num_workers, collate_fn=collate, drop_last=drop_last,
-                  persistent_workers=False, pin_memory=pin_memory)
+                  persistent_workers=False, pin_memory=pin_memory, generator=torch.Generator())
     if isinstance(dataset, IterableDataset):
         if hasattr(dataset, "set_distributed"):
             dataset.set_distributed(rank, world_size)

@@ -52,19 +52,28 @@ class MultiSourceLoader:
         self.generator = torch.Generator().manual_seed(self.seed)
         n = len(sources)
         self.drawn, self.epoch, self.in_epoch = [0] * n, [0] * n, [0] * n
+        self._readable = [0] * n  # batches with samples in the source's current epoch
         self._iters: list = [None] * n
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
-        i = int(torch.multinomial(self._weights, 1, generator=self.generator))
-        return skips.absorb(self._pull(i))
+        return self.next_with_source()[1]
 
     def next_with_source(self) -> tuple[str, dict]:
         """Like next(), also naming the source (for per-dataset logging)."""
         i = int(torch.multinomial(self._weights, 1, generator=self.generator))
-        return self.names[i], skips.absorb(self._pull(i))
+        return self.names[i], self._pull_samples(i)
+
+    def _pull_samples(self, i: int) -> dict:
+        """The source's next batch that holds samples: a batch whose every image was unreadable is
+        `{}` once its skips are counted, and the next one is drawn."""
+        while True:
+            batch = skips.absorb(self._pull(i))
+            if batch:
+                self._readable[i] += 1
+                return batch
 
     # ------------------------------------------------------------------ iteration
     def _start(self, i: int) -> None:
@@ -72,6 +81,9 @@ class MultiSourceLoader:
         for obj in (_sampler(loader), _dataset(loader)):
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(self.epoch[i])
+        generator = getattr(loader, "generator", None)
+        if isinstance(generator, torch.Generator):  # worker seeds: a function of (seed, source, epoch)
+            generator.manual_seed(self.seed * 1_000_003 + 7_919 * i + self.epoch[i])
         self._iters[i] = iter(loader)
         # Worker processes took their copy of the dataset inside iter(); a pending fast-forward must
         # not apply again to the next epoch.
@@ -85,8 +97,11 @@ class MultiSourceLoader:
         try:
             batch = next(self._iters[i])
         except StopIteration:
+            if self.in_epoch[i] and not self._readable[i]:
+                raise RuntimeError(f"data source {self.names[i]!r}: a whole epoch without one readable sample. "
+                                   f"{skips.report()}") from None
             self.epoch[i] += 1
-            self.in_epoch[i] = 0
+            self.in_epoch[i] = self._readable[i] = 0
             self._start(i)
             try:
                 batch = next(self._iters[i])
@@ -121,6 +136,7 @@ class MultiSourceLoader:
                 log.warning("data position: source %r is new since the checkpoint; it starts at the beginning", name)
                 pos = {"drawn": 0, "epoch": 0, "in_epoch": 0}
             self.drawn[i], self.epoch[i], self.in_epoch[i] = int(pos["drawn"]), int(pos["epoch"]), int(pos["in_epoch"])
+            self._readable[i] = self.in_epoch[i]  # batches served before the checkpoint had samples
             self._seek(i)
 
     def _seek(self, i: int) -> None:

@@ -15,6 +15,7 @@ import logging
 import sys
 from typing import Optional, Sequence
 
+from tinygpt.common.errors import entry_point
 from tinygpt.evaluation.metrics.base import COMPAT_MODES
 
 _USES = {
@@ -40,14 +41,13 @@ def build_parser(prog: str, family: Optional[str]) -> argparse.ArgumentParser:
     return p
 
 
+@entry_point("evaluate.py")
 def main(argv: Optional[Sequence[str]] = None, *, prog: str = "evaluate.py", family: Optional[str] = None) -> int:
     args = build_parser(prog, family).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import tinygpt
     from tinygpt.common import device as devices
     from tinygpt.common import dist
-    from tinygpt.common.config import ConfigError
-    from tinygpt.evaluation import EvalInputError
     from tinygpt.evaluation.runner import EvaluationRunner, prepare, select_benchmarks
 
     names = [n.strip() for n in args.benchmarks.split(",") if n.strip()]
@@ -60,9 +60,6 @@ def main(argv: Optional[Sequence[str]] = None, *, prog: str = "evaluate.py", fam
         model = tinygpt.build_model(cfg, device, training=False)  # LoRA merged, frozen, half precision
         report = EvaluationRunner(cfg, model, device, splits, compat=args.compat, restart=args.restart,
                                   progress=not args.no_progress).run()
-    except (ConfigError, EvalInputError, devices.DeviceError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
     finally:
         dist.cleanup()
     if not info.is_main:

@@ -9,14 +9,16 @@ The file formats are the official ones; see eval_scripts/EVAL_README.md for wher
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
+from tinygpt.common.errors import UserError
+from tinygpt.common.jsonfile import read_json
 
-class EvalInputError(ValueError):
+
+class EvalInputError(UserError):
     """An input file is missing or malformed; the message names the file and the field."""
 
 
@@ -40,22 +42,7 @@ def load_json(source: Any, what: str) -> Any:
     path = os.fspath(source)
     if not os.path.isfile(path):
         raise EvalInputError(f"{what} file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        if path.endswith(".jsonl"):
-            rows = []
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise EvalInputError(f"{path}: malformed JSON on line {lineno} ({e.msg})") from None
-            return rows
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise EvalInputError(
-                f"{path}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    return read_json(path, EvalInputError)
 
 
 def expect_list(obj: Any, name: str, key: str | None = None) -> list:

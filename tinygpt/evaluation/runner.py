@@ -34,6 +34,7 @@ from typing import Callable, Optional
 import torch
 from PIL import Image
 
+from tinygpt.common import atomic
 from tinygpt.common import device as devices
 from tinygpt.common import dist
 from tinygpt.common.config import BenchmarkConfig, Config, ConfigError, ProcessorConfig
@@ -310,7 +311,7 @@ class EvaluationRunner:
         dist.barrier()  # every rank has read the same files before anyone appends to them
         os.makedirs(directory, exist_ok=True)
         if dist.is_main():
-            write_json_atomic(settings_path, settings)
+            atomic.write_json(settings_path, settings)
         todo = [q for q in split.questions if q.key not in answered]
         mine = todo[dist.rank()::dist.world_size()]
         if dist.is_main():
@@ -379,7 +380,7 @@ class EvaluationRunner:
                                     "run again to resume")
             return
         pred_path = os.path.join(directory, "predictions.json")
-        write_json_atomic(pred_path, [answers[q.key] for q in split.questions])
+        atomic.write_json(pred_path, [answers[q.key] for q in split.questions])
         report.predictions[label] = pred_path
         if not split.scorable:
             report.unscored.append(label)
@@ -394,7 +395,7 @@ class EvaluationRunner:
                 continue
             result.update(label=label, predictions=pred_path, questions=len(split.questions),
                           subset=bench.max_samples > 0)
-            write_json_atomic(os.path.join(directory, "score.json" if rule is None else f"score.{rule}.json"),
+            atomic.write_json(os.path.join(directory, "score.json" if rule is None else f"score.{rule}.json"),
                               result)
             report.results[row] = result
 
@@ -422,11 +423,11 @@ class EvaluationRunner:
         md = f"# Evaluation results\n\nConfig: `{self.cfg.source}`\n\n{report.table}\n{text}\n"
         report.results_json = os.path.join(self.output_dir, "results.json")
         report.results_md = os.path.join(self.output_dir, "results.md")
-        write_json_atomic(report.results_json, {
+        atomic.write_json(report.results_json, {
             "config": self.cfg.source, "results": report.results, "errors": report.errors,
             "predictions": report.predictions, "unscored": report.unscored,
         })
-        _write_text_atomic(report.results_md, md)
+        atomic.write_text(report.results_md, md)
 
 
 def _ends_with_newline(path: str) -> bool:
@@ -435,18 +436,3 @@ def _ends_with_newline(path: str) -> bool:
         return f.read(1) == b"\n"
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-    """Write a sibling temp file, then rename it over `path`: readers never see half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json_atomic(path: str, obj) -> None:
-    _write_text_atomic(path, json.dumps(obj, indent=2) + "\n")

@@ -11,14 +11,13 @@ the file and exits with status 2.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
-from typing import Any, Sequence
+from typing import Sequence
 
+from tinygpt.common import atomic
+from tinygpt.common.errors import entry_point
 from tinygpt.common.registry import registry
-from tinygpt.evaluation import COMPAT_MODES, EvalInputError, MissingToolError, get_scorer
+from tinygpt.evaluation import COMPAT_MODES, get_scorer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,38 +56,19 @@ def format_result(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write to a temp file in the target directory, then rename over `path`: never half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
+@entry_point("python -m tinygpt.evaluation.score")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.spice and args.benchmark != "coco_caption":
         parser.error("--spice only applies to --benchmark coco_caption")
     options = {"spice": True} if args.spice else {}
-    try:
-        result = get_scorer(args.benchmark, **options).score(
-            args.pred, ann=args.ann, ques=args.ques, compat=args.compat)
-    except (EvalInputError, MissingToolError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = get_scorer(args.benchmark, **options).score(args.pred, ann=args.ann, ques=args.ques, compat=args.compat)
     print(format_result(result))
     for note in result["notes"]:
         print(f"note: {note}", file=sys.stderr)
     if args.json_out:
-        write_json_atomic(args.json_out, result)
+        atomic.write_json(args.json_out, result)
     return 0
 
 

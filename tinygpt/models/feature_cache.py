@@ -24,16 +24,16 @@ cache for `samples["image"]`.  Only the training/validation forward uses it (gen
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from ..common.atomic import atomic_path
 
 # Fields that do not change what the towers compute (where weights came from, training flags).
 _IGNORED_FIELDS = {"weights", "train", "grad_checkpointing", "dtype"}
@@ -98,16 +98,8 @@ class FeatureCache:
 
     @staticmethod
     def _store(path: Path, features: torch.Tensor) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(features.detach().to("cpu").clone(), f)  # clone: not the whole batch storage
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_path(str(path), ".pt") as tmp:
+            torch.save(features.detach().to("cpu").clone(), tmp)  # clone: not the whole batch storage
 
     def __call__(self, images: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """`compute` is the uncached path (`TinyGPTV.query_features`), run on the misses only."""

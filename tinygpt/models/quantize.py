@@ -14,6 +14,8 @@ import logging
 import torch
 from torch import nn
 
+from ..common.errors import UserError
+
 log = logging.getLogger(__name__)
 
 # Device types bitsandbytes' 8-bit matmul has kernels for (CPU only in recent releases; the test
@@ -22,7 +24,7 @@ SUPPORTED_DEVICE_TYPES = ("cpu", "cuda", "xpu")
 OUTLIER_THRESHOLD = 6.0  # LLM.int8()'s default, as transformers' load_in_8bit uses
 
 
-class QuantizationError(ValueError):
+class QuantizationError(UserError):
     """8-bit loading was asked for where it cannot work; the message says what to change."""
 
 

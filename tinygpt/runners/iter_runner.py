@@ -17,6 +17,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from ..common import atomic
 from ..common import checkpoint as ckpt
 from ..common import device as devices
 from ..common import dist
@@ -53,15 +54,16 @@ class IterRunner:
         self.data_state = None
         if resume:
             self._restore(resume)
-        self.metrics = MetricsLogger(self.run.output_dir, self.run.tensorboard, enabled=info.is_main)
+        self.metrics = MetricsLogger(self.run.output_dir, self.run.tensorboard, enabled=info.is_main,
+                                     resume_step=self.step if resume else None)
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict:
         run = self.run
         if self.info.is_main:
-            os.makedirs(run.output_dir, exist_ok=True)
-            with open(os.path.join(run.output_dir, "config.yaml"), "w") as f:
-                f.write(to_yaml(self.cfg))
+            for stale in atomic.remove_stale_temps(run.output_dir):
+                log.info("removed %s, left by a save that was interrupted", stale)
+            atomic.write_text(os.path.join(run.output_dir, "config.yaml"), to_yaml(self.cfg))
         batches = self.task.build_train_loader(self.info, self.device)
         if self.data_state:
             batches.load_state_dict(self.data_state)

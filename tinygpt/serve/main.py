@@ -15,6 +15,7 @@ import sys
 from typing import Optional
 
 from ..conversation.chat import Chat, GenerationOptions
+from ..common.errors import UserError, entry_point
 from .validation import Limits
 
 DEFAULT_CONFIG = "eval_configs/tiny.yaml"
@@ -22,7 +23,7 @@ DEFAULT_CHECKPOINT = "output/tiny/stage4/checkpoint_final.safetensors"
 QUICKSTART = "bash quickstart.sh"
 
 
-class StartupError(Exception):
+class StartupError(UserError):
     """The demo cannot start; the message says what to do (exit status 2)."""
 
 
@@ -78,28 +79,22 @@ def load_chat(cfg_path: str, options: list[str], generation: GenerationOptions) 
     """Config -> inference model (LoRA merged, frozen, on run.device) -> Chat with the eval image transform."""
     import tinygpt
     from tinygpt.common import device as devices
-    from tinygpt.common.config import ConfigError, ProcessorConfig
+    from tinygpt.common.config import ProcessorConfig
     from tinygpt.processors import build_processor
 
-    try:
-        cfg = tinygpt.load_config(cfg_path, options)
-        device = devices.resolve_device(cfg.run.device)
-        model = tinygpt.build_model(cfg, device, training=False)  # LoRA merged, frozen, eval mode
-    except (ConfigError, devices.DeviceError) as exc:
-        raise StartupError(str(exc)) from None
+    cfg = tinygpt.load_config(cfg_path, options)
+    device = devices.resolve_device(cfg.run.device)
+    model = tinygpt.build_model(cfg, device, training=False)  # LoRA merged, frozen, eval mode
     # The eval transform at the model's input size: a whole-image resize, no random crop.
     processor = build_processor(ProcessorConfig(name="blip2_image_eval", image_size=cfg.model.vision.image_size))
     return Chat(model, processor, device, defaults=generation)
 
 
+@entry_point("demo.py")
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        chat = load_chat(config_path(args.cfg_path), args.options, args.generation)
-    except StartupError as exc:
-        print(f"demo.py: {exc}", file=sys.stderr)
-        return 2
+    chat = load_chat(config_path(args.cfg_path), args.options, args.generation)
     limits = Limits()
     if args.cli:
         from .cli import run_cli

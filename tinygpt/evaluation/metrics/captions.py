@@ -18,10 +18,11 @@ import shutil
 from typing import Any
 
 from tinygpt.evaluation.formats import read_coco_captions
+from tinygpt.common.errors import UserError
 from tinygpt.evaluation.metrics.base import Scorer
 
 
-class MissingToolError(RuntimeError):
+class MissingToolError(UserError):
     """An external program a metric needs (here: java) is not installed."""
 
 

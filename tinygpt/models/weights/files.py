@@ -146,7 +146,10 @@ class TensorSource(contextlib.AbstractContextManager):
     def add_safetensors(self, file: str) -> None:
         from safetensors import safe_open
 
-        handle = safe_open(file, framework="pt", device="cpu")
+        try:
+            handle = safe_open(file, framework="pt", device="cpu")
+        except Exception as exc:  # SafetensorError (header), OSError: the message names no file
+            raise WeightLoadError(f"{file}: not a readable .safetensors file ({exc})") from None
         self.metadata.update(handle.metadata() or {})
         for key in handle.keys():
             self._handles[key] = handle
@@ -166,7 +169,10 @@ class TensorSource(contextlib.AbstractContextManager):
     def get(self, key: str) -> torch.Tensor:
         if key in self._tensors:
             return self._tensors[key]
-        return self._handles[key].get_tensor(key)
+        try:
+            return self._handles[key].get_tensor(key)
+        except Exception as exc:  # a file cut short after its header
+            raise WeightLoadError(f"{self.path}: tensor {key!r} could not be read ({exc})") from None
 
     def close(self) -> None:
         self._tensors.clear()

@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ...common.errors import UserError
+
 _SHOW = 12  # keys quoted per list in messages; the full lists stay on the report
 
 
@@ -54,7 +56,7 @@ class LoadReport:
         return "; ".join(parts) + "."
 
 
-class WeightLoadError(ValueError):
+class WeightLoadError(UserError):
     """A weight file cannot be loaded exactly.  The message names the file and the keys; the model
     is left untouched (every check runs before the first copy)."""
 

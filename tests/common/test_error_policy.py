@@ -1,0 +1,102 @@
+"""One error policy for every entry point: a user error is one line naming the file (and key) on
+stderr and exit status 2, never a traceback; a config that would train nothing is refused."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tiny import tiny_config
+from tinygpt.common.config import ConfigError, load_config, to_yaml
+from tinygpt.common.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGE = str(ROOT / "train_configs" / "tiny" / "stage1.yaml")
+
+
+@pytest.mark.parametrize("option, message", [
+    ("run.iters_per_epoch=0", "key 'run.iters_per_epoch' is 0; it must be >= 1"),
+    ("run.max_epoch=-1", "key 'run.max_epoch' is -1; it must be >= 1"),
+    ("run.accum_grad_iters=0", "key 'run.accum_grad_iters' is 0"),
+    ("run.init_lr=-1e-4", "key 'run.init_lr' is -0.0001; it must be > 0.0"),
+    ("run.init_lr=.nan", "key 'run.init_lr' is nan"),
+    ("run.log_every=0", "key 'run.log_every' is 0"),
+    ("run.beta2=1.0", "key 'run.beta2' is 1.0; it must be >= 0.0 and < 1.0"),
+    ("model.llm.lora.dropout=1.5", "key 'model.llm.lora.dropout'"),
+    ("datasets.laion.batch_size=0", "key 'datasets.laion.batch_size' is 0"),
+])
+def test_configs_that_would_train_nothing_are_refused_naming_the_key(option, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config(STAGE, [option])
+
+
+def test_every_module_error_is_a_user_error():
+    from tinygpt.common.device import DeviceError
+    from tinygpt.datasets.base import DataError
+    from tinygpt.evaluation import EvalInputError, MissingToolError
+    from tinygpt.models.quantize import QuantizationError
+    from tinygpt.models.weights import WeightLoadError
+    from tinygpt.serve.main import StartupError
+
+    for cls in (ConfigError, DeviceError, DataError, EvalInputError, MissingToolError, QuantizationError,
+                WeightLoadError, StartupError):
+        assert issubclass(cls, UserError), cls
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), ROOT / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def one_line_error(capsys, prog: str, *words: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith(f"{prog}: error: "), err
+    assert "Traceback" not in "\n".join(err)
+    for word in words:
+        assert word in err[-1], err[-1]
+
+
+@pytest.fixture
+def corrupt_ckpt_config(tmp_path, tiny_root):
+    """A config whose second model.ckpt file is a corrupt .safetensors (as the tiny stage 4's lists)."""
+    from tinygpt.models.build import build_model
+    from tinygpt.models.weights import save_trainable
+
+    cfg = tiny_config(tiny_root)
+    good, bad = tmp_path / "stage2.safetensors", tmp_path / "stage3.safetensors"
+    save_trainable(build_model(cfg, "cpu", load_weights=False), str(good))
+    bad.write_bytes(good.read_bytes()[:40])  # cut inside the header
+    cfg.model.ckpt = [str(good), str(bad)]
+    cfg.datasets = {}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(to_yaml(cfg))
+    return str(path), str(bad)
+
+
+def test_a_corrupt_checkpoint_is_one_line_naming_it_in_every_entry_point(corrupt_ckpt_config, capsys):
+    from tinygpt import inspect as inspect_cli
+    from tinygpt import training
+
+    path, bad = corrupt_ckpt_config
+    assert training.main(["--cfg-path", path]) == 2
+    one_line_error(capsys, "train.py", bad)
+    assert load_script("demo.py").main(["--cfg-path", path, "--cli", "--image", path]) == 2
+    one_line_error(capsys, "demo.py", bad)
+    # inspect builds on the meta device and reads no weights: the config itself is fine there.
+    assert inspect_cli.main(["--cfg-path", path]) == 0
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
+def test_a_prediction_file_in_another_encoding_is_one_line(tmp_path, capsys, encoding):
+    from tinygpt.evaluation.score import main as score
+
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"annotations": []}))
+    pred = tmp_path / "pred.json"
+    pred.write_bytes(json.dumps([{"question_id": 1, "answer": "café"}], ensure_ascii=False).encode(encoding))
+    assert score(["--benchmark", "vqav2", "--pred", str(pred), "--ann", str(ann)]) == 2
+    one_line_error(capsys, "python -m tinygpt.evaluation.score", str(pred), "not UTF-8")
