@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from PIL import Image
 
 from tinygpt.conversation.boxes import Box, format_box, grid_point, parse_boxes, strip_boxes
@@ -80,3 +82,29 @@ def test_synthetic_examples(tmp_path):
     examples = synthetic_examples(tmp_path, instruct=True)
     assert [q for _, q in examples] == ["[vqa] How many circles?", "[vqa] What shapes are in the image?"]
     assert synthetic_examples(tmp_path)[0][1] == "How many circles?"
+
+
+def test_ui_upload_is_size_checked_before_it_is_decoded(chat, tmp_path):
+    """The page hands the uploaded file's path over undecoded (Gradio reads only its header), and the
+    demo's upload handler refuses an over-limit image from its header."""
+    import struct
+    import zlib
+
+    import gradio as gr
+    from gradio.data_classes import ImageData
+
+    from tinygpt.serve.validation import Limits
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    huge = tmp_path / "huge.png"  # declares 12000 x 12000, holds no pixels
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", b"") + chunk(b"IEND", b""))
+    demo = build_ui(chat, Limits())
+    upload = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "tinygpt-image")
+    assert (upload.type, upload.image_mode) == ("filepath", None)
+    assert upload.preprocess(ImageData(path=str(huge), orig_name="huge.png")) == str(huge)  # not decoded
+    on_image = next(fn.fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "on_image")
+    with pytest.raises(gr.Error, match="pixels"):
+        on_image(str(huge), None)
