@@ -30,6 +30,13 @@ def test_caption_metrics_with_pycocoevalcap(tmp_path):
     assert exact["overall"] == b["CIDEr"] > 0 and exact["n"] == 2 and exact["metric"] == "cider"
     wrong = get_scorer("coco_caption").score(WRONG, ann=str(ann))["breakdown"]
     assert wrong["Bleu_4"] < 1.0 and wrong["CIDEr"] < b["CIDEr"] / 10 and wrong["METEOR"] < 30.0
+    # Per image (COCOEvalCap's evalImgs), beside the corpus figures: one right caption, one wrong.
+    mixed = get_scorer("coco_caption").score([EXACT[0], WRONG[1]], ann=str(ann))
+    images = mixed["per_image"]
+    assert set(images) == {"1", "2"} and set(images["1"]) == set(b)
+    assert images["1"]["ROUGE_L"] == 100.0 and images["2"]["ROUGE_L"] < 50.0
+    assert images["1"]["CIDEr"] > images["2"]["CIDEr"]
+    assert mixed["breakdown"]["CIDEr"] == pytest.approx((images["1"]["CIDEr"] + images["2"]["CIDEr"]) / 2, abs=0.01)
 
 
 def test_missing_java_is_a_clear_error(monkeypatch):

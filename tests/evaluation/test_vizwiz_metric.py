@@ -90,3 +90,15 @@ def test_compat_substring_and_underscore_split():
     assert tinygptv_compat.vizwiz_accuracy("it is white", two_white) == pytest.approx(2 / 3)
     # "a_b" is split into "a" and "b": one hit out of three pieces
     assert tinygptv_compat.vizwiz_accuracy("b", ["a_b", "c"]) == pytest.approx(1 / 3)
+
+
+def test_compat_cuts_raw_answers_where_tinygptvs_script_does():
+    from tinygpt.evaluation.metrics import tinygptv_compat as tc
+
+    # VizWiz and Hateful Memes: cut at "###", keep what follows the last "Assistant:".
+    assert tc.vizwiz_accuracy("Assistant: red###Human: and?", ["red"] * 10) == 1.0
+    assert tc.vizwiz_accuracy("blue###Assistant: red", ["red"] * 10) == 0.0  # "blue" once cut
+    assert tc.hateful_memes_label("Assistant: No.###Human: yes?") == 0
+    # GQA / VSR see the text after TinyGPT-V's generate ("[/INST]" prefix and "</s>" dropped).
+    assert tc.gqa_hit("[INST] q [/INST] Left</s> right", "left") and not tc.gqa_hit("x</s> left", "left")
+    assert tc.vsr_hits("[INST] is it? [/INST] True<unk>", 1) == 1

@@ -127,3 +127,26 @@ def test_missing_field_names_file_entry_and_field(tmp_path):
                                        {"question_id": 3, "answer": "red"}])
     with pytest.raises(EvalInputError, match=r"res.json: entry for question_id 2 has no 'answer' field"):
         get_scorer("vqav2").score(res, ann=ann)
+
+
+def test_percentages_round_as_python_2_and_per_question_figures(tmp_path):
+    # 1 of 32 questions right: 100 * 1 / 32 = 3.125 exactly; Python 2 rounds it to 3.13 (3 would
+    # give 3.12 with Python 3's round).
+    n = 32
+    qs = {"questions": [{"question_id": q, "image_id": 9, "question": "?"} for q in range(n)]}
+    anns = {"annotations": [{"question_id": q, "image_id": 9, "question_type": "what", "answer_type": "other",
+                             "answers": entries(["red"] * 10)} for q in range(n)]}
+    res = [{"question_id": q, "answer": "red" if q == 0 else "blue"} for q in range(n)]
+    r = get_scorer("vqav2").score(res, ann=anns, ques=qs)
+    assert r["overall"] == 3.13 and r["breakdown"]["per_answer_type"] == {"other": 3.13}
+    assert r["per_question"]["0"] == 100.0 and r["per_question"]["1"] == 0.0 and len(r["per_question"]) == n
+
+
+def test_okvqa_compat_post_processes_raw_answers_as_tinygptv(tmp_path):
+    ques, ann, _ = vqa_files(tmp_path, GOOD_RESULTS)
+    raw = [{"question_id": 1, "answer": "Yes###Human: is it?"}, {"question_id": 2, "answer": "[INST] x [/INST] two</s>"},
+           {"question_id": 3, "answer": "RED ###"}]
+    assert get_scorer("okvqa").score(raw, ann=ann)["overall"] == 0.0
+    r = get_scorer("okvqa").score(raw, ann=ann, compat="tinygptv")
+    # lower-cased, cut at ###, [/INST] prefix and </s> dropped: "yes", "two", "red" -> (1 + 0.6 + 1) / 3
+    assert r["overall"] == 86.67 and r["compat"] == "tinygptv"

@@ -73,3 +73,11 @@ def test_vizwiz_table_uses_typographic_apostrophes_mostly():
     assert VIZWIZ_CONTRACTIONS["couldn'tve"] == "couldn\u2019t\u2019ve"
     assert "couldnt've" not in VIZWIZ_CONTRACTIONS and "couldnt\u2019ve" in VIZWIZ_CONTRACTIONS
     assert normalize_answer("dont", "vizwiz") == "don\u2019t"
+
+
+def test_digits_are_ascii_only_as_in_the_python_2_script():
+    # Python 2 compiles `\d` without re.UNICODE: full-width digits are ordinary characters there.
+    assert process_punctuation("3.5") == "3.5"  # an ASCII digit follows the period: kept
+    assert process_punctuation("\uff13.\uff15") == "\uff13\uff15"  # '３.５': no digit follows, removed
+    assert process_punctuation("1,000 cats") == "1000 cats"  # digit-comma-digit: every listed char deleted
+    assert process_punctuation("\uff11,\uff10\uff10\uff10") == "\uff11 \uff10\uff10\uff10"  # '１,０００': a space

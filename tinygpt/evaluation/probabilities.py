@@ -7,9 +7,9 @@ training sequence of each candidate answer (TinyGPT-V's `multi_select` runs `for
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from ..conversation.protocol import IGNORE, Dialogue
+from ..conversation.protocol import Dialogue
+from ..models.tinygpt_v import answer_nll
 
 YES_FORMS = ("yes", "Yes")
 NO_FORMS = ("no", "No")
@@ -76,9 +76,5 @@ def candidate_losses(model, images: torch.Tensor, instructions: list[str],
 
 def mean_answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """logits [N, T, V], labels [N, T] (-100 = not an answer token) -> mean next-token NLL [N]."""
-    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
-    nll = nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
-                                      shift_labels.reshape(-1), ignore_index=IGNORE,
-                                      reduction="none").view(shift_labels.shape)
-    count = (shift_labels != IGNORE).sum(1).clamp(min=1)
-    return nll.sum(1) / count
+    total, count = answer_nll(logits, labels)
+    return total / count.clamp(min=1)

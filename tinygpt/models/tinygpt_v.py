@@ -161,7 +161,7 @@ class TinyGPTV(nn.Module):
             visual = self._visual(samples)
         embeds, mask, labels = self.embed_inputs(sample_dialogues(samples), visual)
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits
-        loss_sum, count = _answer_nll(logits, labels)
+        loss_sum, count = answer_nll(logits, labels)
         if self.cfg.loss_reduction == "sample":
             answered = count > 0
             weight = answered.sum()
@@ -203,7 +203,7 @@ class TinyGPTV(nn.Module):
         visual = self.encode_images(images)
         embeds, mask, labels = self.embed_inputs([Dialogue.single(t, a) for t, a in zip(instructions, answers)], visual)
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits
-        loss_sum, count = _answer_nll(logits, labels)
+        loss_sum, count = answer_nll(logits, labels)
         return loss_sum / count.clamp(min=1)
 
     # ------------------------------------------------------------------ generation
@@ -242,7 +242,7 @@ def _contiguous_input(module: nn.Module, args: tuple) -> tuple:
     return (args[0].contiguous(), *args[1:])
 
 
-def _answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample summed next-token NLL over labelled positions and the count: ([B], [B])."""
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:]

@@ -18,6 +18,7 @@ The returned dict always has:
 """
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, ClassVar
 
 from tinygpt.evaluation.formats import EvalInputError
@@ -25,20 +26,28 @@ from tinygpt.evaluation.formats import EvalInputError
 COMPAT_MODES = ("tinygptv",)
 
 
-def percent(values: list[float]) -> float:
+def py2_round(value: float, digits: int = 2) -> float:
+    """Python 2's `round`: half away from zero, applied to the exact binary value (3.125 -> 3.13,
+    2.675 -> 2.67 because that float is 2.67499...); Python 3's rounds half to even (3.12)."""
+    return float(Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def percent(values: list[float], py2: bool = False) -> float:
     """Mean of per-item scores in [0, 1], as a percentage rounded to 2 decimals.
 
     Written as round(100 * sum / n, 2), the order of operations the official VQA code uses, so
-    that floating-point ties round the same way as published numbers.
+    that floating-point ties round the same way as published numbers; `py2` rounds as the
+    official Python 2 scripts do (VQAv2, OK-VQA, VizWiz), otherwise as Python 3.
     """
     if not values:
         return 0.0
-    return round(100 * float(sum(values)) / len(values), 2)
+    value = 100 * float(sum(values)) / len(values)
+    return py2_round(value, 2) if py2 else round(value, 2)
 
 
-def grouped_percent(groups: dict[str, list[float]]) -> dict[str, float]:
+def grouped_percent(groups: dict[str, list[float]], py2: bool = False) -> dict[str, float]:
     """{group: percent(scores)}, groups in sorted order for stable output."""
-    return {k: percent(groups[k]) for k in sorted(groups)}
+    return {k: percent(groups[k], py2) for k in sorted(groups)}
 
 
 class Scorer:

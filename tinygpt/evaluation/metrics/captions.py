@@ -34,10 +34,10 @@ def require_java() -> None:
             "default-jre-headless`, then retry")
 
 
-def caption_metrics(gts: dict, res: dict, spice: bool = False) -> tuple[dict[str, float], list[str]]:
-    """({metric: score x100, 2 decimals}, notes) for references `gts` and one caption per image `res`.
-
-    `gts` / `res`: {image_id: [caption, ...]} with the same keys.
+def caption_metrics(gts: dict, res: dict, spice: bool = False) -> tuple[dict[str, float], list[str], dict]:
+    """({metric: score x100, 2 decimals}, notes, {image_id: {metric: score x100}}) for references
+    `gts` and one caption per image `res` -- the corpus figures and, as COCOEvalCap's `evalImgs`,
+    each image's own.  `gts` / `res`: {image_id: [caption, ...]} with the same keys.
     """
     require_java()
     from pycocoevalcap.bleu.bleu import Bleu
@@ -53,29 +53,33 @@ def caption_metrics(gts: dict, res: dict, spice: bool = False) -> tuple[dict[str
     res_tok = {k: res_tok.get(k, [""]) for k in gts_tok}
 
     scores: dict[str, float] = {}
+    per_image: dict[str, list] = {}  # metric -> one score per image, in the order of gts_tok
     notes: list[str] = []
     with contextlib.redirect_stdout(io.StringIO()):  # the BLEU scorer prints its length stats
-        bleu, _ = Bleu(4).compute_score(gts_tok, res_tok)
-    for n, value in enumerate(bleu, 1):
-        scores[f"Bleu_{n}"] = value
+        bleu, bleu_images = Bleu(4).compute_score(gts_tok, res_tok)
+    for n, (value, images) in enumerate(zip(bleu, bleu_images), 1):
+        scores[f"Bleu_{n}"], per_image[f"Bleu_{n}"] = value, images
     meteor = Meteor()
     try:
-        scores["METEOR"], _ = meteor.compute_score(gts_tok, res_tok)
+        scores["METEOR"], per_image["METEOR"] = meteor.compute_score(gts_tok, res_tok)
     finally:
         del meteor  # its __del__ stops the java subprocess
-    scores["ROUGE_L"], _ = Rouge().compute_score(gts_tok, res_tok)
-    scores["CIDEr"], _ = Cider().compute_score(gts_tok, res_tok)
+    scores["ROUGE_L"], per_image["ROUGE_L"] = Rouge().compute_score(gts_tok, res_tok)
+    scores["CIDEr"], per_image["CIDEr"] = Cider().compute_score(gts_tok, res_tok)
     if spice:
         try:
             from pycocoevalcap.spice.spice import Spice
             with contextlib.redirect_stdout(io.StringIO()):
-                scores["SPICE"], _ = Spice().compute_score(gts_tok, res_tok)
+                scores["SPICE"], spice_images = Spice().compute_score(gts_tok, res_tok)
+                per_image["SPICE"] = [item["All"]["f"] for item in spice_images]
         except Exception as e:  # noqa: BLE001 - any SPICE failure must not cost the other metrics
             msg = (f"SPICE skipped ({type(e).__name__}: {e}). SPICE downloads Stanford CoreNLP "
                    "3.6.0 models on first use (needs internet) and runs best on Java 8; the other "
                    "metrics are unaffected.")
             notes.append(msg)
-    return {k: round(100 * float(v), 2) for k, v in scores.items()}, notes
+    images = {str(image_id): {metric: round(100 * float(values[i]), 2) for metric, values in per_image.items()}
+              for i, image_id in enumerate(gts_tok)}
+    return {k: round(100 * float(v), 2) for k, v in scores.items()}, notes, images
 
 
 class CocoCaptionScorer(Scorer):
@@ -89,5 +93,6 @@ class CocoCaptionScorer(Scorer):
 
     def _score(self, pred: Any, ann: Any, ques: Any, compat: str | None) -> dict:
         gts, res = read_coco_captions(pred, ann)
-        scores, notes = caption_metrics(gts, res, spice=self.spice)
-        return {"overall": scores["CIDEr"], "n": len(res), "breakdown": scores, "notes": notes}
+        scores, notes, per_image = caption_metrics(gts, res, spice=self.spice)
+        return {"overall": scores["CIDEr"], "n": len(res), "breakdown": scores, "per_image": per_image,
+                "notes": notes}

@@ -5,23 +5,43 @@ The model answers with a box `{<x1><y1><x2><y2>}` whose integers live on a 0..99
 stretch, grid values map back to original pixels as `v / 100 * width` for x and `v / 100 * height`
 for y (MiniGPT-v2's eval_ref.py, `res = 100`).  The gold box is COCO's [x, y, w, h] in pixels.
 
-IoU is the continuous COCO-style ratio of areas.  (MiniGPT-v2's `computeIoU` adds 1 to every
-width/height, a pixel-inclusive convention; we do not.)  A prediction is correct when IoU > 0.5.
-An answer without a parseable box is wrong and counted in `unparseable`.
+The headline is this model family's protocol, MiniGPT-v2's `eval_ref.py` (which TinyGPT-V ships)
+with the REFER toolkit's `computeIoU`:
+* the answer is read as that script reads it: "<unk>" and every space removed, it must *start*
+  with `{<d><d><d><d>}` (1-3 digits each, no range check), and every integer in the whole answer
+  is taken -- an answer holding more than the box's four numbers fails there, a miss;
+* IoU with the inclusive +1-pixel convention: widths and heights are x2 - x1 + 1;
+* a hit when IoU > 0.5; n is the number of annotations.
+`strict_acc@iou>0.5` in the breakdown is our stricter reading, reported beside it: the first box
+anywhere in the answer (the protocol's grammar), values above 100 unparseable, and the continuous
+IoU of areas (COCO's), so `{<10><10><20><30>}` against [10, 10, 20, 20] in a 100 x 100 image is a
+hit by the protocol (IoU 231/441) and a miss by the strict reading (200/400 is not > 0.5).
+(eval_ref.py keys its annotations by img_id, so images with several expressions keep only the
+last; we score every expression against its own box.)
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from tinygpt.conversation.boxes import GRID, Box
+from tinygpt.conversation.boxes import BOX, GRID, Box
 from tinygpt.conversation.boxes import parse_box as first_box
 from tinygpt.evaluation.formats import read_refcoco
 from tinygpt.evaluation.metrics.base import Scorer, percent
 
 
+def minigptv2_box(answer: str) -> tuple[int, ...] | None:
+    """The box as MiniGPT-v2's eval_ref.py reads `answer`, or None where it counts a miss."""
+    text = answer.replace("<unk>", "").replace(" ", "").strip()
+    if not BOX.match(text):
+        return None
+    numbers = tuple(int(n) for n in re.findall(r"\d+", text))
+    return numbers if len(numbers) == 4 else None
+
+
 def parse_box(text: str) -> tuple[int, int, int, int] | None:
-    """The first `{<x1><y1><x2><y2>}` in `text` (the protocol's grammar, conversation/boxes.py), or
-    None.  Values above GRID are not on the grid and make the answer unparseable."""
+    """The strict reading: the first `{<x1><y1><x2><y2>}` in `text` (the protocol's grammar,
+    conversation/boxes.py), or None.  Values above GRID are not on the grid: unparseable."""
     box = first_box(text)
     if box is None or any(v > GRID for v in box):
         return None
@@ -45,32 +65,45 @@ def iou_xyxy(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def iou_inclusive(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """The REFER toolkit's `computeIoU` (MiniGPT-v2's copy): pixel-inclusive, +1 on every side."""
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0]) + 1) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]) + 1)
+    union = (a[2] - a[0] + 1) * (a[3] - a[1] + 1) + (b[2] - b[0] + 1) * (b[3] - b[1] + 1) - inter
+    return inter / union if union else 0.0
+
+
 def xywh_to_xyxy(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
     x, y, w, h = box
     return (x, y, x + w, y + h)
 
 
 class RefCOCOScorer(Scorer):
-    """One RefCOCO split file: Acc@IoU>0.5 (overall), mean IoU, unparseable answers."""
+    """One RefCOCO split file: Acc@IoU>0.5 by MiniGPT-v2's protocol (overall) and by the strict
+    reading (breakdown), mean strict IoU, answers each reading could not use."""
 
     name = "refcoco"
     metric = "acc@iou>0.5"
 
     def _score(self, pred: Any, ann: Any, ques: Any, compat: str | None) -> dict:
         items = read_refcoco(pred, ann)
-        hits, ious, unparseable = [], [], 0
+        hits, strict, ious, unread, unparseable = [], [], [], 0, 0
         for it in items:
+            gold = xywh_to_xyxy(it.bbox)
+            box = minigptv2_box(it.pred)
+            unread += box is None
+            hits.append(float(box is not None and iou_inclusive(grid_box_to_pixels(box, it.width, it.height), gold) > 0.5))
             box = parse_box(it.pred)
             if box is None:
                 unparseable += 1
-                hits.append(0.0)
+                strict.append(0.0)
                 ious.append(0.0)
                 continue
-            iou = iou_xyxy(grid_box_to_pixels(box, it.width, it.height), xywh_to_xyxy(it.bbox))
+            iou = iou_xyxy(grid_box_to_pixels(box, it.width, it.height), gold)
             ious.append(iou)
-            hits.append(float(iou > 0.5))
+            strict.append(float(iou > 0.5))
         return {"overall": percent(hits), "n": len(hits),
-                "breakdown": {"mean_iou": percent(ious), "unparseable": unparseable}}
+                "breakdown": {"strict_acc@iou>0.5": percent(strict), "mean_iou": percent(ious),
+                              "not_read_by_protocol": unread, "unparseable": unparseable}}
 
 
 class RefCOCOPlusScorer(RefCOCOScorer):

@@ -70,10 +70,10 @@ class VizWizScorer(Scorer):
             by_type[it.answer_type].append(acc)
         p_answerable = [it.pred_answerable if it.pred_answerable is not None
                         else float(vizwiz_normalize(it.prediction) != "unanswerable") for it in items]
-        breakdown: dict[str, Any] = {"per_answer_type": grouped_percent(by_type)}
+        breakdown: dict[str, Any] = {"per_answer_type": grouped_percent(by_type, py2=True)}
         notes = []
         if any(it.answerable == 0 for it in items):
             breakdown["answerability"] = answerability(p_answerable, [it.answerable for it in items])
         else:
             notes.append("answerability skipped: no unanswerable question in the annotations")
-        return {"overall": percent(accs), "n": len(accs), "breakdown": breakdown, "notes": notes}
+        return {"overall": percent(accs, py2=True), "n": len(accs), "breakdown": breakdown, "notes": notes}

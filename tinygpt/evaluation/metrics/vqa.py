@@ -13,15 +13,19 @@ Per question, with the ten human answer entries:
    distinct answer_ids so this is one entry at a time.  Example: a prediction that 2 of 10
    humans gave scores (2 x 1/3 + 8 x 2/3) / 10 = 0.6.
 
-Overall, per answer type and per question type are means x100, rounded to 2 decimals.
+Overall, per answer type and per question type are means x100, rounded to 2 decimals with Python
+2's `round` (half away from zero), as the official Python 2 script rounds; `per_question` holds each
+question's accuracy x100 rounded the same way (the official `evalQA`).
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
 from tinygpt.evaluation.formats import read_vqa
-from tinygpt.evaluation.metrics.base import Scorer, grouped_percent, percent
+from tinygpt.evaluation.metrics import tinygptv_compat
+from tinygpt.evaluation.metrics.base import Scorer, grouped_percent, percent, py2_round
 from tinygpt.evaluation.metrics.vqa_normalize import clean_whitespace, normalize_answer
 
 
@@ -55,16 +59,18 @@ def vqa_accuracy(prediction: str, answers: Sequence[Mapping | str]) -> float:
 def score_vqa_items(items: Sequence[Any]) -> dict:
     """Aggregate `formats.VQAItem`s into overall / per answer type / per question type."""
     accs = []
+    per_question: dict[str, float] = {}
     by_answer_type: dict[str, list[float]] = defaultdict(list)
     by_question_type: dict[str, list[float]] = defaultdict(list)
     for it in items:
         acc = vqa_accuracy(it.prediction, it.answers)
         accs.append(acc)
+        per_question[str(it.question_id)] = py2_round(100 * acc, 2)
         by_answer_type[it.answer_type].append(acc)
         by_question_type[it.question_type].append(acc)
-    return {"overall": percent(accs), "n": len(accs),
-            "breakdown": {"per_answer_type": grouped_percent(by_answer_type),
-                          "per_question_type": grouped_percent(by_question_type)}}
+    return {"overall": percent(accs, py2=True), "n": len(accs), "per_question": per_question,
+            "breakdown": {"per_answer_type": grouped_percent(by_answer_type, py2=True),
+                          "per_question_type": grouped_percent(by_question_type, py2=True)}}
 
 
 class VQAv2Scorer(Scorer):
@@ -78,6 +84,14 @@ class VQAv2Scorer(Scorer):
 
 
 class OKVQAScorer(VQAv2Scorer):
-    """OK-VQA uses the VQAv2 files' format and the same official accuracy (TinyGPT-V too)."""
+    """OK-VQA uses the VQAv2 files' format and the same official accuracy (TinyGPT-V too);
+    `--compat tinygptv` first post-processes the answers as TinyGPT-V's script does."""
 
     name = "okvqa"
+    compat_modes = ("tinygptv",)
+
+    def _score(self, pred: Any, ann: Any, ques: Any, compat: str | None) -> dict:
+        items = read_vqa(pred, ann, ques)
+        if compat == "tinygptv":
+            items = [dataclasses.replace(it, prediction=tinygptv_compat.okvqa_answer(it.prediction)) for it in items]
+        return score_vqa_items(items)

@@ -9,6 +9,8 @@ must reproduce it character for character, including its accidents:
   otherwise it is *replaced by a space* ("t-shirt" -> "t shirt").  Both tests look at the input
   text, never at the partially processed one.  Apostrophes, colons, '*', '#', '&', '%', '$' ... are
   not in the list and survive.
+* Digits: the official script is Python 2 and compiles its patterns without re.UNICODE, so `\\d`
+  there is ASCII 0-9 only; full-width or Arabic-Indic digits are ordinary characters.
 * Periods: the official regex `(?!<=\\d)(\\.)(?!\\d)` was meant as "a period not between digits",
   but `(?!<=\\d)` is a look-*ahead* for the text "<=digit", always true at a '.', so it means "a
   period not followed by a digit": "3.5" and ".5" keep theirs, "1." and "st." lose it.  The
@@ -82,8 +84,10 @@ NUMBER_WORDS: dict[str, str] = {
 ARTICLES = frozenset({"a", "an", "the"})
 PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@",
          "`", ",", "?", "!")
-_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")  # the official pattern, see module docstring
-_DIGIT_COMMA = re.compile(r"(\d)(,)(\d)")
+# The official patterns (see the module docstring), compiled as Python 2 compiles them without
+# re.UNICODE: `\d` is [0-9] only, so full-width "３.５" or "１,０００" hold no digits there.
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)", re.ASCII)
+_DIGIT_COMMA = re.compile(r"(\d)(,)(\d)", re.ASCII)
 _OFFICIAL_PERIOD_COUNT = int(re.UNICODE)  # == 32: the official code's accidental count argument
 
 
