@@ -77,7 +77,7 @@ def test_browser_chat(inst_model, make_chat, serve, image_file, tmp_path):
     from tinygpt.serve.ui import synthetic_examples
 
     chat, question = demo_chat(inst_model, make_chat)
-    examples = synthetic_examples(instruct=chat.template.instruct)
+    examples = synthetic_examples(instruct=chat.style.instruct)
     picture = examples[0][0] if examples else str(image_file)
     with serve(build_app(chat, examples=examples)) as server, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)

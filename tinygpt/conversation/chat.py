@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import torch
+from PIL import ImageOps
 from transformers import TextIteratorStreamer
 
 from .history import Conversation
@@ -216,14 +217,15 @@ class Chat:
         The model's input is computed from the full image; what is kept is that tensor and a
         thumbnail of at most DISPLAY_SIDE px for drawing boxes (their coordinates are relative), so
         a session never holds a full-resolution image."""
-        rgb = image.convert("RGB")
-        tensor = self.image_processor(rgb)
+        tensor = self.image_processor(image)
         if tensor.dim() == 3:
             tensor = tensor.unsqueeze(0)
         tensor = tensor.to(self.device)
-        rgb.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
+        # The display copy is made from a resize, never from a full-size copy of the image.
+        shown = ImageOps.contain(image, (DISPLAY_SIDE, DISPLAY_SIDE)) if max(image.size) > DISPLAY_SIDE else image
+        shown = shown.convert("RGB")
         with self._state_lock:
-            self._image, self.image = tensor, rgb
+            self._image, self.image = tensor, shown
             self._conversation = Conversation(self.style, has_image=True)
 
     def restart(self) -> None:

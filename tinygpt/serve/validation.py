@@ -196,7 +196,7 @@ def open_image(raw: bytes, limits: Limits) -> Image.Image:
         if image.format == "JPEG":
             image.draft("RGB", (limits.decode_side, limits.decode_side))
         image.load()
-        return image.convert("RGB")
+        return image if image.mode == "RGB" else image.convert("RGB")
     except Image.DecompressionBombError as exc:
         raise RequestError(413, str(exc)) from None
     except Exception as exc:  # truncated or corrupt data: PIL raises OSError, SyntaxError, ...
