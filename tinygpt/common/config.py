@@ -18,6 +18,7 @@ from typing import Optional
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ..conversation.protocol import IMAGE_SLOT, IMAGE_TEXT, check_template
 from .errors import UserError
 
 
@@ -109,7 +110,7 @@ class ModelConfig:
     # that disagrees with the checkpoint's is used, with a warning, when building for inference.
     prompt_template: Optional[str] = None  # one `{}` for the instruction; "" = no template
     end_sym: Optional[str] = None  # what every answer ends with in training; generation stops there
-    image_placeholder: str = "<Img><ImageHere></Img>"
+    image_placeholder: str = IMAGE_TEXT
     # Where a chat's image goes in its first turn: before the question (every TinyGPT-V template) or
     # after it (the tiny recipe, which trains question-first; see train_configs/tiny/prompts/).
     image_after_question: Optional[bool] = None
@@ -283,14 +284,12 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(f"{cfg.source}: key '{dotted}' is {value!r}; expected one of {', '.join(allowed)}")
     _check_ranges(cfg, "", cfg.source)
     if cfg.model.prompt_template is not None:
-        from ..conversation.protocol import check_template
-
         try:
             check_template(cfg.model.prompt_template)
         except ValueError as exc:
             raise ConfigError(f"{cfg.source}: key 'model.prompt_template': {exc}") from None
-    if "<ImageHere>" not in cfg.model.image_placeholder:
-        raise ConfigError(f"{cfg.source}: key 'model.image_placeholder' must contain <ImageHere>; "
+    if IMAGE_SLOT not in cfg.model.image_placeholder:
+        raise ConfigError(f"{cfg.source}: key 'model.image_placeholder' must contain {IMAGE_SLOT}; "
                           f"got {cfg.model.image_placeholder!r}")
 
 
