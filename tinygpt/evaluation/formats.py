@@ -218,14 +218,29 @@ class GQAItem:
     structural: str | None  # official types.structural (verify/query/choose/logical/compare)
     semantic: str | None
     prediction: str
+    detailed: str | None = None  # types.detailed ("...Common..." changes the validity rule)
+    group: str | None = None  # groups.global: the answer-distribution group
+    text: str | None = None  # the question (eval.py's words number)
+    program: list | None = None  # "semantic": the reasoning steps
+    entailed: list | None = None  # questions whose answers follow from this one's
 
 
-def read_gqa(pred: Any, ques: Any) -> list[GQAItem]:
+@dataclass
+class GQASplit:
+    """The balanced questions to score, and every question's gold answer and prediction (the
+    entailed questions of consistency are mostly unbalanced)."""
+    items: list[GQAItem]
+    answers: dict[str, str]
+    predictions: dict[str, str]
+
+
+def read_gqa(pred: Any, ques: Any) -> GQASplit:
     """Official GQA questions `{qid: {"imageId", "question", "answer", "types": {...}, "isBalanced"}}`
     and predictions `[{"questionId", "prediction"}]`.
 
     Like the official eval.py only balanced questions are scored; a question without an
     `isBalanced` field counts as balanced (the *_balanced_questions.json files are all balanced).
+    Predictions for unbalanced questions are kept aside (consistency reads them).
     """
     q_name, pred_name = source_name(ques, "questions"), source_name(pred, "predictions")
     qs = load_json(ques, "questions")
@@ -241,16 +256,21 @@ def read_gqa(pred: Any, ques: Any) -> list[GQAItem]:
         types = q.get("types") or {}
         if not isinstance(types, dict):
             raise EvalInputError(f"{q_name}: question {qid} field 'types' is not an object")
+        groups = q.get("groups") if isinstance(q.get("groups"), dict) else {}
         gold.append(GQAItem(str(qid), require(q, "answer", q_name, f"for question {qid!r}", str),
-                            types.get("structural"), types.get("semantic"), ""))
-    preds = [p for i, p in enumerate(expect_list(load_json(pred, "predictions"), pred_name))
-             if str(require(p, "questionId", pred_name, i, (str, int))) not in unbalanced]
-    pairs = match_predictions(gold, preds, lambda g, i: g.question_id,
-                              lambda p, i: str(require(p, "questionId", pred_name, i, (str, int))),
+                            types.get("structural"), types.get("semantic"), "", types.get("detailed"),
+                            groups.get("global"), q.get("question"), q.get("semantic"), q.get("entailed")))
+    rows = expect_list(load_json(pred, "predictions"), pred_name)
+    every = {str(require(p, "questionId", pred_name, i, (str, int))):
+             require(p, "prediction", pred_name, f"for questionId {p.get('questionId')!r}", str)
+             for i, p in enumerate(rows)}
+    preds = [p for i, p in enumerate(rows) if str(p["questionId"]) not in unbalanced]
+    pairs = match_predictions(gold, preds, lambda g, i: g.question_id, lambda p, i: str(p["questionId"]),
                               q_name, pred_name, "questionId")
     for g, p in pairs:
-        g.prediction = require(p, "prediction", pred_name, f"for questionId {g.question_id!r}", str)
-    return [g for g, _ in pairs]
+        g.prediction = p["prediction"]
+    answers = {str(qid): q["answer"] for qid, q in qs.items() if isinstance(q.get("answer"), str)}
+    return GQASplit([g for g, _ in pairs], answers, every)
 
 
 @dataclass

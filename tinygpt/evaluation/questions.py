@@ -184,7 +184,7 @@ def read_vqa(src: Source) -> Split:
 @_wrap
 def read_gqa(src: Source) -> Split:
     """GQA: the questions file {questionId: {"imageId", "question", "answer", "isBalanced"}} (it is
-    also the scorer's annotations).  Only balanced questions are asked, as only they are scored.
+    also the scorer's annotations; `annotations`, when `questions` is set, is the choices file).  Only balanced questions are asked, as only they are scored.
     Images: <imageId>.jpg under image_root."""
     path, data = src.load("questions", fallback="annotations", what="questions")
     if not isinstance(data, dict):
@@ -200,7 +200,10 @@ def read_gqa(src: Source) -> Split:
         questions.append(Question(qid, require(q, "question", path, where, str), {"questionId": qid},
                                   [f"{image}.jpg", image]))
     src.find_images(questions)
-    return Split(questions, path if src.bench.max_samples <= 0 else dict(items))
+    # With `questions` set, `annotations` may name the choices file (val_choices.json): validity and
+    # plausibility.  testdev has none.
+    choices = src.bench.annotations if src.bench.questions else None
+    return Split(questions, path if src.bench.max_samples <= 0 else dict(items), choices)
 
 
 @_wrap
