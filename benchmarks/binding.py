@@ -36,7 +36,7 @@ from tinygpt.common.schedulers import build_scheduler
 from tinygpt.conversation.boxes import box_from_pixels, parse_box
 from tinygpt.conversation.protocol import place_image
 from tinygpt.datasets.synthetic.scenes import COLS, ROWS, Scene, cell_labels, render, sample_scene
-from tinygpt.evaluation.metrics.grounding import iou_xyxy
+from tinygpt.evaluation.benchmarks.refcoco import iou_xyxy
 from tinygpt.processors.image import Blip2ImageEvalProcessor
 
 from . import _common as C

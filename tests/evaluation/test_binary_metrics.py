@@ -5,7 +5,7 @@ import pytest
 
 from tinygpt.evaluation import EvalInputError, get_scorer
 from tinygpt.evaluation.metrics.ranking import auroc, average_precision, f1_binary
-from tinygpt.evaluation.metrics.vsr import parse_true_false
+from tinygpt.evaluation.benchmarks.vsr import parse_true_false
 
 
 def test_auroc_by_hand():

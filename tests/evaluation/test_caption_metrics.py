@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-import tinygpt.evaluation.metrics.captions as captions
+import tinygpt.evaluation.benchmarks.coco_caption as captions
 from tinygpt.evaluation import MissingToolError, get_scorer
 
 ANN = {"images": [{"id": 1}, {"id": 2}], "annotations": [

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from tinygpt.evaluation import EvalInputError, get_scorer
-from tinygpt.evaluation.metrics.grounding import grid_box_to_pixels, iou_inclusive, iou_xyxy, minigptv2_box, parse_box
+from tinygpt.evaluation.benchmarks.refcoco import grid_box_to_pixels, iou_inclusive, iou_xyxy, minigptv2_box, parse_box
 
 
 def test_parse_box():

@@ -18,9 +18,10 @@ from PIL import Image
 from tiny import tiny_config
 from tinygpt.common.config import BenchmarkConfig, ConfigError, to_yaml
 from tinygpt.evaluation.probabilities import candidate_losses, yes_probability
+from tinygpt.evaluation import benchmark_names
 from tinygpt.evaluation.runner import (
-    PROTOCOLS,
     EvaluationRunner,
+    benchmark,
     prepare,
     read_answers,
     select_benchmarks,
@@ -386,7 +387,7 @@ def test_full_size_eval_configs(name, size):
     assert cfg.model.prompt_template is None and cfg.model.end_sym is None
     labels = select_benchmarks(cfg)
     scorers = {cfg.evaluation.benchmarks[label].scorer for label in labels}
-    assert scorers == set(PROTOCOLS)  # every benchmark the runner knows
+    assert scorers == set(benchmark_names())  # every benchmark the runner knows
     b = cfg.evaluation.benchmarks
     assert b["gqa"].prompt == "[vqa] Based on the image, respond to this question with a short answer: {}"
     assert b["refcoco"].prompt == "[refer] give me the location of {}"
@@ -432,7 +433,7 @@ def test_a_perfect_answerer_scores_100(syn, tiny_root, tmp_path, model):
     class Oracle(EvaluationRunner):
         def answer_batch(self, bench, batch, images):
             gold = gold_vqa if bench.scorer == "vqav2" else gold_box
-            return [{**q.record, PROTOCOLS[bench.scorer].field: gold[q.key]} for q in batch]
+            return [{**q.record, benchmark(bench.scorer).field: gold[q.key]} for q in batch]
 
     benches = synthetic_benchmarks(syn)
     benches.pop("coco_caption", None)

@@ -4,8 +4,7 @@ import json
 import pytest
 
 from tinygpt.evaluation import get_scorer
-from tinygpt.evaluation.metrics import tinygptv_compat
-from tinygpt.evaluation.metrics.vizwiz import vizwiz_accuracy
+from tinygpt.evaluation.benchmarks.vizwiz import tinygptv_accuracy, vizwiz_accuracy
 
 
 def answers(words):
@@ -87,18 +86,20 @@ def test_compat_credits_an_empty_prediction(tmp_path):
 
 def test_compat_substring_and_underscore_split():
     two_white = ["white"] * 2 + ["grey"] * 8
-    assert tinygptv_compat.vizwiz_accuracy("it is white", two_white) == pytest.approx(2 / 3)
+    assert tinygptv_accuracy("it is white", two_white) == pytest.approx(2 / 3)
     # "a_b" is split into "a" and "b": one hit out of three pieces
-    assert tinygptv_compat.vizwiz_accuracy("b", ["a_b", "c"]) == pytest.approx(1 / 3)
+    assert tinygptv_accuracy("b", ["a_b", "c"]) == pytest.approx(1 / 3)
 
 
 def test_compat_cuts_raw_answers_where_tinygptvs_script_does():
-    from tinygpt.evaluation.metrics import tinygptv_compat as tc
+    from tinygpt.evaluation.benchmarks.gqa import gqa_hit
+    from tinygpt.evaluation.benchmarks.hateful_memes import hateful_memes_label
+    from tinygpt.evaluation.benchmarks.vsr import vsr_hits
 
     # VizWiz and Hateful Memes: cut at "###", keep what follows the last "Assistant:".
-    assert tc.vizwiz_accuracy("Assistant: red###Human: and?", ["red"] * 10) == 1.0
-    assert tc.vizwiz_accuracy("blue###Assistant: red", ["red"] * 10) == 0.0  # "blue" once cut
-    assert tc.hateful_memes_label("Assistant: No.###Human: yes?") == 0
+    assert tinygptv_accuracy("Assistant: red###Human: and?", ["red"] * 10) == 1.0
+    assert tinygptv_accuracy("blue###Assistant: red", ["red"] * 10) == 0.0  # "blue" once cut
+    assert hateful_memes_label("Assistant: No.###Human: yes?") == 0
     # GQA / VSR see the text after TinyGPT-V's generate ("[/INST]" prefix and "</s>" dropped).
-    assert tc.gqa_hit("[INST] q [/INST] Left</s> right", "left") and not tc.gqa_hit("x</s> left", "left")
-    assert tc.vsr_hits("[INST] is it? [/INST] True<unk>", 1) == 1
+    assert gqa_hit("[INST] q [/INST] Left</s> right", "left") and not gqa_hit("x</s> left", "left")
+    assert vsr_hits("[INST] is it? [/INST] True<unk>", 1) == 1

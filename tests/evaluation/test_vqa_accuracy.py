@@ -4,7 +4,7 @@ import json
 import pytest
 
 from tinygpt.evaluation import EvalInputError, get_scorer
-from tinygpt.evaluation.metrics.vqa import vqa_accuracy
+from tinygpt.evaluation.benchmarks.vqa import vqa_accuracy
 
 
 def entries(answers):

@@ -9,7 +9,8 @@ One interface for every benchmark.  Per `evaluation.benchmarks.<label>` (the sco
 unless `scorer:` says otherwise) the runner asks each question as
 `<Img><ImageHere></Img> <prompt with {} = question>` (the model wraps it in its stage template;
 a prompt holding the placeholder puts the image where it says, `model.image_after_question` last),
-in batches, and turns the answers into the record the scorer reads (PROTOCOLS below):
+in batches, and turns the answers into the record the scorer reads (each benchmark module's
+`mode`, `field`, `lower`; evaluation/benchmarks/):
 
     generate  greedy/beam text (vqav2, okvqa, gqa, vizwiz, vsr, refcoco*, coco_caption)
     rank      the candidate with the lowest answer loss (iconqa)
@@ -29,7 +30,7 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from PIL import Image
@@ -39,61 +40,23 @@ from tinygpt.common import device as devices
 from tinygpt.common import dist
 from tinygpt.common.config import BenchmarkConfig, Config, ConfigError, ProcessorConfig
 from tinygpt.common.registry import registry
-from tinygpt.evaluation import EvalInputError, MissingToolError, get_scorer, markdown_table
+from tinygpt.evaluation import EvalInputError, MissingToolError, Scorer, get_scorer, markdown_table
 from tinygpt.evaluation.probabilities import candidate_losses, yes_probability
-from tinygpt.evaluation.questions import (
-    Question,
-    Source,
-    Split,
-    read_coco_caption,
-    read_gqa,
-    read_hateful_memes,
-    read_iconqa,
-    read_refcoco,
-    read_vizwiz,
-    read_vqa,
-    read_vsr,
-)
+from tinygpt.evaluation.questions import Question, Source, Split
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Protocol:
-    """How one benchmark is asked and answered.
-
-    read: its files -> Split.  mode: generate | rank | yes_no.  field: the answer's key in the
-    prediction record.  lower: lower-case answers (VQA-style; TinyGPT-V's scripts do, and the
-    official VQA rule only normalises case when the ten human answers disagree).
-    asks_question: the prompt needs a `{}` for the question / phrase / statement.
-    """
-    read: Callable[[Source], Split]
-    mode: str
-    field: str
-    lower: bool
-    asks_question: bool = True
+def benchmark(name: str):
+    """The registered benchmark class (evaluation/benchmarks/): how it is asked and scored."""
+    return registry.get("benchmark", name)
 
 
-PROTOCOLS: dict[str, Protocol] = {
-    "vqav2": Protocol(read_vqa, "generate", "answer", lower=True),
-    "okvqa": Protocol(read_vqa, "generate", "answer", lower=True),
-    "gqa": Protocol(read_gqa, "generate", "prediction", lower=True),
-    "vizwiz": Protocol(read_vizwiz, "generate", "answer", lower=True),
-    "iconqa": Protocol(read_iconqa, "rank", "pred", lower=False),
-    "vsr": Protocol(read_vsr, "generate", "pred", lower=True),
-    "hateful_memes": Protocol(read_hateful_memes, "yes_no", "answer", lower=True),
-    "refcoco": Protocol(read_refcoco, "generate", "pred", lower=False),
-    "refcoco+": Protocol(read_refcoco, "generate", "pred", lower=False),
-    "refcocog": Protocol(read_refcoco, "generate", "pred", lower=False),
-    "coco_caption": Protocol(read_coco_caption, "generate", "caption", lower=False, asks_question=False),
-}
+def family_members(family: Optional[str]) -> tuple[str, ...]:
+    """Benchmarks a thin eval script runs (vqa / ref / caption), or every one."""
+    names = registry.names("benchmark")
+    return tuple(n for n in names if not family or benchmark(n).family == family)
 
-# What each thin script in eval_scripts/ runs (by scorer name).
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "vqa": ("vqav2", "okvqa", "gqa", "vizwiz", "iconqa", "vsr", "hateful_memes"),
-    "ref": ("refcoco", "refcoco+", "refcocog"),
-    "caption": ("coco_caption",),
-}
 
 # TinyGPT-V's own names for two benchmarks, accepted on the command line.
 ALIASES = {"hm": "hateful_memes", "iconvqa": "iconqa"}
@@ -111,10 +74,9 @@ def check_benchmark(cfg: Config, label: str, bench: BenchmarkConfig) -> None:
     if bench.scorer not in known:
         raise ConfigError(f"{where}': unknown benchmark {bench.scorer!r}; known benchmarks: {', '.join(known)}"
                           + ("" if label == bench.scorer else " (set 'scorer:' to one of them)"))
-    if bench.scorer not in PROTOCOLS:
-        raise ConfigError(f"{where}': the runner cannot ask {bench.scorer!r} questions; it runs "
-                          f"{', '.join(PROTOCOLS)}")
-    if PROTOCOLS[bench.scorer].asks_question and "{}" not in bench.prompt:
+    if benchmark(bench.scorer).questions_to_ask is None:
+        raise ConfigError(f"{where}': the runner cannot ask {bench.scorer!r} questions (it has no question reader)")
+    if benchmark(bench.scorer).asks_question and "{}" not in bench.prompt:
         raise ConfigError(f"{where}.prompt' is {bench.prompt!r}; it needs a '{{}}' where the question goes")
     for name in ("max_new_tokens", "num_beams", "batch_size"):
         if getattr(bench, name) < 1:
@@ -132,7 +94,7 @@ def select_benchmarks(cfg: Config, names: Optional[list[str]] = None, family: Op
     configured = cfg.evaluation.benchmarks
     for label, bench in configured.items():
         check_benchmark(cfg, label, bench)
-    members = FAMILIES[family] if family else tuple(PROTOCOLS)
+    members = family_members(family)
     if not names:
         labels = [label for label, bench in configured.items() if bench.scorer in members]
         if not labels:
@@ -163,7 +125,7 @@ def prepare(cfg: Config, labels: list[str]) -> dict[str, Split]:
     splits = {}
     for label in labels:
         bench = cfg.evaluation.benchmarks[label]
-        splits[label] = PROTOCOLS[bench.scorer].read(Source(label, bench, cfg.source))
+        splits[label] = benchmark(bench.scorer).questions_to_ask(Source(label, bench, cfg.source))
     return splits
 
 
@@ -346,7 +308,7 @@ class EvaluationRunner:
 
     def answer_batch(self, bench: BenchmarkConfig, batch: list[Question], images: torch.Tensor) -> list[dict]:
         """The prediction records for one batch, in the scorer's format."""
-        protocol = PROTOCOLS[bench.scorer]
+        protocol = benchmark(bench.scorer)
         instructions = [self.instruction(bench, q) for q in batch]
         with torch.no_grad(), devices.autocast(self.device, self.amp_dtype):
             if protocol.mode == "rank":
@@ -363,7 +325,7 @@ class EvaluationRunner:
             return records
 
     @staticmethod
-    def clean(text: str, protocol: Protocol) -> str:
+    def clean(text: str, protocol: type[Scorer]) -> str:
         """The model already cut the end marker; drop stray <unk>, spaces and (VQA-style) case."""
         text = text.replace("<unk>", "").strip()
         return text.lower() if protocol.lower else text

@@ -51,11 +51,25 @@ def grouped_percent(groups: dict[str, list[float]], py2: bool = False) -> dict[s
 
 
 class Scorer:
-    """Base class; subclasses set the class attributes and implement `_score`."""
+    """One benchmark (a module of `evaluation/benchmarks/`, registered under `name`): how it is
+    asked and how it is scored.  Subclasses set the class attributes and implement `_score`.
+
+    Asking (the evaluation runner): `questions_to_ask(source) -> Split` reads the benchmark's
+    files; `mode` is "generate" (greedy/beam text), "rank" (the candidate with the lowest answer
+    loss) or "yes_no" (P("yes") and the text); `field` is the answer's key in the prediction
+    record; `lower` lower-cases generated answers (VQA-style); `asks_question`: the prompt needs
+    a `{}` for the question; `family` is the eval_scripts/ script that runs it (vqa/ref/caption).
+    """
 
     name: ClassVar[str] = ""
     metric: ClassVar[str] = ""
     compat_modes: ClassVar[tuple[str, ...]] = ()  # compatibility rules this benchmark knows
+    family: ClassVar[str] = ""
+    mode: ClassVar[str] = "generate"
+    field: ClassVar[str] = "answer"
+    lower: ClassVar[bool] = False
+    asks_question: ClassVar[bool] = True
+    questions_to_ask: ClassVar[Any] = None  # staticmethod(Source -> Split)
 
     def score(self, pred: Any, *, ann: Any, ques: Any = None, compat: str | None = None) -> dict:
         """Score predictions against the official annotation file(s); see the module docstring."""

@@ -1,6 +1,8 @@
 """TinyGPT-V's own lenient scoring (`--compat tinygptv`), re-implemented from its eval_scripts/eval_vqa.py.
 
 Use it only to compare with numbers in the TinyGPT-V paper; the official metrics are stricter.
+Each benchmark module (`evaluation/benchmarks/<name>.py`) holds its own compat rule; this module
+holds the cleaning they share.
 First the raw answer is post-processed as TinyGPT-V does: its `generate` cuts at "</s>", drops
 "<s>" and keeps what follows the last "[/INST]" (`generated`); then each benchmark's script:
 
@@ -26,56 +28,12 @@ The rules, per benchmark, as that script applies them to the post-processed answ
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 
 def generated(raw: str) -> str:
     """TinyGPT-V's `MiniGPTBase.generate` post-processing of the decoded text."""
     return raw.split("</s>")[0].replace("<s>", "").split("[/INST]")[-1].strip()
 
 
-def okvqa_answer(raw: str) -> str:
-    text = generated(raw).lower().replace("<unk>", "").strip().split("###")[0]
-    return text.split("Assistant:")[-1].strip()
-
-
 def chat_answer(raw: str) -> str:
     """VizWiz's and Hateful Memes' cut: at the stop sign, then after the role prefix."""
     return generated(raw).split("###")[0].split("Assistant:")[-1].strip()
-
-
-def gqa_answer(raw: str) -> str:
-    return generated(raw).lower().replace("<unk>", "").strip()
-
-
-def vsr_answer(raw: str) -> str:
-    return generated(raw).replace("<unk>", "").strip()
-
-
-def gqa_hit(prediction: str, answer: str) -> bool:
-    return answer in gqa_answer(prediction).lower()
-
-
-def vsr_hits(prediction: str, label: int) -> int:
-    """0, 1 or 2 (sic) hits for one VSR prediction; `label` 1 = true, 0 = false."""
-    text = vsr_answer(prediction).lower()
-    word, synonym = ("true", "yes") if label == 1 else ("false", "no")
-    return int(word in text) + int(synonym in text)
-
-
-def vizwiz_accuracy(prediction: str, answers: Sequence[str]) -> float:
-    """Lenient per-question VizWiz accuracy in [0, 1]."""
-    pred = chat_answer(prediction).lower()
-    pieces = "_".join(answers).split("_")
-    count = sum(1 for gt in (p.lower() for p in pieces) if gt == pred or gt in pred or pred in gt)
-    return min(count / 3.0, 1.0)
-
-
-def hateful_memes_label(answer: str) -> int | None:
-    """1 / 0 / None (unmatched) from the generated text."""
-    text = chat_answer(answer).lower()
-    if "yes" in text:
-        return 1
-    if "no" in text:
-        return 0
-    return None

@@ -1,6 +1,6 @@
 """VizWiz-VQA accuracy and answerability, as the official VizWiz evaluation computes them.
 
-Accuracy differs from VQAv2's (`metrics.vqa`) in three ways, all taken from the VizWiz script:
+Accuracy differs from VQAv2's (`benchmarks/vqa.py`) in three ways, all taken from the VizWiz script:
 the prediction is *always* normalised (punctuation, digits, articles, contractions with VizWiz's
 own typographic-apostrophe table) whatever the humans answered; the human answers are used as
 written (only the prediction is normalised); and the leave-one-out drops one answer by position.
@@ -11,17 +11,83 @@ class, scored by 1 - P(answerable); we report its average precision (the headlin
 figure) and the F1 of `1 - P(answerable) > 0.5`.  P(answerable) is the result's `answerable`
 field when present (a probability or 0/1); otherwise it is 0 when the normalised answer is
 "unanswerable" and 1 for any other answer.
+
+
 """
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from tinygpt.evaluation.formats import EvalInputError, read_vizwiz
-from tinygpt.evaluation.metrics import tinygptv_compat
+from tinygpt.common.registry import registry
+from tinygpt.evaluation.formats import EvalInputError, expect_list, load_json, match_predictions, require, source_name
 from tinygpt.evaluation.metrics.base import Scorer, grouped_percent, percent
 from tinygpt.evaluation.metrics.ranking import average_precision, f1_binary
+from tinygpt.evaluation.metrics.tinygptv_compat import chat_answer
 from tinygpt.evaluation.metrics.vqa_normalize import normalize_answer
+from tinygpt.evaluation.questions import Question, Source, Split, check_unique, cut, question_reader
+
+
+@dataclass
+class VizWizItem:
+    image: str
+    answers: list[dict]
+    answer_type: str
+    answerable: int
+    prediction: str
+    pred_answerable: float | None  # P(answerable) or 0/1 when the results carry it
+
+
+def read_predictions(pred: Any, ann: Any) -> list[VizWizItem]:
+    """Official VizWiz-VQA files: annotations `[{"image", "question", "answers": [{"answer",
+    "answer_confidence"}], "answer_type", "answerable"}]`; results `[{"image", "answer"}]`, optionally
+    with `"answerable"` (a probability or 0/1) for the answerability task."""
+    ann_name, pred_name = source_name(ann, "annotations"), source_name(pred, "results")
+    anns = expect_list(load_json(ann, "annotations"), ann_name)
+    for i, a in enumerate(anns):
+        require(a, "image", ann_name, i, str)
+        require(a, "answer_type", ann_name, i, str)
+        require(a, "answerable", ann_name, i, int)
+        for j, entry in enumerate(require(a, "answers", ann_name, i, list)):
+            if not isinstance(entry, dict) or not isinstance(entry.get("answer"), str):
+                raise EvalInputError(f"{ann_name}: entry {i} answers[{j}] has no string 'answer'")
+    preds = expect_list(load_json(pred, "results"), pred_name)
+    pairs = match_predictions(anns, preds, lambda a, i: a["image"],
+                              lambda p, i: require(p, "image", pred_name, i, str),
+                              ann_name, pred_name, "image")
+    items = []
+    for a, p in pairs:
+        answerable = p.get("answerable")
+        if answerable is not None:
+            answerable = float(require(p, "answerable", pred_name, f"for image {a['image']!r}",
+                                         (int, float)))
+        items.append(VizWizItem(a["image"], a["answers"], a["answer_type"], a["answerable"],
+                                require(p, "answer", pred_name, f"for image {a['image']!r}", str),
+                                answerable))
+    return items
+
+
+@question_reader
+def questions_to_ask(src: Source) -> Split:
+    """VizWiz-VQA: val.json [{"image", "question", "answers", ...}]; images <image> under image_root."""
+    path, data = src.load("annotations", fallback="questions", what="annotations")
+    rows = cut(expect_list(data, path), src.bench.max_samples)
+    questions = []
+    for i, a in enumerate(rows):
+        image = require(a, "image", path, i, str)
+        questions.append(Question(image, require(a, "question", path, i, str), {"image": image}, [image]))
+    check_unique(questions, src, "annotations")
+    src.find_images(questions)
+    return Split(questions, path if src.bench.max_samples <= 0 else rows)
+
+
+def tinygptv_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """Lenient per-question VizWiz accuracy in [0, 1]."""
+    pred = chat_answer(prediction).lower()
+    pieces = "_".join(answers).split("_")
+    count = sum(1 for gt in (p.lower() for p in pieces) if gt == pred or gt in pred or pred in gt)
+    return min(count / 3.0, 1.0)
 
 
 def vizwiz_normalize(prediction: str) -> str:
@@ -51,17 +117,22 @@ def answerability(p_answerable: Sequence[float], answerable: Sequence[int]) -> d
     }
 
 
+@registry.register("benchmark", "vizwiz")
 class VizWizScorer(Scorer):
     """VizWiz-VQA val: official accuracy (overall, per answer type) and answerability."""
+
+    family = "vqa"
+    mode, field, lower = "generate", "answer", True
+    questions_to_ask = staticmethod(questions_to_ask)
 
     name = "vizwiz"
     metric = "vqa_accuracy"
     compat_modes = ("tinygptv",)
 
     def _score(self, pred: Any, ann: Any, ques: Any, compat: str | None) -> dict:
-        items = read_vizwiz(pred, ann)
+        items = read_predictions(pred, ann)
         if compat == "tinygptv":
-            accs = [tinygptv_compat.vizwiz_accuracy(it.prediction, [a["answer"] for a in it.answers])
+            accs = [tinygptv_accuracy(it.prediction, [a["answer"] for a in it.answers])
                     for it in items]
             return {"overall": percent(accs), "n": len(accs), "breakdown": {}}
         accs = [vizwiz_accuracy(it.prediction, it.answers) for it in items]

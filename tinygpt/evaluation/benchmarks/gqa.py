@@ -19,15 +19,115 @@ Percentages are eval.py's `avg(scores) * 100`, printed to 2 decimals.
   choices file (`--ques` / the benchmark's `annotations`; "Common" questions: color, material or
   shape), as eval.py; without a choices file (testdev has none) they are not reported.
 (Grounding needs attention maps and scene graphs and is not computed.)
+
+
 """
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
-from tinygpt.evaluation.formats import EvalInputError, GQAItem, GQASplit, load_json, read_gqa, source_name
-from tinygpt.evaluation.metrics import tinygptv_compat
+from tinygpt.common.registry import registry
+from tinygpt.evaluation.formats import EvalInputError, expect_list, load_json, match_predictions, require, source_name
 from tinygpt.evaluation.metrics.base import Scorer, percent
+from tinygpt.evaluation.metrics.tinygptv_compat import generated
+from tinygpt.evaluation.questions import Question, Source, Split, cut, question_reader
+
+
+@dataclass
+class GQAItem:
+    question_id: str
+    answer: str
+    structural: str | None  # official types.structural (verify/query/choose/logical/compare)
+    semantic: str | None
+    prediction: str
+    detailed: str | None = None  # types.detailed ("...Common..." changes the validity rule)
+    group: str | None = None  # groups.global: the answer-distribution group
+    text: str | None = None  # the question (eval.py's words number)
+    program: list | None = None  # "semantic": the reasoning steps
+    entailed: list | None = None  # questions whose answers follow from this one's
+
+
+@dataclass
+class GQASplit:
+    """The balanced questions to score, and every question's gold answer and prediction (the
+    entailed questions of consistency are mostly unbalanced)."""
+    items: list[GQAItem]
+    answers: dict[str, str]
+    predictions: dict[str, str]
+
+
+def read_predictions(pred: Any, ques: Any) -> GQASplit:
+    """Official GQA questions `{qid: {"imageId", "question", "answer", "types": {...}, "isBalanced"}}`
+    and predictions `[{"questionId", "prediction"}]`.
+
+    Like the official eval.py only balanced questions are scored; a question without an
+    `isBalanced` field counts as balanced (the *_balanced_questions.json files are all balanced).
+    Predictions for unbalanced questions are kept aside (consistency reads them).
+    """
+    q_name, pred_name = source_name(ques, "questions"), source_name(pred, "predictions")
+    qs = load_json(ques, "questions")
+    if not isinstance(qs, dict):
+        raise EvalInputError(f"{q_name}: expected a JSON object {{questionId: question}}")
+    gold, unbalanced = [], set()
+    for qid, q in qs.items():
+        if not isinstance(q, dict):
+            raise EvalInputError(f"{q_name}: question {qid} is not an object")
+        if not q.get("isBalanced", True):
+            unbalanced.add(str(qid))  # predictions for these are allowed and ignored
+            continue
+        types = q.get("types") or {}
+        if not isinstance(types, dict):
+            raise EvalInputError(f"{q_name}: question {qid} field 'types' is not an object")
+        groups = q.get("groups") if isinstance(q.get("groups"), dict) else {}
+        gold.append(GQAItem(str(qid), require(q, "answer", q_name, f"for question {qid!r}", str),
+                            types.get("structural"), types.get("semantic"), "", types.get("detailed"),
+                            groups.get("global"), q.get("question"), q.get("semantic"), q.get("entailed")))
+    rows = expect_list(load_json(pred, "predictions"), pred_name)
+    every = {str(require(p, "questionId", pred_name, i, (str, int))):
+             require(p, "prediction", pred_name, f"for questionId {p.get('questionId')!r}", str)
+             for i, p in enumerate(rows)}
+    preds = [p for i, p in enumerate(rows) if str(p["questionId"]) not in unbalanced]
+    pairs = match_predictions(gold, preds, lambda g, i: g.question_id, lambda p, i: str(p["questionId"]),
+                              q_name, pred_name, "questionId")
+    for g, p in pairs:
+        g.prediction = p["prediction"]
+    answers = {str(qid): q["answer"] for qid, q in qs.items() if isinstance(q.get("answer"), str)}
+    return GQASplit([g for g, _ in pairs], answers, every)
+
+
+@question_reader
+def questions_to_ask(src: Source) -> Split:
+    """GQA: the questions file {questionId: {"imageId", "question", "answer", "isBalanced"}} (it is
+    also the scorer's annotations; `annotations`, when `questions` is set, is the choices file).  Only balanced questions are asked, as only they are scored.
+    Images: <imageId>.jpg under image_root."""
+    path, data = src.load("questions", fallback="annotations", what="questions")
+    if not isinstance(data, dict):
+        raise EvalInputError(f"{path}: expected a JSON object {{questionId: question}}")
+    items = [(str(qid), q) for qid, q in data.items() if not isinstance(q, dict) or q.get("isBalanced", True)]
+    items = cut(items, src.bench.max_samples)
+    questions = []
+    for qid, q in items:
+        if not isinstance(q, dict):
+            raise EvalInputError(f"{path}: question {qid} is not an object")
+        where = f"for question {qid!r}"
+        image = str(require(q, "imageId", path, where, (str, int)))
+        questions.append(Question(qid, require(q, "question", path, where, str), {"questionId": qid},
+                                  [f"{image}.jpg", image]))
+    src.find_images(questions)
+    # With `questions` set, `annotations` may name the choices file (val_choices.json): validity and
+    # plausibility.  testdev has none.
+    choices = src.bench.annotations if src.bench.questions else None
+    return Split(questions, path if src.bench.max_samples <= 0 else dict(items), choices)
+
+
+def gqa_answer(raw: str) -> str:
+    return generated(raw).lower().replace("<unk>", "").strip()
+
+
+def gqa_hit(prediction: str, answer: str) -> bool:
+    return answer in gqa_answer(prediction).lower()
 
 
 def gqa_answer_kind(item: GQAItem) -> str:
@@ -72,8 +172,13 @@ def _belongs(prediction: str, answers: list, item: GQAItem) -> bool:
     return prediction in answers
 
 
+@registry.register("benchmark", "gqa")
 class GQAScorer(Scorer):
     """GQA testdev/val balanced: exact-match accuracy and the other figures of eval.py."""
+
+    family = "vqa"
+    mode, field, lower = "generate", "prediction", True
+    questions_to_ask = staticmethod(questions_to_ask)
 
     name = "gqa"
     metric = "accuracy"
@@ -81,10 +186,10 @@ class GQAScorer(Scorer):
 
     def _score(self, pred: Any, ann: Any, ques: Any, compat: str | None) -> dict:
         # GQA's answers live in its questions file: --ann is that file; --ques, optional, the choices.
-        split = read_gqa(pred, ann)
+        split = read_predictions(pred, ann)
         items = split.items
         if compat == "tinygptv":
-            hits = [tinygptv_compat.gqa_hit(it.prediction, it.answer) for it in items]
+            hits = [gqa_hit(it.prediction, it.answer) for it in items]
             return {"overall": percent([float(h) for h in hits]), "n": len(items), "breakdown": {}}
         scores = [float(it.prediction == it.answer) for it in items]
         kinds: dict[str, list[float]] = defaultdict(list)

@@ -9,17 +9,79 @@ message saying to install a JRE rather than a FileNotFoundError from deep inside
 SPICE (`spice=True`) first downloads Stanford CoreNLP models (~1 GB) into the pycocoevalcap
 install and wants a Java 8 runtime; offline or on a newer JVM it fails.  That failure becomes a
 note in the result, and the other metrics are still returned.
+
+
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import shutil
+from collections import defaultdict
 from typing import Any
 
-from tinygpt.evaluation.formats import read_coco_captions
 from tinygpt.common.errors import UserError
+from tinygpt.common.registry import registry
+from tinygpt.evaluation.formats import EvalInputError, expect_list, load_json, require, source_name
 from tinygpt.evaluation.metrics.base import Scorer
+from tinygpt.evaluation.questions import Question, Source, Split, cut, question_reader
+from tinygpt.evaluation.questions import coco_image_names
+
+
+def read_predictions(pred: Any, ann: Any) -> tuple[dict, dict]:
+    """COCO caption annotations `{"images": [...], "annotations": [{"image_id", "caption", "id"}]}`
+    and results `[{"image_id", "caption"}]`, one per image.
+
+    Returns (gts, res): {image_id: [captions]}.  Every annotated image needs exactly one result
+    (the official loader would quietly score a subset; a silent subset is how wrong numbers get
+    published), and a result for an image without references is an error.
+    """
+    ann_name, pred_name = source_name(ann, "annotations"), source_name(pred, "results")
+    anns = expect_list(load_json(ann, "annotations"), ann_name, "annotations")
+    gts: dict = defaultdict(list)
+    for i, a in enumerate(anns):
+        gts[require(a, "image_id", ann_name, i, (int, str))].append(
+            require(a, "caption", ann_name, i, str))
+    preds = expect_list(load_json(pred, "results"), pred_name)
+    res = {}
+    for i, p in enumerate(preds):
+        image_id = require(p, "image_id", pred_name, i, (int, str))
+        if image_id in res:
+            raise EvalInputError(f"{pred_name}: more than one caption for image_id {image_id!r}")
+        if image_id not in gts:
+            raise EvalInputError(f"{pred_name}: result for unknown image_id {image_id!r} "
+                                 "(no reference captions)")
+        res[image_id] = [require(p, "caption", pred_name, i, str)]
+    missing = next((k for k in gts if k not in res), None)
+    if missing is not None:
+        raise EvalInputError(f"{pred_name}: no caption for image_id {missing!r}")
+    return dict(gts), res
+
+
+@question_reader
+def questions_to_ask(src: Source) -> Split:
+    """COCO captions {"images": [{"id", "file_name"?}], "annotations": [{"image_id", "caption"}]}
+    (captions_val2014.json, or the Karpathy test split's coco_karpathy_test_gt.json): one question
+    per image that has reference captions.  Images: file_name, else COCO_val2014_<id:012d>.jpg."""
+    path, data = src.load("annotations", fallback="questions", what="annotations")
+    anns = expect_list(data, path, "annotations")
+    images = expect_list(data["images"], path) if "images" in data else []
+    annotated: dict = {}
+    for i, a in enumerate(anns):
+        annotated.setdefault(require(a, "image_id", path, i, (int, str)), None)
+    # the images list gives the order; annotated images missing from it go last
+    ids = list(dict.fromkeys([img.get("id") for img in images if img.get("id") in annotated] + list(annotated)))
+    ids = cut(ids, src.bench.max_samples)
+    file_names = {img.get("id"): img.get("file_name") for img in images if isinstance(img.get("file_name"), str)}
+    questions = [Question(str(i), "", {"image_id": i},
+                          ([file_names[i]] if i in file_names else []) + coco_image_names(i, "val2014"))
+                 for i in ids]
+    src.find_images(questions)
+    if src.bench.max_samples <= 0:
+        return Split(questions, path)
+    keep = set(ids)
+    return Split(questions, {"images": [img for img in images if img.get("id") in keep],
+                             "annotations": [a for a in anns if a["image_id"] in keep]})
 
 
 class MissingToolError(UserError):
@@ -82,8 +144,13 @@ def caption_metrics(gts: dict, res: dict, spice: bool = False) -> tuple[dict[str
     return {k: round(100 * float(v), 2) for k, v in scores.items()}, notes, images
 
 
+@registry.register("benchmark", "coco_caption")
 class CocoCaptionScorer(Scorer):
     """COCO captions (e.g. the Karpathy test split): CIDEr overall, the rest in the breakdown."""
+
+    family = "caption"
+    mode, field, lower, asks_question = "generate", "caption", False, False
+    questions_to_ask = staticmethod(questions_to_ask)
 
     name = "coco_caption"
     metric = "cider"
@@ -92,7 +159,7 @@ class CocoCaptionScorer(Scorer):
         self.spice = spice
 
     def _score(self, pred: Any, ann: Any, ques: Any, compat: str | None) -> dict:
-        gts, res = read_coco_captions(pred, ann)
+        gts, res = read_predictions(pred, ann)
         scores, notes, per_image = caption_metrics(gts, res, spice=self.spice)
         return {"overall": scores["CIDEr"], "n": len(res), "breakdown": scores, "per_image": per_image,
                 "notes": notes}

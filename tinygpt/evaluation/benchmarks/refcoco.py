@@ -18,16 +18,105 @@ IoU of areas (COCO's), so `{<10><10><20><30>}` against [10, 10, 20, 20] in a 100
 hit by the protocol (IoU 231/441) and a miss by the strict reading (200/400 is not > 0.5).
 (eval_ref.py keys its annotations by img_id, so images with several expressions keep only the
 last; we score every expression against its own box.)
+
+
 """
 from __future__ import annotations
 
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Hashable, Mapping
 
+from tinygpt.common.registry import registry
 from tinygpt.conversation.boxes import BOX, GRID, Box
 from tinygpt.conversation.boxes import parse_box as first_box
-from tinygpt.evaluation.formats import read_refcoco
+from tinygpt.evaluation.formats import EvalInputError, expect_list, load_json, match_predictions, require, source_name
 from tinygpt.evaluation.metrics.base import Scorer, percent
+from tinygpt.evaluation.questions import Question, Source, Split, check_unique, cut, question_reader
+
+
+@dataclass
+class RefItem:
+    key: Hashable  # the annotation's id, or (img_id, sents)
+    bbox: tuple[float, float, float, float]  # gold [x, y, w, h] in original-image pixels
+    width: float
+    height: float
+    pred: str
+
+
+def read_predictions(pred: Any, ann: Any) -> list[RefItem]:
+    """MiniGPT-v2's RefCOCO/+/g eval format: `[{"img_id", "sents", "bbox": [x, y, w, h], "height",
+    "width"}]` (optionally an "id"); predictions `[{"img_id", "sents", "pred"}]`, or `[{"id", "pred"}]`
+    when the annotations carry ids.  Without ids one (img_id, sents) may occur more than once; the
+    n-th such annotation takes the n-th such prediction."""
+    ann_name, pred_name = source_name(ann, "annotations"), source_name(pred, "predictions")
+    anns = expect_list(load_json(ann, "annotations"), ann_name)
+    preds = expect_list(load_json(pred, "predictions"), pred_name)
+    by_id = bool(anns) and all("id" in a for a in anns) and all("id" in p for p in preds)
+
+    def sents_key(v: Any, name: str, i: int) -> Any:
+        if isinstance(v, list):
+            return tuple(v)
+        if not isinstance(v, str):
+            raise EvalInputError(f"{name}: entry {i} field 'sents' must be a string or a list")
+        return v
+
+    def gold_key(a: Mapping, i: int) -> Hashable:
+        if by_id:
+            return a["id"]
+        return (require(a, "img_id", ann_name, i, (int, str)),
+                sents_key(require(a, "sents", ann_name, i), ann_name, i))
+
+    def pred_key(p: Mapping, i: int) -> Hashable:
+        if by_id:
+            return p["id"]
+        return (require(p, "img_id", pred_name, i, (int, str)),
+                sents_key(require(p, "sents", pred_name, i), pred_name, i))
+
+    for i, a in enumerate(anns):
+        box = require(a, "bbox", ann_name, i, list)
+        if len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
+            raise EvalInputError(f"{ann_name}: entry {i} bbox must be [x, y, w, h] numbers")
+        for key in ("width", "height"):
+            if require(a, key, ann_name, i, (int, float)) <= 0:
+                raise EvalInputError(f"{ann_name}: entry {i} {key} must be positive")
+    pairs = match_predictions(anns, preds, gold_key, pred_key, ann_name, pred_name,
+                              "id" if by_id else "(img_id, sents)", unique=by_id)
+    items = []
+    for i, (a, p) in enumerate(pairs):
+        key = gold_key(a, i)
+        items.append(RefItem(key, tuple(float(v) for v in a["bbox"]), float(a["width"]),
+                             float(a["height"]), require(p, "pred", pred_name, f"for {key!r}", str)))
+    return items
+
+
+def _refcoco_image_names(img_id: Any) -> list[str]:
+    if isinstance(img_id, int) or str(img_id).isdigit():
+        return [f"COCO_train2014_{int(img_id):012d}.jpg"]
+    # MiniGPT-v2's files suffix the COCO file stem (27 characters) with the ref's index
+    return [f"{str(img_id)[:27]}.jpg", f"{img_id}.jpg"]
+
+
+@question_reader
+def questions_to_ask(src: Source) -> Split:
+    """RefCOCO/+/g in MiniGPT-v2's eval format [{"img_id", "sents", "bbox", "height", "width", "id"?}];
+    images <img_id[:27]>.jpg (COCO_train2014_<012d>.jpg) under image_root."""
+    path, data = src.load("annotations", fallback="questions", what="annotations")
+    rows = cut(expect_list(data, path), src.bench.max_samples)
+    by_id = all("id" in a for a in rows)  # the scorer then matches predictions by id
+    questions = []
+    for i, a in enumerate(rows):
+        img_id = require(a, "img_id", path, i, (int, str))
+        sents = require(a, "sents", path, i, (str, list))
+        phrase = sents if isinstance(sents, str) else (sents[0] if sents else "")
+        if not isinstance(phrase, str):
+            raise EvalInputError(f"{path}: entry {i} field 'sents' must be a string or a list of strings")
+        record = {"id": a["id"]} if by_id else {"img_id": img_id, "sents": sents}
+        questions.append(Question(str(a["id"]) if by_id else f"#{i}", phrase, record,
+                                  _refcoco_image_names(img_id)))
+    check_unique(questions, src, "annotations")
+    src.find_images(questions)
+    return Split(questions, path if src.bench.max_samples <= 0 else rows)
 
 
 def minigptv2_box(answer: str) -> tuple[int, ...] | None:
@@ -77,15 +166,20 @@ def xywh_to_xyxy(box: tuple[float, float, float, float]) -> tuple[float, float, 
     return (x, y, x + w, y + h)
 
 
+@registry.register("benchmark", "refcoco")
 class RefCOCOScorer(Scorer):
     """One RefCOCO split file: Acc@IoU>0.5 by MiniGPT-v2's protocol (overall) and by the strict
     reading (breakdown), mean strict IoU, answers each reading could not use."""
+
+    family = "ref"
+    mode, field, lower = "generate", "pred", False
+    questions_to_ask = staticmethod(questions_to_ask)
 
     name = "refcoco"
     metric = "acc@iou>0.5"
 
     def _score(self, pred: Any, ann: Any, ques: Any, compat: str | None) -> dict:
-        items = read_refcoco(pred, ann)
+        items = read_predictions(pred, ann)
         hits, strict, ious, unread, unparseable = [], [], [], 0, 0
         for it in items:
             gold = xywh_to_xyxy(it.bbox)
@@ -106,9 +200,11 @@ class RefCOCOScorer(Scorer):
                               "not_read_by_protocol": unread, "unparseable": unparseable}}
 
 
+@registry.register("benchmark", "refcoco+")
 class RefCOCOPlusScorer(RefCOCOScorer):
     name = "refcoco+"
 
 
+@registry.register("benchmark", "refcocog")
 class RefCOCOgScorer(RefCOCOScorer):
     name = "refcocog"
