@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,14 +13,13 @@ from tinygpt.conversation.protocol import Dialogue, PromptStyle
 
 
 class ScriptedModel:
-    """Stands in for TinyGPTV: streams a fixed raw text token by token (like `generate`)."""
+    """Stands in for TinyGPTV through the interface a Chat uses (style, tokenizer, n_visual_tokens,
+    max_positions, generate): streams a fixed raw text token by token."""
 
     def __init__(self, tokenizer, script: str, end_sym="###", template="###Human: {} ###Assistant: ",
                  delay=0.0, fail=False, max_context_len=512):
         self.cfg = ModelConfig(prompt_template=template, end_sym=end_sym, max_context_len=max_context_len)
-        self.cfg.qformer.num_query_tokens = 4
         self.tokenizer = tokenizer
-        self.llm = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=4096))
         self.script, self.delay, self.fail = script, delay, fail
         self.prompts, self.active, self.max_active = [], 0, 0
         self._count = threading.Lock()
@@ -29,6 +27,9 @@ class ScriptedModel:
     @property
     def style(self):
         return PromptStyle.from_config(self.cfg)
+
+    n_visual_tokens = 4
+    max_positions = 4096
 
     def clean_answer(self, text):
         return self.style.clean_answer(text)

@@ -343,15 +343,14 @@ class Chat:
         layout fits `model.max_context_len` and, with the answer, the LLM's position range
         (TinyGPT-V instead cuts the oldest embeddings, which can cut the image in half)."""
         conv = self._conversation
-        cfg = self.model.cfg
-        n_query = cfg.qformer.num_query_tokens if conv.has_image else 0
-        positions = getattr(self.model.llm.config, "max_position_embeddings", None) or cfg.max_context_len
+        n_query = self.model.n_visual_tokens if conv.has_image else 0
+        positions = self.model.max_positions
         first = 0
         while True:
             dialogue = conv.dialogue(first)
             if first >= len(conv.turns) - 1:
                 return dialogue
             length = len(encode(self.style, self.model.tokenizer, dialogue, n_query))
-            if length <= cfg.max_context_len and length + max_new_tokens <= positions:
+            if length <= self.style.max_context_len and length + max_new_tokens <= positions:
                 return dialogue
             first += 1

@@ -38,7 +38,7 @@ from PIL import Image
 from tinygpt.common import atomic
 from tinygpt.common import device as devices
 from tinygpt.common import dist
-from tinygpt.common.config import BenchmarkConfig, Config, ConfigError, ProcessorConfig
+from tinygpt.common.config import BenchmarkConfig, Config, ConfigError
 from tinygpt.common.registry import registry
 from tinygpt.evaluation import EvalInputError, MissingToolError, Scorer, get_scorer, markdown_table
 from tinygpt.evaluation.probabilities import candidate_losses, yes_probability
@@ -225,15 +225,13 @@ class EvaluationRunner:
 
     def __init__(self, cfg: Config, model, device: torch.device, splits: dict[str, Split], *,
                  compat: Optional[str] = None, restart: bool = False, progress: bool = True):
-        from tinygpt.processors import build_processor
+        from tinygpt.processors.build import eval_processor
 
         self.cfg, self.model, self.device, self.splits = cfg, model.eval(), torch.device(device), splits
         self.compat, self.restart, self.progress = compat, restart, progress
         self.output_dir = cfg.evaluation.output_dir
         self.amp_dtype = devices.autocast_dtype(self.device, cfg.run.precision)
-        # The eval transform at the model's input size: a whole-image resize, no random crop.
-        self.processor = build_processor(ProcessorConfig(name="blip2_image_eval",
-                                                         image_size=cfg.model.vision.image_size))
+        self.processor = eval_processor(cfg.model)
 
     # ------------------------------------------------------------------ top level
     def run(self) -> Report:

@@ -11,7 +11,6 @@ import logging
 
 import torch
 
-from .. import register_all
 from ..common import device as devices
 from ..common.config import Config, ConfigError, ModelConfig, require_file
 from ..common.registry import registry
@@ -96,7 +95,8 @@ def build_model(cfg: Config | ModelConfig, device: torch.device | str | None = N
     # For inference nothing trains, so every tower takes its frozen dtype whatever the YAML trains.
     llm_dtype = _tower_dtype(device, model_cfg.llm.dtype, training and model_cfg.llm.train)
     vision_dtype = _tower_dtype(device, model_cfg.vision.dtype, training and model_cfg.vision.train)
-    register_all()
+    from . import tinygpt_v  # noqa: F401  (registers its arch; a lower floor never imports the facade)
+
     arch = registry.get("model", model_cfg.arch)
     with torch.device(device), _default_dtype(llm_dtype):
         model = arch(model_cfg, llm_config, tokenizer)

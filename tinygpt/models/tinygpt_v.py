@@ -114,6 +114,16 @@ class TinyGPTV(nn.Module):
         """The prompt style this model reads (template, end marker, image placement, lengths)."""
         return PromptStyle.from_config(self.cfg)
 
+    @property
+    def n_visual_tokens(self) -> int:
+        """Visual tokens one image takes in the sequence (the Q-Former's queries)."""
+        return self.cfg.qformer.num_query_tokens
+
+    @property
+    def max_positions(self) -> int:
+        """The longest sequence the LLM can position (prompt + answer)."""
+        return getattr(self.llm.config, "max_position_embeddings", None) or self.cfg.max_context_len
+
     def wrap(self, instruction: str) -> str:
         """An instruction (with `<Img><ImageHere></Img>`) in this stage's conversation template."""
         return self.style.wrap(instruction)

@@ -11,3 +11,9 @@ def build_processor(cfg: ProcessorConfig):
     import tinygpt.processors  # noqa: F401  (registers the built-in processors)
 
     return registry.get("processor", cfg.name).from_config(cfg)
+
+
+def eval_processor(model_cfg):
+    """The one inference transform (chat, API, evaluation): BLIP-2's eval transform at the model's
+    input size -- a whole-image resize, no random crop."""
+    return build_processor(ProcessorConfig(name="blip2_image_eval", image_size=model_cfg.vision.image_size))

@@ -79,15 +79,12 @@ def load_chat(cfg_path: str, options: list[str], generation: GenerationOptions) 
     """Config -> inference model (LoRA merged, frozen, on run.device) -> Chat with the eval image transform."""
     import tinygpt
     from tinygpt.common import device as devices
-    from tinygpt.common.config import ProcessorConfig
-    from tinygpt.processors import build_processor
+    from tinygpt.processors.build import eval_processor
 
     cfg = tinygpt.load_config(cfg_path, options)
     device = devices.resolve_device(cfg.run.device)
     model = tinygpt.build_model(cfg, device, training=False)  # LoRA merged, frozen, eval mode
-    # The eval transform at the model's input size: a whole-image resize, no random crop.
-    processor = build_processor(ProcessorConfig(name="blip2_image_eval", image_size=cfg.model.vision.image_size))
-    return Chat(model, processor, device, defaults=generation)
+    return Chat(model, eval_processor(cfg.model), device, defaults=generation)
 
 
 @entry_point("demo.py")
