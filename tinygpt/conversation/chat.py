@@ -46,6 +46,7 @@ class GenerationOptions:
     top_p: float = 0.9
     repetition_penalty: float = 1.05  # TinyGPT-V's chat default
     min_new_tokens: int = 1
+    seed: Optional[int] = None  # seeds sampling, under the model lock (repeatable answers)
 
     def replace(self, **changes) -> "GenerationOptions":
         """A copy with `changes` applied; unknown names raise TypeError, bad values ValueError."""
@@ -76,11 +77,17 @@ class GenerationOptions:
             raise ValueError("; ".join(problems))
 
     def generate_kwargs(self) -> dict:
-        """Keyword arguments for `TinyGPTV.generate`."""
+        """Keyword arguments for `TinyGPTV.generate` (the seed is applied by the Chat)."""
         return dict(max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
                     do_sample=self.temperature > 0, temperature=self.temperature or 1.0,
                     top_p=self.top_p, repetition_penalty=self.repetition_penalty,
                     min_new_tokens=self.min_new_tokens)
+
+
+def _seed(opts: GenerationOptions) -> None:
+    # Called with the model lock held: no other generation draws from the RNG in between.
+    if opts.seed is not None:
+        torch.manual_seed(opts.seed)
 
 
 # ----------------------------------------------------------------------------- locks
@@ -240,6 +247,21 @@ class Chat:
         with self._state_lock:
             self._conversation.add_question(text.strip())
 
+    def add_turn(self, question: str, answer: str) -> None:
+        """Add a finished turn to the history (a client that sends the whole conversation)."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("the question is empty")
+        with self._state_lock:
+            self._conversation.add_question(question.strip())
+            self._conversation.set_answer(answer)
+
+    def prompt_length(self) -> int:
+        """Tokens the next answer is generated from, visual tokens included."""
+        with self._state_lock:
+            dialogue = self._fitted(self.defaults.max_new_tokens)
+        n_query = self.model.n_visual_tokens if dialogue.has_image else 0
+        return len(encode(self.style, self.model.tokenizer, dialogue, n_query))
+
     def reset(self) -> None:
         """Forget the image and the conversation."""
         with self._state_lock:
@@ -254,6 +276,7 @@ class Chat:
         with self._model_lock, self._state_lock:
             prompt = self._start(opts)
             try:
+                _seed(opts)
                 text = self.model.generate(self._image, [prompt], **opts.generate_kwargs())[0]
             except BaseException:
                 self._conversation.drop_pending()
@@ -312,6 +335,7 @@ class Chat:
     def _generate_in_thread(self, prompt: Dialogue, opts: GenerationOptions, streamer: _Streamer, outcome: dict):
         # Runs with both locks held (taken by `stream`); releases them when generation is over.
         try:
+            _seed(opts)
             beams = opts.num_beams > 1
             text = self.model.generate(self._image, [prompt], streamer=None if beams else streamer,
                                        **opts.generate_kwargs())[0]

@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from ..conversation.chat import Chat
+from .openai_api import add_openai_routes, error_body
 from .validation import Limits, RequestError, content_length, decode_image, parse_generate_request, parse_json_body
 
 log = logging.getLogger(__name__)
@@ -76,11 +77,30 @@ def create_api(chat: Chat, limits: Limits | None = None) -> FastAPI:
 
     @app.exception_handler(RequestError)
     async def _bad_request(request: Request, exc: RequestError):
-        return _error(exc.status, exc.message)
+        return _error(exc.status, exc.message, openai=_is_openai(request))
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException):  # 404, 405, ... in the API's shape
-        return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None),
+                      openai=_is_openai(request))
+
+    def release() -> None:
+        pending.add(-1)
+        trim_heap()
+
+    def session_for(load_image, history, question) -> Chat:
+        # Decoding and preprocessing run in a worker thread: they are CPU work, not for the event
+        # loop.  The full-size decoded image lives only inside this block, a few at a time.
+        with decoding:
+            session = chat.session()
+            session.upload_image(load_image())
+            trim_heap()
+        for asked, answered in history:
+            session.add_turn(asked, answered)
+        session.ask(question)
+        return session
+
+    add_openai_routes(app, chat, limits, lambda: pending.admit(limits.max_pending), release, session_for)
 
     @app.get("/health")
     async def health():
@@ -93,15 +113,13 @@ def create_api(chat: Chat, limits: Limits | None = None) -> FastAPI:
 
     @app.post("/worker_generate")
     async def worker_generate(request: Request):
-        _require_json(request)
-        body = await _read_body(request, limits.max_body_bytes)
-        req = parse_generate_request(parse_json_body(body), limits)
+        req = parse_generate_request(await read_json_request(request, limits), limits)
         if not pending.admit(limits.max_pending):
             return _error(503, f"the server is busy ({limits.max_pending} requests in progress); retry later",
                           headers={"Retry-After": str(RETRY_AFTER_S)})
         streaming = False
         try:
-            session = await run_in_threadpool(_session_for, chat, req, limits, decoding)
+            session = await run_in_threadpool(session_for, lambda: decode_image(req.image_b64, limits), [], req.text)
             if not req.stream:
                 text = await run_in_threadpool(session.answer, **req.options)
                 return {"text": text, "error_code": 0}
@@ -115,21 +133,9 @@ def create_api(chat: Chat, limits: Limits | None = None) -> FastAPI:
             return _error(500, f"generation failed: {type(exc).__name__}: {exc}")
         finally:
             if not streaming:
-                pending.add(-1)
-                trim_heap()
+                release()
 
     return app
-
-
-def _session_for(chat: Chat, req, limits: Limits, decoding: threading.BoundedSemaphore) -> Chat:
-    # Decoding and preprocessing run in a worker thread: they are CPU work, not for the event loop.
-    # The full-size decoded image lives only inside this block, a few at a time.
-    with decoding:
-        session = chat.session()
-        session.upload_image(decode_image(req.image_b64, limits))
-        trim_heap()
-    session.ask(req.text)
-    return session
 
 
 @functools.cache
@@ -184,8 +190,19 @@ def _line(obj: dict) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode() + b"\n"
 
 
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"text": message, "error_code": status}, status_code=status, headers=headers)
+def _is_openai(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
+
+
+def _error(status: int, message: str, headers: dict | None = None, openai: bool = False) -> JSONResponse:
+    body = error_body(status, message) if openai else {"text": message, "error_code": status}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def read_json_request(request: Request, limits: Limits):
+    """The JSON body of a POST, checked as every route checks it: Content-Type, size, syntax."""
+    _require_json(request)
+    return parse_json_body(await _read_body(request, limits.max_body_bytes))
 
 
 def _require_json(request: Request) -> None:

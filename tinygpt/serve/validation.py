@@ -54,6 +54,8 @@ class Limits:
     # answered (decoding + waiting for the model); one more gets 503 with Retry-After.
     max_decoding: int = 2
     max_pending: int = 8
+    # /v1/chat/completions: `file://` (or plain) image paths under this folder; None = refused.
+    local_image_root: Optional[str] = None
 
 
 @dataclass

@@ -1,0 +1,134 @@
+"""/v1/chat/completions and /v1/models with the official `openai` client against a real server
+(127.0.0.1, the tiny model): plain, streamed, multi-turn, stop, seed, usage, bad requests."""
+from __future__ import annotations
+
+import base64
+import io
+
+import httpx
+import openai
+import pytest
+
+from tinygpt.serve.api import create_api
+from tinygpt.serve.validation import Limits
+
+LIMITS = Limits(max_new_tokens=16, max_pending=8)
+
+
+def data_uri(image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, make_chat, serve):
+    with serve(create_api(make_chat(tiny_model), LIMITS)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="not-needed", max_retries=0)
+
+
+def first_turn(image, text="what colour is the circle?"):
+    return {"role": "user", "content": [{"type": "text", "text": text},
+                                        {"type": "image_url", "image_url": {"url": data_uri(image)}}]}
+
+
+def test_models(client):
+    assert [m.id for m in client.models.list()] == ["tinygpt-v"]
+
+
+def test_plain_answer_is_the_chat_answer_with_usage(client, server, image):
+    r = client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=6)
+    text = r.choices[0].message.content
+    assert text and r.choices[0].message.role == "assistant" and r.object == "chat.completion"
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.prompt_tokens > 4 and r.usage.completion_tokens > 0  # 4 visual tokens + the text
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    # The same Chat path as the mllm-npu API: the same greedy answer to the same image and question.
+    worker = httpx.post(server.url + "/worker_generate", timeout=60, json={
+        "input_text": "what colour is the circle?", "image": data_uri(image).split(",", 1)[1], "max_new_tokens": 6})
+    assert worker.json()["text"] == text
+
+
+def test_streamed_answer_equals_the_plain_one(client, image):
+    plain = client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=6)
+    chunks = list(client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=6,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [plain.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+
+
+def test_multi_turn_history_is_in_the_prompt(client, image):
+    one = client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=4)
+    two = client.chat.completions.create(model="tinygpt-v", max_tokens=4, messages=[
+        first_turn(image), {"role": "assistant", "content": one.choices[0].message.content},
+        {"role": "user", "content": "and the square?"}])
+    assert two.choices[0].message.content
+    assert two.usage.prompt_tokens > one.usage.prompt_tokens + 3
+
+
+def test_stop_strings_cut_plain_and_streamed_answers(client, image):
+    full = client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=12)
+    text = full.choices[0].message.content
+    assert len(text) >= 3
+    stop = text[2:4]
+    want = text[:text.find(stop)].rstrip()
+    cut = client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=12, stop=[stop])
+    assert cut.choices[0].message.content == want and cut.choices[0].finish_reason == "stop"
+    chunks = client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=12,
+                                            stop=stop, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == want
+
+
+def test_seeded_sampling_repeats(client, image):
+    def sample():
+        return client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=8,
+                                              temperature=1.0, top_p=1.0, seed=7).choices[0].message.content
+
+    assert sample() == sample()
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda m: [{"role": "user", "content": [{"type": "text", "text": "what?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}], "fetches no url"),
+    (lambda m: [{"role": "user", "content": [{"type": "text", "text": "what?"},
+                {"type": "image_url", "image_url": {"url": "/etc/passwd"}}]}], "local image paths are off"),
+    (lambda m: [{"role": "system", "content": "be nice"}] + m, "system prompt"),
+    (lambda m: [{"role": "user", "content": "what is it?"}], "needs an image_url"),
+    (lambda m: m + [{"role": "assistant", "content": "red"}], "last message must be the user"),
+    (lambda m: m + [{"role": "user", "content": "again?"}], "alternate"),
+    (lambda m: [], "non-empty list"),
+])
+def test_bad_messages_are_openai_style_400s(client, image, change, words):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tinygpt-v", messages=change([first_turn(image)]), max_tokens=4)
+    assert err.value.status_code == 400 and words in str(err.value).lower()
+    assert err.value.body["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(n=2), "'n' must be 1"),
+    (dict(max_tokens=10_000), "'max_tokens' must be between 1 and 16"),
+    (dict(temperature=1e-300), "temperature"),
+    (dict(stop=["a", "b", "c", "d", "e"]), "up to 4"),
+    (dict(extra_body={"logit_bias": {"1": 5}}), "unsupported parameter"),
+])
+def test_bad_options_are_400s(client, image, kwargs, words):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], **{"max_tokens": 4, **kwargs})
+    assert words in str(err.value)
+
+
+def test_unknown_routes_and_non_json_bodies_answer_in_openai_shape(server):
+    r = httpx.get(server.url + "/v1/nope", timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["code"] == 404
+    r = httpx.post(server.url + "/v1/chat/completions", content=b"{}", headers={"content-type": "text/plain"}, timeout=10)
+    assert r.status_code == 415 and "application/json" in r.json()["error"]["message"]

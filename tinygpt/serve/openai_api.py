@@ -1,0 +1,271 @@
+"""OpenAI-compatible chat completions on the demo's server (the protocol vLLM, SGLang, LMDeploy,
+llama.cpp's server and MindIE speak), so the `openai` client works unchanged:
+
+    GET  /v1/models             -> {"object": "list", "data": [{"id": "tinygpt-v", ...}]}
+    POST /v1/chat/completions   {"messages": [...], "max_tokens", "temperature", "top_p", "stop",
+                                 "seed", "n": 1, "stream", "stream_options": {"include_usage"}}
+        -> a `chat.completion` (with `usage`), or with "stream": true server-sent events of
+           `chat.completion.chunk`s ending in `data: [DONE]`
+        -> 4xx {"error": {"message", "type": "invalid_request_error", "param", "code"}}
+
+Messages alternate user / assistant and end with the user's question; the image is an
+`image_url` part of the first user message as a `data:image/...;base64,` URI (the server fetches
+nothing: http(s) URLs are refused; `Limits.local_image_root` allows `file://` paths under one
+folder, off by default).  One image per conversation, as TinyGPT-V; earlier turns are the history.
+Validation, decoding, the queue bound and the model lock are the mllm-npu API's (`api.py`,
+`validation.py`): one implementation.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from typing import Any, Iterator, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..conversation.chat import Chat, VisibleText
+from .validation import Limits, RequestError, check_options, check_text, decode_image, open_image
+
+MODEL_NAME = "tinygpt-v"
+_KNOWN = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed",
+          "n", "stream", "stream_options", "user"}
+
+
+def error_body(status: int, message: str, param: Optional[str] = None) -> dict:
+    return {"error": {"message": message, "type": "invalid_request_error" if status < 500 else "server_error",
+                      "param": param, "code": status}}
+
+
+def add_openai_routes(app: FastAPI, chat: Chat, limits: Limits, admit, release, session_for) -> None:
+    """Mount /v1/models and /v1/chat/completions; `admit`/`release` bound the requests in flight
+    and `session_for(load_image, turns, question)` builds a Chat session (shared with api.py)."""
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": MODEL_NAME, "object": "model", "created": 0,
+                                            "owned_by": "tinygpt"}]}
+
+    @app.post("/v1/chat/completions")
+    async def completions(request: Request):
+        from .api import read_json_request  # the same body checks as /worker_generate
+
+        req = parse_chat_request(await read_json_request(request, limits), limits)
+        if not admit():
+            return JSONResponse(error_body(503, "the server is busy; retry later"), status_code=503,
+                                headers={"Retry-After": "2"})
+        streaming = False
+        try:
+            session = await run_in_threadpool(session_for, req.image, req.history, req.question)
+            prompt_tokens = await run_in_threadpool(session.prompt_length)
+            if not req.stream:
+                text = await run_in_threadpool(session.answer, **req.options)
+                return completion(text, req, chat, prompt_tokens)
+            pieces = await run_in_threadpool(session.stream, **req.options)
+            streaming = True
+            return StreamingResponse(_events(session, pieces, req, chat, prompt_tokens, release),
+                                     media_type="text/event-stream")
+        finally:
+            if not streaming:
+                release()
+
+
+class ChatRequest:
+    """A validated /v1/chat/completions body."""
+
+    def __init__(self, image: Any, history: list, question: str, options: dict, stop: list[str],
+                 stream: bool, include_usage: bool):
+        self.image, self.history, self.question = image, history, question
+        self.options, self.stop, self.stream, self.include_usage = options, stop, stream, include_usage
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+
+
+def parse_chat_request(payload: Any, limits: Limits) -> ChatRequest:
+    if not isinstance(payload, dict):
+        raise RequestError(400, f"the body must be a JSON object, not {type(payload).__name__}")
+    unknown = sorted(set(payload) - _KNOWN)
+    if unknown:
+        raise RequestError(400, f"unsupported parameter(s): {', '.join(unknown)}; supported: {', '.join(sorted(_KNOWN))}")
+    if payload.get("n", 1) != 1:
+        raise RequestError(400, "'n' must be 1: one answer per request")
+    image, turns = _read_messages(payload.get("messages"), limits)
+    options = {}
+    max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
+    for key, value, types in (("max_new_tokens", max_tokens, (int,)), ("temperature", payload.get("temperature"), (int, float)),
+                              ("top_p", payload.get("top_p"), (int, float)), ("seed", payload.get("seed"), (int,))):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise RequestError(400, f"'{key if key != 'max_new_tokens' else 'max_tokens'}' must be a number, got {value!r}")
+        options[key] = float(value) if key in ("temperature", "top_p") else value
+    seed = options.pop("seed", None)
+    try:
+        check_options(options, limits)
+    except RequestError as exc:  # the same checks, in this API's names
+        raise RequestError(400, exc.message.replace("'max_new_tokens'", "'max_tokens'")) from None
+    if seed is not None:
+        options["seed"] = seed
+    stop = payload.get("stop") or []
+    stop = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
+        raise RequestError(400, "'stop' must be a string or a list of up to 4 non-empty strings")
+    stream = payload.get("stream", False)
+    if not isinstance(stream, bool):
+        raise RequestError(400, "'stream' must be a boolean")
+    usage = payload.get("stream_options") or {}
+    if not isinstance(usage, dict):
+        raise RequestError(400, "'stream_options' must be an object")
+    history, (question, _) = turns[:-1], turns[-1]
+    return ChatRequest(image, history, question, options, stop, stream, bool(usage.get("include_usage")))
+
+
+def _read_messages(messages: Any, limits: Limits) -> tuple[Any, list]:
+    """-> (the image's loader, [(user text, assistant text or None), ...]); the last turn is open."""
+    if not isinstance(messages, list) or not messages:
+        raise RequestError(400, "'messages' must be a non-empty list of {role, content}")
+    turns, image = [], None
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant"):
+            raise RequestError(400, f"messages[{i}] must be an object with role user, assistant or system")
+        role = message["role"]
+        if role == "system":
+            raise RequestError(400, f"messages[{i}]: this model was not trained with a system prompt; "
+                                    "send user and assistant messages only")
+        want = "user" if len(turns) == 0 or turns[-1][1] is not None else "assistant"
+        if role != want:
+            raise RequestError(400, f"messages[{i}] is from {role!r} but a {want!r} message was expected: "
+                                    "messages alternate user / assistant, starting with the user")
+        text, found = _read_content(message.get("content"), i, limits)
+        if found is not None:
+            if image is not None or turns:
+                raise RequestError(400, f"messages[{i}]: one image per conversation, in the first user message")
+            image = found
+        if role == "user":
+            turns.append([check_text(text, limits), None])
+        else:
+            turns[-1][1] = text
+    if turns[-1][1] is not None:
+        raise RequestError(400, "the last message must be the user's question")
+    if image is None:
+        raise RequestError(400, "the first user message needs an image_url part: this model answers about an image")
+    return image, [tuple(t) for t in turns]
+
+
+def _read_content(content: Any, i: int, limits: Limits) -> tuple[str, Any]:
+    if isinstance(content, str):
+        return content, None
+    if not isinstance(content, list):
+        raise RequestError(400, f"messages[{i}].content must be a string or a list of parts")
+    texts, image = [], None
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url":
+            url = part.get("image_url", {}).get("url") if isinstance(part.get("image_url"), dict) else None
+            if not isinstance(url, str) or not url:
+                raise RequestError(400, f"messages[{i}].content[{j}].image_url.url must be a string")
+            if image is not None:
+                raise RequestError(400, f"messages[{i}]: one image per conversation")
+            image = _image_loader(url, limits, f"messages[{i}].content[{j}]")
+        else:
+            raise RequestError(400, f"messages[{i}].content[{j}] must be a text or image_url part")
+    return " ".join(t.strip() for t in texts if t.strip()), image
+
+
+def _image_loader(url: str, limits: Limits, where: str):
+    """A checked image reference -> a function decoding it (called later, in a worker thread,
+    under the server's decoding bound)."""
+    if url.startswith("data:"):
+        return lambda: decode_image(url, limits)
+    if url.startswith(("http://", "https://")):
+        raise RequestError(400, f"{where}: the server fetches no URL; send the image as a data:image/...;base64, URI")
+    root = limits.local_image_root
+    if root is None:
+        raise RequestError(400, f"{where}: local image paths are off on this server (Limits.local_image_root); "
+                                "send a data: URI")
+    path = os.path.realpath(url[len("file://"):] if url.startswith("file://") else url)
+    if os.path.commonpath([path, os.path.realpath(root)]) != os.path.realpath(root) or not os.path.isfile(path):
+        raise RequestError(400, f"{where}: {url} is not a file under the allowed image folder")
+
+    def load():
+        with open(path, "rb") as f:
+            return open_image(f.read(), limits)
+
+    return load
+
+
+def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
+    cut = min((text.find(s) for s in stop if s in text), default=-1)
+    return (text[:cut].rstrip(), True) if cut >= 0 else (text, False)
+
+
+def _usage(chat: Chat, text: str, prompt_tokens: int) -> dict:
+    completion_tokens = len(chat.model.tokenizer(text, add_special_tokens=False).input_ids)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _finish(chat: Chat, text: str, req: ChatRequest, stopped: bool) -> str:
+    limit = req.options.get("max_new_tokens", chat.defaults.max_new_tokens)
+    if not stopped and len(chat.model.tokenizer(text, add_special_tokens=False).input_ids) >= limit:
+        return "length"
+    return "stop"
+
+
+def completion(text: str, req: ChatRequest, chat: Chat, prompt_tokens: int) -> dict:
+    text, stopped = _cut_at_stop(text, req.stop)
+    return {"id": req.id, "object": "chat.completion", "created": req.created, "model": MODEL_NAME,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": _finish(chat, text, req, stopped)}],
+            "usage": _usage(chat, text, prompt_tokens)}
+
+
+def _chunk(req: ChatRequest, delta: dict, finish: Optional[str] = None, usage: Optional[dict] = None) -> bytes:
+    body = {"id": req.id, "object": "chat.completion.chunk", "created": req.created, "model": MODEL_NAME,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if usage is None else []}
+    if usage is not None:
+        body["usage"] = usage
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
+
+
+def _events(session: Chat, pieces: Iterator[str], req: ChatRequest, chat: Chat, prompt_tokens: int,
+            release) -> Iterator[bytes]:
+    """Server-sent events: the role, the content as it grows (held back where a stop string may
+    begin), the finish reason, the usage when asked, then [DONE]."""
+    filters = [VisibleText(s) for s in req.stop]
+    sent, stopped = "", False
+    try:
+        yield _chunk(req, {"role": "assistant", "content": ""})
+        for piece in pieces:
+            for f in filters:
+                piece = f.feed(piece)
+            if any(f.done for f in filters):
+                stopped = True
+            if piece:
+                sent += piece
+                yield _chunk(req, {"content": piece})
+            if stopped:
+                break
+        if not stopped:
+            tail = ""
+            for f in filters:  # what each filter held back, through the filters after it
+                tail = f.feed(tail) + f.flush()
+            if tail:
+                sent += tail
+                yield _chunk(req, {"content": tail})
+        yield _chunk(req, {}, _finish(chat, sent, req, stopped))
+        if req.include_usage:
+            yield _chunk(req, {}, usage=_usage(chat, sent, prompt_tokens))
+        yield b"data: [DONE]\n\n"
+    except Exception as exc:  # the status line is sent: report in-band, as OpenAI servers do
+        yield f"data: {json.dumps(error_body(500, f'generation failed: {type(exc).__name__}: {exc}'))}\n\n".encode()
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()  # a client that went away (or a stop string) cancels generation
+        release()
