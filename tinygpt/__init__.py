@@ -5,6 +5,7 @@
     model.encode_images(images)                  # [B, 32, D_llm]
     model(samples)["loss"]                       # TinyGPT-V's sample dict
     model.generate(images, prompts)              # list[str]
+    model = tinygpt.from_pretrained("exported/tiny")   # a `python -m tinygpt.export` directory
 """
 from __future__ import annotations
 
@@ -48,3 +49,11 @@ def build_model(cfg, device=None, **kwargs):
 
     register_all()
     return _build(cfg, device, **kwargs)
+
+
+def from_pretrained(directory, device=None):
+    """An inference model from a directory written by `python -m tinygpt.export` (no YAML needed)."""
+    from .export import from_pretrained as _load
+
+    register_all()
+    return _load(directory, device)

@@ -33,6 +33,8 @@ def build_parser(prog: str, family: Optional[str]) -> argparse.ArgumentParser:
                    help="comma-separated evaluation.benchmarks keys (default: every configured one"
                         + (" of this family" if family else "") + ")")
     p.add_argument("--options", nargs="*", default=[], help="overrides, e.g. evaluation.benchmarks.gqa.max_samples=100")
+    p.add_argument("--model", metavar="DIR", help="evaluate an exported model directory (python -m tinygpt.export) "
+                   "instead of the config's model section")
     p.add_argument("--compat", choices=COMPAT_MODES,
                    help="also score with TinyGPT-V's lenient rules where defined (reported as separate rows)")
     p.add_argument("--restart", action="store_true",
@@ -53,6 +55,10 @@ def main(argv: Optional[Sequence[str]] = None, *, prog: str = "evaluate.py", fam
     names = [n.strip() for n in args.benchmarks.split(",") if n.strip()]
     try:
         cfg = tinygpt.load_config(args.cfg_path, args.options)
+        if args.model:
+            from tinygpt.export import load_exported_config
+
+            cfg.model = load_exported_config(args.model).model
         splits = prepare(cfg, select_benchmarks(cfg, names, family))
         device = devices.resolve_device(cfg.run.device)
         info = dist.init_distributed(device)

@@ -4,6 +4,7 @@
     python demo.py --cfg-path eval_configs/X.yaml --options run.device=cpu
     python demo.py --cfg-path eval_configs/X.yaml --host 0.0.0.0 --port 7860   # reachable from others
     python demo.py --cfg-path eval_configs/X.yaml --api-only
+    python demo.py --model exported/tiny                # a `python -m tinygpt.export` directory
     python demo.py --cli --image photo.jpg < questions.txt
 """
 from __future__ import annotations
@@ -31,6 +32,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     defaults = GenerationOptions()
     p = argparse.ArgumentParser(prog="demo.py", description="Chat with a TinyGPT-V model about an image: "
                                 "Gradio web demo + JSON API, or the terminal with --cli.")
+    p.add_argument("--model", metavar="DIR", help="an exported model directory (python -m tinygpt.export); "
+                   "no YAML needed")
     p.add_argument("--cfg-path", help=f"model config YAML (default: {DEFAULT_CONFIG}, the quickstart's tiny "
                    f"model, made by `{QUICKSTART}`)")
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
@@ -75,13 +78,19 @@ def config_path(requested: Optional[str]) -> str:
     return DEFAULT_CONFIG
 
 
-def load_chat(cfg_path: str, options: list[str], generation: GenerationOptions) -> Chat:
+def load_chat(cfg_path: Optional[str], options: list[str], generation: GenerationOptions,
+              model_dir: Optional[str] = None) -> Chat:
     """Config -> inference model (LoRA merged, frozen, on run.device) -> Chat with the eval image transform."""
     import tinygpt
     from tinygpt.common import device as devices
     from tinygpt.processors.build import eval_processor
 
-    cfg = tinygpt.load_config(cfg_path, options)
+    if model_dir:
+        from tinygpt.export import load_exported_config
+
+        cfg = load_exported_config(model_dir, options)
+    else:
+        cfg = tinygpt.load_config(cfg_path, options)
     device = devices.resolve_device(cfg.run.device)
     model = tinygpt.build_model(cfg, device, training=False)  # LoRA merged, frozen, eval mode
     return Chat(model, eval_processor(cfg.model), device, defaults=generation)
@@ -91,7 +100,10 @@ def load_chat(cfg_path: str, options: list[str], generation: GenerationOptions) 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    chat = load_chat(config_path(args.cfg_path), args.options, args.generation)
+    if args.model and args.cfg_path:
+        raise StartupError("give --model (an exported directory) or --cfg-path, not both")
+    chat = load_chat(None if args.model else config_path(args.cfg_path), args.options, args.generation,
+                     model_dir=args.model)
     limits = Limits()
     if args.cli:
         from .cli import run_cli

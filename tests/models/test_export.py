@@ -1,0 +1,76 @@
+"""`python -m tinygpt.export`: one self-contained directory; from_pretrained, demo.py --model and
+evaluate.py --model load it with no YAML; the round trip gives identical visual tokens and logits."""
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+import tinygpt
+from tiny import tiny_config
+from tinygpt.export import export, main as export_main
+from tinygpt.models.weights import save_trainable
+
+PROMPT = "<Img><ImageHere></Img> what colour is the circle?"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_root):
+    """A tiny config whose model.ckpt holds trained-looking weights (LoRA B off zero)."""
+    work = tmp_path_factory.mktemp("export")
+    cfg = tiny_config(tiny_root)
+    cfg.model.prompt_template, cfg.model.end_sym = "[INST] {} [/INST]", "###"
+    cfg.model.llm.train = cfg.model.vision.train = cfg.model.qformer.train = True  # everything in the file
+    torch.manual_seed(0)
+    model = tinygpt.build_model(cfg, "cpu", load_weights=False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    save_trainable(model, str(work / "checkpoint_final.safetensors"))
+    cfg.model.prompt_template = cfg.model.end_sym = None  # read back from the checkpoint
+    cfg.model.ckpt = [str(work / "checkpoint_final.safetensors")]
+    return cfg, work
+
+
+def outputs(model):
+    images = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        visual = model.encode_images(images)
+        embeds, mask, _ = model.embed_inputs([PROMPT, PROMPT], visual)
+        return visual, model.llm(inputs_embeds=embeds, attention_mask=mask).logits
+
+
+@pytest.mark.parametrize("keep_lora", [False, True])
+def test_round_trip_gives_identical_outputs(trained, tmp_path, keep_lora):
+    cfg, _ = trained
+    out = export(cfg, str(tmp_path / "exported"), keep_lora=keep_lora)
+    names = {p.name for p in (tmp_path / "exported").iterdir()}
+    assert {"config.yaml", "llm_config.json", "model.safetensors", "tokenizer.json", "README.md"} <= names
+    saved = yaml.safe_load((tmp_path / "exported" / "config.yaml").read_text())["model"]
+    assert (saved["prompt_template"], saved["end_sym"]) == ("[INST] {} [/INST]", "###")  # the style travels
+    assert saved["llm"]["lora"]["r"] == (cfg.model.llm.lora.r if keep_lora else 0)
+    assert "Prompt style: template '[INST] {} [/INST]'" in (tmp_path / "exported" / "README.md").read_text()
+
+    reference = tinygpt.build_model(cfg, "cpu", training=False)
+    loaded = tinygpt.from_pretrained(out, "cpu")
+    (v1, l1), (v2, l2) = outputs(reference), outputs(loaded)
+    torch.testing.assert_close(v2, v1, rtol=0, atol=1e-6)
+    torch.testing.assert_close(l2, l1, rtol=0, atol=1e-5)
+    assert loaded.style == reference.style
+
+
+def test_demo_and_cli_load_an_exported_directory(trained, tmp_path, capsys):
+    from tinygpt.conversation import GenerationOptions
+    from tinygpt.serve.main import load_chat, main as demo_main
+
+    cfg, work = trained
+    source = tmp_path / "cfg.yaml"
+    source.write_text(tinygpt.common.config.to_yaml(cfg))
+    assert export_main(["--cfg-path", str(source), "--out", str(tmp_path / "exp")]) == 0
+    chat = load_chat(None, ["run.device=cpu"], GenerationOptions(max_new_tokens=4, min_new_tokens=1),
+                     model_dir=str(tmp_path / "exp"))
+    assert chat.style.end_sym == "###"
+    assert demo_main(["--model", str(tmp_path / "exp"), "--cfg-path", str(source)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert demo_main(["--model", str(work)]) == 2  # not an export: one line naming it
+    assert "not an exported tinygpt model" in capsys.readouterr().err
