@@ -16,6 +16,7 @@ import torch
 
 from tinygpt.common import device as devices
 from tinygpt.common.config import Config, ModelConfig
+from tinygpt.models.phi import write_phi_config
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -131,18 +132,6 @@ def write_word_tokenizer(directory: Path, n_words: int = 1000) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(directory)
     return directory
-
-
-def write_phi_config(path: Path, vocab: int, hidden: int, layers: int, heads: int, max_pos: int = 2048) -> Path:
-    path.write_text(json.dumps({
-        "model_type": "phi", "architectures": ["PhiForCausalLM"], "vocab_size": vocab,
-        "hidden_size": hidden, "intermediate_size": 4 * hidden, "num_hidden_layers": layers,
-        "num_attention_heads": heads, "num_key_value_heads": heads, "partial_rotary_factor": 0.4,
-        "max_position_embeddings": max_pos, "layer_norm_eps": 1e-5, "hidden_act": "gelu_new",
-        "rope_theta": 10000.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attention_dropout": 0.0,
-        "bos_token_id": 0, "eos_token_id": 0, "tie_word_embeddings": False,
-    }))
-    return path
 
 
 def preset(name: str, workdir: Path) -> ModelConfig:

@@ -1,12 +1,12 @@
 """Tiny TinyGPT-V models for tests: every dimension small, same code paths as full size."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from tinygpt.common.config import Config, ModelConfig
+from tinygpt.models.phi import write_phi_config
 
 TEXT = [
     "###Human: <Img><ImageHere></Img> [vqa] what colour is the circle? ###Assistant: red###",
@@ -33,26 +33,13 @@ def write_tokenizer(directory: Path) -> Path:
     return directory
 
 
-def write_phi_config(path: Path, vocab_size: int = 512, hidden: int = 64, layers: int = 2, heads: int = 4) -> Path:
-    """A Phi config.json in Hugging Face's format (partial rotary 0.4 like Phi-2)."""
-    path.write_text(json.dumps({
-        "model_type": "phi", "architectures": ["PhiForCausalLM"], "vocab_size": vocab_size,
-        "hidden_size": hidden, "intermediate_size": 4 * hidden, "num_hidden_layers": layers,
-        "num_attention_heads": heads, "num_key_value_heads": heads, "partial_rotary_factor": 0.4,
-        "max_position_embeddings": 256, "layer_norm_eps": 1e-5, "hidden_act": "gelu_new",
-        "rope_theta": 10000.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attention_dropout": 0.0,
-        "bos_token_id": 0, "eos_token_id": 0, "tie_word_embeddings": False,
-    }))
-    return path
-
-
 def tiny_model_config(root: Path, lora_r: int = 4, image_size: int = 28) -> ModelConfig:
     """A ModelConfig whose towers are a few KB; writes config.json and tokenizer under `root`."""
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "tokenizer").exists():
         write_tokenizer(root / "tokenizer")
     if not (root / "phi.json").exists():
-        write_phi_config(root / "phi.json")
+        write_phi_config(root / "phi.json", 512, 64, 2, 4, max_positions=256)
     cfg = ModelConfig()
     cfg.vision.image_size, cfg.vision.patch_size = image_size, 14
     cfg.vision.width, cfg.vision.depth, cfg.vision.heads, cfg.vision.mlp_dim = 32, 2, 2, 64

@@ -158,3 +158,21 @@ def load_phi_config(path: str, attn_implementation: str = "sdpa") -> PhiConfig:
     config.qk_layernorm = True
     config._attn_implementation = attn_implementation
     return config
+
+
+def write_phi_config(path, vocab_size: int, hidden: int, layers: int, heads: int, max_positions: int = 2048):
+    """A Phi-2-shaped config.json of another size (partial rotary 0.4, gelu_new, no dropout, untied
+    head): what tests and benchmarks build their small LLMs from.  Returns `path`."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    path.write_text(json.dumps({
+        "model_type": "phi", "architectures": ["PhiForCausalLM"], "vocab_size": vocab_size,
+        "hidden_size": hidden, "intermediate_size": 4 * hidden, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": heads, "partial_rotary_factor": 0.4,
+        "max_position_embeddings": max_positions, "layer_norm_eps": 1e-5, "hidden_act": "gelu_new",
+        "rope_theta": 10000.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attention_dropout": 0.0,
+        "bos_token_id": 0, "eos_token_id": 0, "tie_word_embeddings": False,
+    }))
+    return path
