@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import tinygpt, torch, transformers, peft, gradio, openai" 2>/dev/null; then
+if ! .venv/bin/python -c "import tinygpt, torch, transformers, peft, gradio, openai, onnx, onnxscript, onnxruntime" 2>/dev/null; then
   .venv/bin/pip install -q --upgrade pip
   # Pinned CPU build: an unpinned torch would resolve to a multi-GB CUDA wheel.  GPU/NPU users
   # install their own torch first (README "Install"); a torch already present is kept.

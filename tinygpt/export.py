@@ -10,6 +10,10 @@ DIR/model.safetensors every weight of the inference model (LoRA merged, or kept 
 DIR/tokenizer*.json   the tokenizer
 DIR/README.md         a model card: the config, the prompt style, parameter counts, and the
                       evaluation table of `evaluation.output_dir/results.md` when there is one
+
+With `--format onnx` the directory is for onnxruntime instead (`tinygpt/onnx_runtime.py`, no torch):
+vision.onnx (images -> visual tokens), llm_step.onnx (the language model with its KV cache as
+tensors: one graph for the prefill and each decode step), embed_tokens.npy, the tokenizer, onnx.json.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import shutil
 import sys
 from typing import Optional
 
+import torch
 from omegaconf import OmegaConf
 
 from .common import atomic
@@ -53,6 +58,86 @@ def export(cfg: Config, out: str, keep_lora: bool = False) -> str:
     model.tokenizer.save_pretrained(out)
     atomic.write_text(os.path.join(out, CONFIG), to_yaml(Config(model=exported)))
     atomic.write_text(os.path.join(out, "README.md"), model_card(cfg, model, keep_lora))
+    return out
+
+
+class _Vision(torch.nn.Module):
+    """images [B, 3, S, S] -> visual tokens [B, Q, D]."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        return self.model.encode_images(images)
+
+
+class _LLMStep(torch.nn.Module):
+    """(inputs_embeds [B, T, D], attention_mask [B, P + T], past keys / values [L, B, H, P, d]) ->
+    (logits [B, T, V], keys / values [L, B, H, P + T, d]): the prefill (P = 0) and every decode
+    step, with positions from the attention mask as `generate` computes them."""
+
+    def __init__(self, llm):
+        super().__init__()
+        self.llm = llm
+        self.layers = llm.config.num_hidden_layers
+
+    def forward(self, embeds, mask, past_k, past_v):
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for i in range(self.layers):
+            cache.update(past_k[i], past_v[i], i)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -embeds.shape[1]:]
+        out = self.llm(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache, position_ids=positions,
+                       use_cache=True)
+        layers = out.past_key_values.layers
+        return (out.logits, torch.stack([layers[i].keys for i in range(self.layers)]),
+                torch.stack([layers[i].values for i in range(self.layers)]))
+
+
+def export_onnx(cfg: Config, out: str) -> str:
+    """The onnxruntime directory (see the module docstring); parity is tested in tests/models/test_onnx.py."""
+    import json
+
+    import numpy as np
+    from torch.export import Dim
+
+    import tinygpt
+
+    from .processors.image import CLIP_MEAN, CLIP_STD
+
+    model = tinygpt.build_model(cfg, "cpu", training=False)
+    model.float().eval()
+    os.makedirs(out, exist_ok=True)
+    size, config = cfg.model.vision.image_size, model.llm.config
+    layers, heads = config.num_hidden_layers, config.num_attention_heads
+    head_dim = config.hidden_size // heads
+    batch = Dim("batch", max=64)
+    with torch.no_grad():
+        with atomic.atomic_path(os.path.join(out, "vision.onnx"), ".onnx") as tmp:
+            torch.onnx.export(_Vision(model), (torch.zeros(2, 3, size, size),), tmp, input_names=["images"],
+                              output_names=["visual"], dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
+        # Traced with a non-empty cache of 2 positions; every length (0 for the prefill) is dynamic.
+        example = (torch.zeros(1, 3, config.hidden_size), torch.ones(1, 5, dtype=torch.long),
+                   torch.zeros(layers, 1, heads, 2, head_dim), torch.zeros(layers, 1, heads, 2, head_dim))
+        step = Dim("step", max=4096)
+        with atomic.atomic_path(os.path.join(out, "llm_step.onnx"), ".onnx") as tmp:
+            torch.onnx.export(_LLMStep(model.llm), example, tmp, input_names=["embeds", "mask", "past_k", "past_v"],
+                              output_names=["logits", "keys", "values"],
+                              dynamic_shapes=({0: batch, 1: step}, {0: batch, 1: Dim.DYNAMIC},
+                                              {1: batch, 3: Dim.DYNAMIC}, {1: batch, 3: Dim.DYNAMIC}),
+                              dynamo=True, external_data=False)
+        np.save(os.path.join(out, "embed_tokens.npy"), model.llm.get_input_embeddings().weight.float().numpy())
+    tok = model.tokenizer
+    model.tokenizer.save_pretrained(out)
+    style = model.style
+    manifest = {"image_size": size, "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
+                "style": {**json.loads(style.record()), "max_txt_len": style.max_txt_len,
+                          "max_context_len": style.max_context_len},
+                "bos_token": tok.bos_token, "eos_token": tok.eos_token, "pad_token": tok.pad_token,
+                "layers": layers, "heads": heads, "head_dim": head_dim}
+    atomic.write_json(os.path.join(out, "onnx.json"), manifest)
     return out
 
 
@@ -101,11 +186,14 @@ def main(argv=None) -> int:
     parser.add_argument("--options", nargs="*", default=[])
     parser.add_argument("--out", required=True, help="the directory to write")
     parser.add_argument("--keep-lora", action="store_true", help="keep LoRA adapters instead of merging them")
+    parser.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors",
+                        help="onnx: graphs for onnxruntime (tinygpt/onnx_runtime.py) instead")
     args = parser.parse_args(argv)
     import tinygpt
 
     cfg = tinygpt.load_config(args.cfg_path, args.options)
-    print(f"exported: {export(cfg, args.out, keep_lora=args.keep_lora)}")
+    out = export_onnx(cfg, args.out) if args.format == "onnx" else export(cfg, args.out, keep_lora=args.keep_lora)
+    print(f"exported: {out}")
     return 0
 
 
