@@ -2,6 +2,8 @@
 evaluate.py --model load it with no YAML; the round trip gives identical visual tokens and logits."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -14,12 +16,28 @@ from tinygpt.models.weights import save_trainable
 PROMPT = "<Img><ImageHere></Img> what colour is the circle?"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_root):
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def layout_config(layout: str, tiny_root: Path):
+    """ "full": the full-size architecture's layout, scaled down (tests/tiny.py); "quickstart": the
+    quickstart's tiny recipe (train_configs/tiny/stage4.yaml's model) with the tests' tokenizer."""
+    if layout == "full":
+        cfg = tiny_config(tiny_root)
+        cfg.model.prompt_template, cfg.model.end_sym = "[INST] {} [/INST]", "###"
+        return cfg
+    tiny_config(tiny_root)  # writes the tokenizer
+    cfg = tinygpt.load_config(ROOT / "train_configs/tiny/stage4.yaml",
+                              [f"model.llm.tokenizer={tiny_root / 'tokenizer'}", "model.ckpt=[]", "run.device=cpu"])
+    cfg.model.llm.hf_config = str(ROOT / cfg.model.llm.hf_config)
+    return cfg
+
+
+@pytest.fixture(scope="module", params=["full", "quickstart"])
+def trained(request, tmp_path_factory, tiny_root):
     """A tiny config whose model.ckpt holds trained-looking weights (LoRA B off zero)."""
     work = tmp_path_factory.mktemp("export")
-    cfg = tiny_config(tiny_root)
-    cfg.model.prompt_template, cfg.model.end_sym = "[INST] {} [/INST]", "###"
+    cfg = layout_config(request.param, tiny_root)
     cfg.model.llm.train = cfg.model.vision.train = cfg.model.qformer.train = True  # everything in the file
     torch.manual_seed(0)
     model = tinygpt.build_model(cfg, "cpu", load_weights=False)
@@ -33,7 +51,8 @@ def trained(tmp_path_factory, tiny_root):
 
 
 def outputs(model):
-    images = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+    size = model.cfg.vision.image_size
+    images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         visual = model.encode_images(images)
         embeds, mask, _ = model.embed_inputs([PROMPT, PROMPT], visual)
