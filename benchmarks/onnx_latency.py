@@ -77,9 +77,7 @@ def main(argv=None) -> int:
               "repeats": args.repeats, "median_s": {k: round(v, 4) for k, v in med.items()},
               "onnx_speedup": round(med["torch"] / med["onnxruntime"], 2)}
     print(json.dumps(result, indent=2))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    C.write_json(args.out, result)
     return 0
 
 

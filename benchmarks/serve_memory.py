@@ -18,7 +18,6 @@ import argparse
 import base64
 import io
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -119,9 +118,7 @@ def main(argv=None) -> int:
         "peak_over_idle": round(peak[0] / idle, 3), "held_over_idle": [round(h / idle, 3) for h in held],
     }
     print(json.dumps(result, indent=2))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    C.write_json(args.out, result)
     return 0
 
 

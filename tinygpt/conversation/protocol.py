@@ -86,6 +86,11 @@ class PromptStyle:
 
     # ------------------------------------------------------------------ records
     RECORDED = ("template", "end_sym", "image", "image_after_question", "image_size")
+    # Recorded field -> its `model.` config key (image_size is `model.vision.image_size`).
+    CONFIG_KEYS = {"template": "prompt_template", "end_sym": "end_sym", "image": "image_placeholder",
+                   "image_after_question": "image_after_question"}
+    # The fields a config may leave unset (null) to take the checkpoint's.
+    FROM_CHECKPOINT = ("template", "end_sym", "image_after_question")
 
     def record(self) -> str:
         """What a checkpoint stores (JSON text, a safetensors metadata value)."""

@@ -140,10 +140,6 @@ def build_model(cfg: Config | ModelConfig, device: torch.device | str | None = N
     return model
 
 
-# ModelConfig field -> the PromptStyle field a checkpoint records.
-_STYLE_FIELDS = {"prompt_template": "template", "end_sym": "end_sym", "image_after_question": "image_after_question"}
-
-
 def resolve_prompt_style(cfg: ModelConfig, source: str, *, warn: bool, read_checkpoints: bool = True) -> PromptStyle:
     """Fill the prompt-style fields the config leaves unset (None) in place: from the last
     `model.ckpt` file that records a style, else the protocol's defaults; say which.  With `warn`
@@ -157,8 +153,9 @@ def resolve_prompt_style(cfg: ModelConfig, source: str, *, warn: bool, read_chec
             break
     defaults = PromptStyle()
     origins = set()
-    unset = [key for key in _STYLE_FIELDS if getattr(cfg, key) is None]
-    for key, field in _STYLE_FIELDS.items():
+    optional = {field: PromptStyle.CONFIG_KEYS[field] for field in PromptStyle.FROM_CHECKPOINT}
+    unset = [key for key in optional.values() if getattr(cfg, key) is None]
+    for field, key in optional.items():
         value = getattr(cfg, key)
         if value is None:
             origins.add(where if field in recorded else "the protocol's defaults")
@@ -167,12 +164,12 @@ def resolve_prompt_style(cfg: ModelConfig, source: str, *, warn: bool, read_chec
             log.warning("%s: model.%s is %r but %s was trained with %r; using %r as configured",
                         source, key, value, where, recorded[field], value)
     for key, field, value in (("vision.image_size", "image_size", cfg.vision.image_size),
-                              ("image_placeholder", "image", cfg.image_placeholder)):
+                              (PromptStyle.CONFIG_KEYS["image"], "image", cfg.image_placeholder)):
         if warn and field in recorded and recorded[field] != value:
             log.warning("%s: model.%s is %r but %s was trained with %r", source, key, value, where, recorded[field])
     style = PromptStyle.from_config(cfg)
     told = " and ".join(sorted(origins)) or source
-    if origins and len(unset) < len(_STYLE_FIELDS):
+    if origins and len(unset) < len(optional):
         told += f" (the rest from {source})"
     log.info("prompt style from %s: %s", told, style.describe())
     return style

@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException
 
 from ..conversation.chat import Chat
 from .openai_api import add_openai_routes, error_body
-from .validation import Limits, RequestError, content_length, decode_image, parse_generate_request, parse_json_body
+from .validation import Limits, RequestError, decode_image, parse_generate_request, read_json_request
 
 log = logging.getLogger(__name__)
 
@@ -197,29 +197,3 @@ def _is_openai(request: Request) -> bool:
 def _error(status: int, message: str, headers: dict | None = None, openai: bool = False) -> JSONResponse:
     body = error_body(status, message) if openai else {"text": message, "error_code": status}
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-async def read_json_request(request: Request, limits: Limits):
-    """The JSON body of a POST, checked as every route checks it: Content-Type, size, syntax."""
-    _require_json(request)
-    return parse_json_body(await _read_body(request, limits.max_body_bytes))
-
-
-def _require_json(request: Request) -> None:
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/json":
-        raise RequestError(415, f"Content-Type must be application/json, got {kind or 'none'!r}")
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing it early when Content-Length is over `limit` and while reading when the
-    bytes actually sent are (chunked bodies or a lying header)."""
-    declared = content_length(request.headers)
-    if declared is not None and declared > limit:
-        raise RequestError(413, f"the body is {declared} bytes; the limit is {limit}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise RequestError(413, f"the body is over the {limit}-byte limit")
-    return bytes(body)

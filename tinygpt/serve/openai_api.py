@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..conversation.chat import Chat, VisibleText
-from .validation import Limits, RequestError, check_options, check_text, decode_image, open_image
+from .validation import Limits, RequestError, check_options, check_text, decode_image, open_image, read_json_request
 
 MODEL_NAME = "tinygpt-v"
 _KNOWN = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed",
@@ -51,8 +51,6 @@ def add_openai_routes(app: FastAPI, chat: Chat, limits: Limits, admit, release, 
 
     @app.post("/v1/chat/completions")
     async def completions(request: Request):
-        from .api import read_json_request  # the same body checks as /worker_generate
-
         req = parse_chat_request(await read_json_request(request, limits), limits)
         if not admit():
             return JSONResponse(error_body(503, "the server is busy; retry later"), status_code=503,

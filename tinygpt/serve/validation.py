@@ -1,4 +1,5 @@
-"""Request validation shared by the HTTP API, the Gradio demo and the terminal chat.
+"""Request validation shared by the HTTP APIs (mllm-npu's and OpenAI's), the Gradio demo and the
+terminal chat.
 
 Everything a client sends is checked here before the model sees it; a problem raises
 `RequestError(status, message)`, which the API turns into a 4xx JSON answer.  Checks, in order of
@@ -14,11 +15,14 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from PIL import Image, UnidentifiedImageError
 
 from ..conversation.chat import GenerationOptions
+
+if TYPE_CHECKING:  # the web server's request type; the terminal chat needs no web stack
+    from starlette.requests import Request
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.I)
 _SPACE = re.compile(rb"\s+")
@@ -235,3 +239,29 @@ def content_length(headers) -> Optional[int]:
     if n < 0:
         raise RequestError(400, f"malformed Content-Length header {value!r}")
     return n
+
+
+async def read_json_request(request: Request, limits: Limits):
+    """The JSON body of a POST, checked as every route checks it: Content-Type, size, syntax."""
+    _require_json(request)
+    return parse_json_body(await _read_body(request, limits.max_body_bytes))
+
+
+def _require_json(request: Request) -> None:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise RequestError(415, f"Content-Type must be application/json, got {kind or 'none'!r}")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing it early when Content-Length is over `limit` and while reading when the
+    bytes actually sent are (chunked bodies or a lying header)."""
+    declared = content_length(request.headers)
+    if declared is not None and declared > limit:
+        raise RequestError(413, f"the body is {declared} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RequestError(413, f"the body is over the {limit}-byte limit")
+    return bytes(body)

@@ -42,9 +42,8 @@ def _runner_style(config) -> Optional[dict]:
     if not isinstance(model, dict):
         return None
     vision = model.get("vision") if isinstance(model.get("vision"), dict) else {}
-    fields = {"template": model.get("prompt_template"), "end_sym": model.get("end_sym"),
-              "image": model.get("image_placeholder"), "image_after_question": model.get("image_after_question"),
-              "image_size": vision.get("image_size")}
+    fields = {field: model.get(key) for field, key in PromptStyle.CONFIG_KEYS.items()}
+    fields["image_size"] = vision.get("image_size")
     return {k: v for k, v in fields.items() if v is not None} or None
 
 
