@@ -38,6 +38,7 @@ from tinygpt.conversation.protocol import place_image
 from tinygpt.datasets.synthetic.scenes import COLS, ROWS, Scene, cell_labels, render, sample_scene
 from tinygpt.evaluation.benchmarks.refcoco import iou_xyxy
 from tinygpt.processors.image import Blip2ImageEvalProcessor
+from tinygpt.tasks.image_text import ImageTextTask
 
 from . import _common as C
 
@@ -98,6 +99,7 @@ def run_arm(cfg, args, max_objects: int) -> dict:
     cfg.run.iters_per_epoch, cfg.run.max_epoch = args.steps, 1
     optimizer = build_optimizer(model, cfg.run)
     schedule = build_scheduler(optimizer, cfg.run)
+    task = ImageTextTask(cfg)  # the stage's loss: reduction and the cell loss's weight
     params = [p for p in model.parameters() if p.requires_grad]
     order = torch.Generator().manual_seed(args.seed)
     curve, start = [], time.perf_counter()
@@ -105,8 +107,9 @@ def run_arm(cfg, args, max_objects: int) -> dict:
         idx = torch.randint(0, len(train[1]), (cfg.run.batch_size_train,), generator=order).tolist()
         schedule.step(step)
         # cell_labels: the stage's cell loss, when its config has a cell head (ignored otherwise)
-        loss = model({"image": train[0][idx], "instruction_input": [train[1][i] for i in idx],
-                      "answer": [train[2][i] for i in idx], "cell_labels": train[3][idx]})["loss"]
+        step_loss = task.train_step(model, {"image": train[0][idx], "instruction_input": [train[1][i] for i in idx],
+                                            "answer": [train[2][i] for i in idx], "cell_labels": train[3][idx]})
+        loss = step_loss.total / step_loss.units.clamp(min=1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.run.grad_clip:

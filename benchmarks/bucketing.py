@@ -18,6 +18,7 @@ import torch
 import tinygpt
 from tinygpt.common.optim import build_optimizer
 from tinygpt.datasets import build_dataset, build_loader
+from tinygpt.tasks.image_text import ImageTextTask
 
 from . import _common as C
 
@@ -47,6 +48,7 @@ def main(argv=None) -> int:
     model = tinygpt.build_model(cfg, device, load_weights=False)
     model.train()
     optimizer = build_optimizer(model, cfg.run)
+    task = ImageTextTask(cfg)
     dataset = build_dataset(name, cfg)
     batch = cfg.datasets[name].batch_size or cfg.run.batch_size_train
     loaders = {arm: iter(build_loader(dataset, batch, name=name, seed=cfg.run.seed, group_by_length=arm == "bucketed"))
@@ -54,7 +56,8 @@ def main(argv=None) -> int:
 
     def step(samples) -> float:
         with C.Timer(device) as t:
-            model(samples)["loss"].backward()
+            loss = task.train_step(model, samples)
+            (loss.total / loss.units.clamp(min=1)).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return t.seconds

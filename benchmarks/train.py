@@ -33,10 +33,11 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from tinygpt.common import device as devices
-from tinygpt.common.config import RunConfig
+from tinygpt.common.config import Config, RunConfig
 from tinygpt.common.optim import build_optimizer
 from tinygpt.conversation.protocol import place_image
 from tinygpt.processors.image import Blip2ImageEvalProcessor, Blip2ImageTrainProcessor
+from tinygpt.tasks.image_text import ImageTextTask
 
 from . import _common as C
 
@@ -64,36 +65,37 @@ class Batches:
                 "answer": [words(self.answer_tokens - 1) for _ in picks]}  # + end marker token(s)
 
 
-def one_step(model, optimizer, batches, device, amp_dtype, grad_clip: float) -> tuple[dict, dict]:
-    """One optimizer step, timed per phase; returns (seconds per phase, counts)."""
+def one_step(model, optimizer, batches, device, amp_dtype, grad_clip: float, cache=None) -> tuple[dict, dict]:
+    """One optimizer step, timed per phase (the task's loss: tasks/image_text.py); returns
+    (seconds per phase, counts).  `cache`: a FeatureCache standing in for the frozen towers."""
+    task = ImageTextTask(Config(model=model.cfg))
     times = {}
     with C.Timer(device) as t:
         samples = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
     times["data"] = t.seconds
     with C.Timer(device) as t, devices.autocast(device, amp_dtype), torch.no_grad():
-        if model.feature_cache is not None:
-            feats = model.feature_cache(samples["image"], model.query_features)
+        if cache is not None:
+            feats = cache(samples["image"], model.query_features)
         else:
             feats = model.query_features(samples["image"])
     times["vision"] = t.seconds
     text = {"query_features": feats, "instruction_input": samples["instruction_input"], "answer": samples["answer"]}
     with C.Timer(device) as t, devices.autocast(device, amp_dtype):
-        out = model(text)
-        summed = out["loss"] * out["weight"]
+        loss = task.reduce(model(text))
     times["llm_fwd"] = t.seconds
     with C.Timer(device) as t:
-        summed.backward()
+        loss.total.backward()
     times["llm_bwd"] = t.seconds
     with C.Timer(device) as t:
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        torch._foreach_mul_([p.grad for p in params], 1.0 / out["weight"].clamp(min=1).float())
+        torch._foreach_mul_([p.grad for p in params], 1.0 / loss.units.clamp(min=1).float())
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     times["optim"] = t.seconds
-    return times, {"samples": len(samples["answer"]), "answer_tokens": int(out["n_tokens"]),
-                   "loss": float(out["loss"].detach())}
+    return times, {"samples": len(samples["answer"]), "answer_tokens": int(loss.answer_tokens),
+                   "loss": float(loss.total.detach() / loss.units.clamp(min=1))}
 
 
 def count_flops(model, batches, device, amp_dtype) -> dict:
@@ -105,7 +107,7 @@ def count_flops(model, batches, device, amp_dtype) -> dict:
         with devices.autocast(device, amp_dtype):
             out = model({"query_features": feats, "instruction_input": samples["instruction_input"],
                          "answer": samples["answer"]})
-            summed = out["loss"] * out["weight"]
+            summed = out["answer_nll"].sum()
         summed.backward()
     model.zero_grad(set_to_none=True)
     return {"vision": vis.get_total_flops(), "llm": llm.get_total_flops()}
@@ -114,7 +116,7 @@ def count_flops(model, batches, device, amp_dtype) -> dict:
 def measure(model, device, args, amp_dtype, cache_dir=None) -> dict:
     """The arms interleaved step by step (uncached, cached, compiled, uncached, ...) so that load
     from other processes on a shared host hits all alike; each arm has its own optimizer and images."""
-    from tinygpt.models import feature_cache
+    from tinygpt.tasks import feature_cache
     from tinygpt.runners.iter_runner import compile_llm
 
     model.train()
@@ -138,12 +140,10 @@ def measure(model, device, args, amp_dtype, cache_dir=None) -> dict:
         }
 
     def step(arm):
-        model.feature_cache = arm["cache"]
         model.llm._compiled_call_impl = compiled if arm is arms.get("compiled") else None
         try:
-            return one_step(model, arm["optimizer"], arm["batches"], device, amp_dtype, run.grad_clip)
+            return one_step(model, arm["optimizer"], arm["batches"], device, amp_dtype, run.grad_clip, arm["cache"])
         finally:
-            model.feature_cache = None
             model.llm._compiled_call_impl = None
 
     # Warm-up; the cached arm's first pass over its pool fills the cache, the compiled arm compiles.

@@ -79,3 +79,16 @@ def bigram_llm(model, chain):
     for cur, nxt in zip(chain, chain[1:]):
         h = torch.nn.functional.layer_norm(table[cur], (table.shape[1],), eps=final.eps)
         llm.lm_head.weight[nxt] += 10 * h / h.norm()
+
+
+def step_loss(model, samples: dict):
+    """The training task's StepLoss for `samples` (the task reduces what the model computes)."""
+    from tinygpt.tasks.image_text import ImageTextTask
+
+    return ImageTextTask(Config(model=model.cfg)).train_step(model, samples)
+
+
+def mean_loss(model, samples: dict) -> torch.Tensor:
+    """The loss a training step minimises for this batch alone (mean over its units)."""
+    step = step_loss(model, samples)
+    return step.total / step.units.clamp(min=1)

@@ -3,7 +3,8 @@
     cfg = tinygpt.load_config("train_configs/tiny/stage4.yaml", options=["run.device=cpu"])
     model = tinygpt.build_model(cfg)             # loads every weight file the config names
     model.encode_images(images)                  # [B, 32, D_llm]
-    model(samples)["loss"]                       # TinyGPT-V's sample dict
+    model(samples)["answer_nll"]                 # per-sample answer NLL of TinyGPT-V's sample dict
+                                                 # (tinygpt.tasks: the loss a training step minimises)
     model.generate(images, prompts)              # list[str]
     model = tinygpt.from_pretrained("exported/tiny")   # a `python -m tinygpt.export` directory
 """

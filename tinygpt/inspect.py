@@ -10,20 +10,19 @@ import sys
 
 import tinygpt
 from tinygpt.common.errors import entry_point
+from tinygpt.models import components
 
 
-def component_of(name: str) -> str:
-    if "lora_" in name:
-        return "llm_lora"
-    head = name.split(".")[0]
-    return {"ln_vision": "visual_encoder"}.get(head, head)
+def row_of(model, name: str) -> str:
+    """A parameter's row: its component (models/components.py), LoRA adapters apart."""
+    return "llm_lora" if components.is_lora(name) else components.component_of(model, name).attribute
 
 
 def count_parameters(model) -> dict:
     """{component: {"total": n, "trainable": n}} plus an "all" row."""
     rows: dict[str, dict[str, int]] = {}
     for name, p in model.named_parameters():
-        row = rows.setdefault(component_of(name), {"total": 0, "trainable": 0})
+        row = rows.setdefault(row_of(model, name), {"total": 0, "trainable": 0})
         row["total"] += p.numel()
         row["trainable"] += p.numel() if p.requires_grad else 0
     rows["all"] = {k: sum(r[k] for r in rows.values()) for k in ("total", "trainable")}

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import tinygpt.models.tinygpt_v  # noqa: F401  (registers the "tinygpt_v" arch)
-from tiny import tiny_model_config
+from tiny import mean_loss, tiny_model_config
 from tinygpt.models.build import build_model
 
 IMG = "<Img><ImageHere></Img>"
@@ -34,8 +34,8 @@ def _batch(model, cells=None):
 def test_loss_adds_the_weighted_cross_entropy_of_each_querys_cell(tiny_root):
     model = _model(tiny_root, cell_classes=5)
     cells = torch.tensor([[0, 3, 0, 1], [2, 0, 4, 0]])  # tiny config: 4 queries, 4 cells
-    plain = model(_batch(model))["loss"]
-    total = model(_batch(model, cells))["loss"]
+    plain = mean_loss(model, _batch(model))
+    total = mean_loss(model, _batch(model, cells))
     queries = model.query_features(_batch(model)["image"])
     expected = F.cross_entropy(model.cell_head(queries).flatten(0, 1), cells.flatten())
     torch.testing.assert_close(total, plain + 0.5 * expected)
@@ -48,7 +48,7 @@ def test_without_a_head_cell_labels_are_ignored_and_too_many_cells_are_refused(t
     model = _model(tiny_root, cell_classes=0)
     assert model.cell_head is None
     cells = torch.zeros(2, 4, dtype=torch.long)
-    torch.testing.assert_close(model(_batch(model, cells))["loss"], model(_batch(model))["loss"])
+    torch.testing.assert_close(mean_loss(model, _batch(model, cells)), mean_loss(model, _batch(model)))
     with_head = _model(tiny_root, cell_classes=5)
     with pytest.raises(ValueError, match="cell_labels name 9 cells but model.qformer.num_query_tokens is 4"):
         with_head(_batch(with_head, torch.zeros(2, 9, dtype=torch.long)))

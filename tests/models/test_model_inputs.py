@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import tinygpt.models.tinygpt_v  # noqa: F401  (registers the "tinygpt_v" arch)
-from tiny import bigram_llm, tiny_model_config
+from tiny import bigram_llm, mean_loss, step_loss, tiny_model_config
 from tinygpt.models.build import build_model
 from tinygpt.conversation.protocol import IGNORE, Dialogue
 
@@ -72,30 +72,31 @@ def test_forward_loss_is_the_mean_nll_of_answer_tokens(model):
     samples = two_samples(model, ["red", "a blue square"])
     feats = samples["query_features"]
     with torch.no_grad():
-        out = model(samples)
+        out = step_loss(model, samples)
         visual = model.project_queries(feats)
         embeds, mask, labels = model.embed_inputs(
             [Dialogue.single(t, a) for t, a in zip(samples["instruction_input"], samples["answer"])], visual)
         logits = model.llm(inputs_embeds=embeds, attention_mask=mask).logits
     want = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                                              labels[:, 1:].reshape(-1), ignore_index=IGNORE)
-    torch.testing.assert_close(out["loss"], want)
-    assert out["n_tokens"] == (labels[:, 1:] != IGNORE).sum()
+    torch.testing.assert_close(out.total / out.units, want)
+    assert out.answer_tokens == out.units == (labels[:, 1:] != IGNORE).sum()
 
 
 def test_sample_reduction_weighs_every_sample_the_same(model):
     samples = two_samples(model, ["red", "a blue square on the left of a red circle"])
     with torch.no_grad():
-        by_token = model(samples)
+        by_token = step_loss(model, samples)
         model.cfg.loss_reduction = "sample"
         try:
-            by_sample = model(samples)
-            per_sample = torch.stack([model({k: v[i:i + 1] for k, v in samples.items()})["loss"] for i in range(2)])
+            by_sample = step_loss(model, samples)
+            per_sample = torch.stack([mean_loss(model, {k: v[i:i + 1] for k, v in samples.items()}) for i in range(2)])
         finally:
             model.cfg.loss_reduction = "token"
-    torch.testing.assert_close(by_sample["loss"], per_sample.mean())
-    assert by_sample["weight"] == 2 and by_sample["n_tokens"] == by_token["n_tokens"] == by_token["weight"]
-    assert not torch.isclose(by_sample["loss"], by_token["loss"])  # the long answer no longer dominates
+    torch.testing.assert_close(by_sample.total / by_sample.units, per_sample.mean())
+    assert by_sample.units == 2 and by_sample.answer_tokens == by_token.answer_tokens == by_token.units
+    # the long answer no longer dominates
+    assert not torch.isclose(by_sample.total / by_sample.units, by_token.total / by_token.units)
 
 
 def test_batched_generation_equals_one_by_one(model):
@@ -149,7 +150,7 @@ def test_stage1_loss_is_bos_visual_caption_end_by_hand(tiny_root):
     feats = torch.randn(2, cfg.qformer.num_query_tokens, cfg.qformer.width)
     captions = ["a red circle", "two blue squares on the left"]
     with torch.no_grad():
-        loss = m({"query_features": feats, "answer": captions})["loss"]
+        loss = mean_loss(m, {"query_features": feats, "answer": captions})
         visual = m.project_queries(feats)
         table = m.llm.get_input_embeddings()
         total, count = 0.0, 0

@@ -1,7 +1,7 @@
 """Text-only batches and MiniGPT-v2-style multi-turn samples ("!@#"-joined turns)."""
 import torch
 
-from tiny import tiny_model_config
+from tiny import mean_loss, step_loss, tiny_model_config
 from tinygpt.models.build import build_model
 from tinygpt.conversation.protocol import IGNORE, Dialogue, sample_dialogues
 
@@ -17,11 +17,11 @@ def model(tiny_root):
 
 def test_text_only_batch_has_no_visual_tokens_and_a_loss(tiny_root):
     m = model(tiny_root)
-    out = m({"instruction_input": ["describe a circle"], "answer": ["round"]})
-    assert torch.isfinite(out["loss"]) and out["n_tokens"] > 0
+    out = step_loss(m, {"instruction_input": ["describe a circle"], "answer": ["round"]})
+    assert torch.isfinite(out.total) and out.answer_tokens > 0
     dialogues = sample_dialogues({"instruction_input": ["x"], "answer": ["y"]})
     assert dialogues == [Dialogue.single("x", "y", has_image=False)]
-    _, _, labels = m.embed_inputs(dialogues, m._visual({"answer": ["y"]}))
+    _, _, labels = m.embed_inputs(dialogues, torch.zeros(1, 0, m.llm.config.hidden_size))
     n_answer = len(tokens(m, "y" + m.cfg.end_sym))
     assert (labels != IGNORE).sum() == n_answer
 
@@ -39,4 +39,4 @@ def test_multi_turn_sample_labels_every_answer_and_only_the_answers(tiny_root):
     second = tokens(m, m.tokenizer.bos_token + m.wrap("q two"))
     assert second[0] == m.tokenizer.bos_token_id
     assert mask[0].tolist().count(0) == second.count(m.tokenizer.pad_token_id)
-    assert torch.isfinite(m(sample)["loss"])
+    assert torch.isfinite(mean_loss(m, sample))

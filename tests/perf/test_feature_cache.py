@@ -1,5 +1,5 @@
-"""Frozen-feature cache: exact same loss and gradients as the uncached path, hits skip the towers,
-new tower weights invalidate, trainable towers are refused."""
+"""Frozen-feature cache (owned by the task): exact same loss and gradients as the uncached path,
+hits skip the towers, new tower weights invalidate, trainable towers are refused."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +7,10 @@ import torch
 
 import tinygpt.models.tinygpt_v  # noqa: F401  (registers the "tinygpt_v" arch)
 from tiny import tiny_model_config
-from tinygpt.models import feature_cache
+from tinygpt.common.config import Config, ConfigError
 from tinygpt.models.build import build_model
+from tinygpt.tasks import feature_cache
+from tinygpt.tasks.image_text import ImageTextTask
 
 IMG = "<Img><ImageHere></Img>"
 
@@ -33,9 +35,22 @@ def _samples(model, batch=3):
             "answer": ["red", "two squares", "a blue triangle"][:batch]}
 
 
-def _loss_and_grads(model, samples):
+def _task(model, cache_dir=None):
+    """The training task over `model`, with the feature cache at `cache_dir` when given."""
+    model.cfg.feature_cache = str(cache_dir) if cache_dir else None
+    task = ImageTextTask(Config(model=model.cfg))
+    task.setup(model)
+    return task
+
+
+def _loss(task, model, samples) -> torch.Tensor:
+    step = task.train_step(model, samples)
+    return step.total / step.units
+
+
+def _loss_and_grads(task, model, samples):
     model.zero_grad(set_to_none=True)
-    loss = model(samples)["loss"]
+    loss = _loss(task, model, samples)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return loss.detach(), grads
@@ -44,10 +59,11 @@ def _loss_and_grads(model, samples):
 def test_cached_loss_and_grads_equal_uncached(tiny_root, tmp_path):
     model = _model(tiny_root)
     samples = _samples(model)
-    ref_loss, ref_grads = _loss_and_grads(model, samples)
+    ref_loss, ref_grads = _loss_and_grads(_task(model), model, samples)
 
-    cache = feature_cache.attach(model, tmp_path / "cache")
-    miss_loss, miss_grads = _loss_and_grads(model, samples)  # fills the cache
+    task = _task(model, tmp_path / "cache")
+    cache = task.feature_cache
+    miss_loss, miss_grads = _loss_and_grads(task, model, samples)  # fills the cache
     assert (cache.misses, cache.hits) == (3, 0)
     assert len(list((tmp_path / "cache").rglob("*.pt"))) == 3
 
@@ -56,7 +72,7 @@ def test_cached_loss_and_grads_equal_uncached(tiny_root, tmp_path):
         raise AssertionError("vision tower ran on a cache hit")
 
     model.visual_encoder.forward = boom
-    hit_loss, hit_grads = _loss_and_grads(model, samples)
+    hit_loss, hit_grads = _loss_and_grads(task, model, samples)
     assert (cache.misses, cache.hits) == (3, 3)
     for loss, grads in ((miss_loss, miss_grads), (hit_loss, hit_grads)):
         assert torch.equal(loss, ref_loss)
@@ -68,12 +84,14 @@ def test_cached_loss_and_grads_equal_uncached(tiny_root, tmp_path):
 def test_partial_hits_compute_only_new_images(tiny_root, tmp_path):
     model = _model(tiny_root).eval()
     samples = _samples(model)
-    cache = feature_cache.attach(model, tmp_path)
+    task = _task(model, tmp_path)
+    cache = task.feature_cache
     with torch.no_grad():
-        model({k: v[:2] for k, v in samples.items()})
+        _loss(task, model, {k: v[:2] for k, v in samples.items()})
         assert cache.misses == 2
-        out = model(samples)["loss"]
-        ref = _model(tiny_root).eval()(samples)["loss"]
+        out = _loss(task, model, samples)
+        ref_model = _model(tiny_root).eval()
+        ref = _loss(_task(ref_model), ref_model, samples)
     assert (cache.misses, cache.hits) == (3, 2)
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)  # batch composition differs: ulp-level
 
@@ -94,14 +112,15 @@ def test_new_tower_weights_or_config_invalidate(tiny_root, tmp_path):
 
     # A changed tower writes to a new directory: the stale entries are never read.
     samples = _samples(model)
-    cache = feature_cache.attach(model, tmp_path)
-    model(samples)
+    task = _task(model, tmp_path)
+    _loss(task, model, samples)
+    cache = task.feature_cache
     assert cache.misses == 3 and cache.root.name == feature_cache.tower_key(model)
 
 
 @pytest.mark.parametrize("flag", ["vision.train", "qformer.train"])
 def test_trainable_towers_are_refused(tiny_root, tmp_path, flag):
     model = _model(tiny_root, **{flag: True})
-    with pytest.raises(ValueError, match="frozen"):
-        feature_cache.attach(model, tmp_path)
-    assert feature_cache.attach(_model(tiny_root), None) is None
+    with pytest.raises(ConfigError, match="frozen"):
+        _task(model, tmp_path)
+    assert _task(_model(tiny_root)).feature_cache is None

@@ -165,7 +165,8 @@ class RunConfig:
     max_epoch: int = ranged(1, 1)
     iters_per_epoch: int = ranged(100, 1)  # optimizer steps per epoch (each of accum_grad_iters batches)
     batch_size_train: int = ranged(8, 1)
-    batch_size_eval: int = ranged(8, 1)
+    batch_size_eval: int = ranged(8, 1)  # validation batches (valid_datasets)
+    valid_every: int = ranged(0, 0)  # steps between held-out losses on valid_datasets; 0 = never
     accum_grad_iters: int = ranged(1, 1)
     grad_clip: float = ranged(1.0, 0.0)  # 0 disables clipping
     num_workers: Optional[int] = ranged(None, 0)  # DataLoader workers per dataset; None = per device (common/device.py)
@@ -209,6 +210,8 @@ class EvalConfig:
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     datasets: dict[str, DatasetConfig] = field(default_factory=dict)
+    # Held-out data for the validation loss (run.valid_every): read once per validation, in order.
+    valid_datasets: dict[str, DatasetConfig] = field(default_factory=dict)
     run: RunConfig = field(default_factory=RunConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     source: str = ""  # the YAML file this came from (for error messages)
@@ -237,9 +240,10 @@ def load_config(path: str | os.PathLike, options: list[str] | None = None) -> Co
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, type(OmegaConf.create({}))):
         raise ConfigError(f"{path}: top level must be a mapping with model/datasets/run")
-    for name, entry in (raw.get("datasets") or {}).items():
-        if entry is None:
-            raw.datasets[name] = {}
+    for section in ("datasets", "valid_datasets"):
+        for name, entry in (raw.get(section) or {}).items():
+            if entry is None:
+                raw[section][name] = {}
     try:
         merged = OmegaConf.merge(schema, raw)
     except OmegaConfBaseException as exc:
@@ -259,7 +263,7 @@ def load_config(path: str | os.PathLike, options: list[str] | None = None) -> Co
     except OmegaConfBaseException as exc:
         raise _error(path, exc) from None
     cfg.source = path
-    for name, ds in cfg.datasets.items():
+    for name, ds in (*cfg.datasets.items(), *cfg.valid_datasets.items()):
         ds.builder = ds.builder or name
     for name, bench in cfg.evaluation.benchmarks.items():
         bench.scorer = bench.scorer or name

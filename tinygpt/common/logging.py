@@ -59,6 +59,10 @@ class MetricsLogger:
         new_file = not os.path.exists(self.csv_path)
         if self._csv_fields is None:
             self._csv_fields = list(row)
+        elif set(row) - set(self._csv_fields):  # e.g. the first valid_loss: widen the header
+            self._csv_fields += [k for k in row if k not in self._csv_fields]
+            if not new_file:
+                self._rewrite_csv()
         with open(self.csv_path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self._csv_fields, extrasaction="ignore")
             if new_file:
@@ -67,6 +71,14 @@ class MetricsLogger:
         if self._writer is not None:
             for key, value in values.items():
                 self._writer.add_scalar(key, value, step)
+
+    def _rewrite_csv(self) -> None:
+        with open(self.csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        with atomic.atomic_path(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self._csv_fields)
+            writer.writeheader()
+            writer.writerows(rows)
 
     def close(self) -> str | None:
         """Flush TensorBoard and draw the loss curve; returns the PNG path (None when nothing logged)."""
@@ -80,13 +92,15 @@ class MetricsLogger:
 def plot_loss_curve(jsonl_path: str, png_path: str) -> str | None:
     if not os.path.exists(jsonl_path):
         return None
-    steps, losses = [], []
+    steps, losses, valid = [], [], []
     with open(jsonl_path) as f:
         for line in f:
             row = json.loads(line)
             if "loss" in row:
                 steps.append(row["step"])
                 losses.append(row["loss"])
+            if "valid_loss" in row:
+                valid.append((row["step"], row["valid_loss"]))
     if not steps:
         return None
     import matplotlib
@@ -95,9 +109,12 @@ def plot_loss_curve(jsonl_path: str, png_path: str) -> str | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, losses)
+    ax.plot(steps, losses, label="training")
+    if valid:
+        ax.plot(*zip(*valid), marker="o", label="held-out")
+        ax.legend()
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)

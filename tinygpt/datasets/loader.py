@@ -116,11 +116,11 @@ def build_loader(dataset: Dataset, batch_size: int, *, name: str = "dataset", nu
     return DataLoader(dataset, sampler=sampler, **common)
 
 
-def build_dataset(name: str, cfg: Config, seed: Optional[int] = None):
-    """Build the dataset of `cfg.datasets[name]` with its registered builder."""
+def build_dataset(name: str, cfg: Config, seed: Optional[int] = None, section: str = "datasets"):
+    """Build the dataset of `cfg.<section>[name]` with its registered builder."""
     import tinygpt.datasets  # noqa: F401  (registers the builders)
 
-    dcfg = cfg.datasets[name]
+    dcfg = getattr(cfg, section)[name]
     builder = registry.get("dataset", dcfg.builder or name)
     return builder(dcfg, name=name, seed=cfg.run.seed if seed is None else seed).build()
 
@@ -143,3 +143,18 @@ def build_train_loader(cfg: Config, rank: int = 0, world_size: int = 1,
                               pin_memory=devices.pin_memory(device))
         sources.append((name, loader, dcfg.sample_ratio))
     return MultiSourceLoader(sources, seed=cfg.run.seed)
+
+
+def build_valid_loader(cfg: Config, rank: int = 0, world_size: int = 1,
+                       device: torch.device | str = "cpu") -> Optional[list[tuple[str, DataLoader]]]:
+    """[(name, loader)] over `cfg.valid_datasets`, each read once in order, sharded over ranks, every
+    sample kept (no shuffling, no dropped last batch); batches of run.batch_size_eval.  None when the
+    config has no valid_datasets."""
+    if not cfg.valid_datasets:
+        return None
+    workers = devices.num_workers(cfg.run.num_workers, device)
+    return [(name, build_loader(build_dataset(name, cfg, section="valid_datasets"), cfg.run.batch_size_eval,
+                                name=f"valid_datasets.{name}", num_workers=workers, seed=cfg.run.seed, rank=rank,
+                                world_size=world_size, shuffle=False, drop_last=False,
+                                pin_memory=devices.pin_memory(device)))
+            for name in cfg.valid_datasets]

@@ -1,6 +1,6 @@
 """Scores that are not generated text: P("yes") for Hateful Memes, candidate losses for IconQA.
 
-Both use only the model's public pieces (`encode_images`, `embed_inputs`, `llm`) over the protocol's
+Both use only the model's public pieces (`encode_images`, `embed_inputs`, `dialogue_losses`, `llm`) over the protocol's
 layouts (conversation/protocol.py): P("yes") reads the generation prompt, candidate ranking the
 training sequence of each candidate answer (TinyGPT-V's `multi_select` runs `forward` per candidate).
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 
 from ..conversation.protocol import Dialogue
-from ..models.tinygpt_v import answer_nll
 
 YES_FORMS = ("yes", "Yes")
 NO_FORMS = ("no", "No")
@@ -64,17 +63,9 @@ def candidate_losses(model, images: torch.Tensor, instructions: list[str],
     owner = [i for i, cands in enumerate(candidates) for _ in cands]
     answers = [c for cands in candidates for c in cands]
     dialogues = [Dialogue.single(instructions[i], a) for i, a in zip(owner, answers)]
-    embeds, mask, labels = model.embed_inputs(dialogues, visual[owner])
-    logits = model.llm(inputs_embeds=embeds, attention_mask=mask).logits
-    losses = mean_answer_nll(logits, labels).tolist()
+    losses = model.dialogue_losses(visual[owner], dialogues).tolist()
     out, start = [], 0
     for cands in candidates:
         out.append(losses[start:start + len(cands)])
         start += len(cands)
     return out
-
-
-def mean_answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """logits [N, T, V], labels [N, T] (-100 = not an answer token) -> mean next-token NLL [N]."""
-    total, count = answer_nll(logits, labels)
-    return total / count.clamp(min=1)

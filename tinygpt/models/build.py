@@ -15,7 +15,7 @@ from ..common import device as devices
 from ..common.config import Config, ConfigError, ModelConfig, require_file
 from ..common.registry import registry
 from ..conversation.protocol import PromptStyle
-from . import feature_cache, weights
+from . import weights
 from .norms import FloatLayerNorm, FloatRMSNorm
 from .phi import load_phi_config
 
@@ -70,74 +70,86 @@ def build_model(cfg: Config | ModelConfig, device: torch.device | str | None = N
     so no fp32 copy of a half-precision model ever exists (a ViT whose `model.vision.dtype` differs
     from the LLM's is converted once, as in training mode).
     """
-    if isinstance(cfg, Config):
-        source = source or cfg.source
-        model_cfg = cfg.model
-        device = device if device is not None else devices.resolve_device(cfg.run.device)
-    else:
-        model_cfg = cfg
-        device = device if device is not None else torch.device("cpu")
-    source = source or "<config>"
-    device = torch.device(device)
+    model_cfg, device, source = _where(cfg, device, source)
     on_meta = device.type == "meta"
     load_weights = load_weights and not on_meta
     resolve_prompt_style(model_cfg, source, warn=not training, read_checkpoints=load_weights)
-
-    hf_config = require_file(source, "model.llm.hf_config", model_cfg.llm.hf_config)
-    llm_config = load_phi_config(hf_config, model_cfg.llm.attn_implementation)
-    tokenizer = None
-    if not on_meta:
-        tokenizer = load_tokenizer(require_file(source, "model.llm.tokenizer", model_cfg.llm.tokenizer))
-        if len(tokenizer) > llm_config.vocab_size:
-            raise ConfigError(f"{source}: tokenizer at {model_cfg.llm.tokenizer} has {len(tokenizer)} tokens, "
-                              f"more than the LLM's vocab_size {llm_config.vocab_size}")
-
-    # For inference nothing trains, so every tower takes its frozen dtype whatever the YAML trains.
-    llm_dtype = _tower_dtype(device, model_cfg.llm.dtype, training and model_cfg.llm.train)
-    vision_dtype = _tower_dtype(device, model_cfg.vision.dtype, training and model_cfg.vision.train)
-    from . import tinygpt_v  # noqa: F401  (registers its arch; a lower floor never imports the facade)
-
-    arch = registry.get("model", model_cfg.arch)
-    with torch.device(device), _default_dtype(llm_dtype):
-        model = arch(model_cfg, llm_config, tokenizer)
-
-    model.visual_encoder.to(vision_dtype)
+    llm_config, tokenizer = _llm_config_and_tokenizer(model_cfg, source, with_tokenizer=not on_meta)
+    model = _instantiate(model_cfg, llm_config, tokenizer, device, training)
     if training:
-        # Frozen ViT in half precision on accelerators (TinyGPT-V's fp16 ViT); Q-Former, ln_vision,
-        # projections and every trainable tensor (LoRA, norm weights) in fp32.
-        for module in (model.ln_vision, model.qformer, model.projector):
-            module.float()
-        model.query_tokens.data = model.query_tokens.data.float()
-        for p in model.parameters():
-            if p.requires_grad:
-                p.data = p.data.float()
-        # Recompute activations in the backward pass: trades ~30% more compute for activation memory
-        # that no longer grows with depth (only worth it where gradients flow through the tower).
-        checkpointing = {"use_reentrant": False}
-        if model_cfg.llm.grad_checkpointing:
-            model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
-        if model_cfg.vision.grad_checkpointing:
-            model.visual_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
-    # Norm layers whole in fp32 (bias too): they compute in their weight's dtype (norms.py), and
-    # F.layer_norm refuses a half bias beside an fp32 weight outside autocast.
-    for module in model.modules():
-        if isinstance(module, (FloatLayerNorm, FloatRMSNorm)):
-            module.float()
-
+        _prepare_for_training(model, model_cfg)
+    _norms_in_fp32(model)
     if load_weights:
         # Loading still sees the YAML's trainable set: checkpoints are checked against it.
         _load_all(model, model_cfg, source)
     if not training:
         _to_inference(model)
-    if model_cfg.feature_cache and training:
-        # After loading: the cache key hashes the frozen towers' weights as they are now.  Only the
-        # training/validation forward reads the cache; generation encodes images directly.
-        feature_cache.attach(model, model_cfg.feature_cache)
     if model_cfg.llm.load_in_8bit and not on_meta:
         from .quantize import quantize_llm_8bit
 
         quantize_llm_8bit(model, device)
     return model
+
+
+def _where(cfg: Config | ModelConfig, device, source: str | None) -> tuple[ModelConfig, torch.device, str]:
+    """The model config, the device (a full Config's run.device when none is given) and the source
+    name errors cite."""
+    if isinstance(cfg, Config):
+        device = device if device is not None else devices.resolve_device(cfg.run.device)
+        return cfg.model, torch.device(device), source or cfg.source or "<config>"
+    return cfg, torch.device(device if device is not None else "cpu"), source or "<config>"
+
+
+def _llm_config_and_tokenizer(cfg: ModelConfig, source: str, *, with_tokenizer: bool):
+    """The LLM's HF config (Phi-2 with TinyGPT-V's q/k norms) and its tokenizer (None on meta)."""
+    llm_config = load_phi_config(require_file(source, "model.llm.hf_config", cfg.llm.hf_config),
+                                 cfg.llm.attn_implementation)
+    if not with_tokenizer:
+        return llm_config, None
+    tokenizer = load_tokenizer(require_file(source, "model.llm.tokenizer", cfg.llm.tokenizer))
+    if len(tokenizer) > llm_config.vocab_size:
+        raise ConfigError(f"{source}: tokenizer at {cfg.llm.tokenizer} has {len(tokenizer)} tokens, "
+                          f"more than the LLM's vocab_size {llm_config.vocab_size}")
+    return llm_config, tokenizer
+
+
+def _instantiate(cfg: ModelConfig, llm_config, tokenizer, device: torch.device, training: bool):
+    """The registered arch, created directly on `device` in the LLM's dtype; the ViT in its own.
+    For inference nothing trains, so every tower takes its frozen dtype whatever the YAML trains."""
+    llm_dtype = _tower_dtype(device, cfg.llm.dtype, training and cfg.llm.train)
+    vision_dtype = _tower_dtype(device, cfg.vision.dtype, training and cfg.vision.train)
+    from . import tinygpt_v  # noqa: F401  (registers its arch; a lower floor never imports the facade)
+
+    with torch.device(device), _default_dtype(llm_dtype):
+        model = registry.get("model", cfg.arch)(cfg, llm_config, tokenizer)
+    model.visual_encoder.to(vision_dtype)
+    return model
+
+
+def _prepare_for_training(model, cfg: ModelConfig) -> None:
+    """Frozen ViT in half precision on accelerators (TinyGPT-V's fp16 ViT); Q-Former, ln_vision,
+    projections and every trainable tensor (LoRA, norm weights) in fp32; gradient checkpointing."""
+    for module in (model.ln_vision, model.qformer, model.projector):
+        module.float()
+    model.query_tokens.data = model.query_tokens.data.float()
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    # Recompute activations in the backward pass: trades ~30% more compute for activation memory
+    # that no longer grows with depth (only worth it where gradients flow through the tower).
+    checkpointing = {"use_reentrant": False}
+    if cfg.llm.grad_checkpointing:
+        model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+    if cfg.vision.grad_checkpointing:
+        model.visual_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+
+
+def _norms_in_fp32(model) -> None:
+    """Norm layers whole in fp32 (bias too): they compute in their weight's dtype (norms.py), and
+    F.layer_norm refuses a half bias beside an fp32 weight outside autocast."""
+    for module in model.modules():
+        if isinstance(module, (FloatLayerNorm, FloatRMSNorm)):
+            module.float()
 
 
 def resolve_prompt_style(cfg: ModelConfig, source: str, *, warn: bool, read_checkpoints: bool = True) -> PromptStyle:
@@ -178,7 +190,7 @@ def resolve_prompt_style(cfg: ModelConfig, source: str, *, warn: bool, read_chec
 def _to_inference(model) -> None:
     """Fold LoRA into the base weights (one Linear per projection instead of three matmuls) and
     freeze everything; the model is then inference-only (its trainable set no longer exists)."""
-    from .quantize import merge_lora
+    from .lora import merge_lora
 
     with torch.no_grad():
         merged = merge_lora(model.llm)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..common.errors import UserError
+from .lora import merge_lora
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +37,6 @@ def _bitsandbytes():
             f"model.llm.load_in_8bit needs bitsandbytes ({exc}); install it with `pip install bitsandbytes`, "
             "or set model.llm.load_in_8bit=false") from None
     return bitsandbytes
-
-
-def merge_lora(llm: nn.Module) -> int:
-    """Fold every injected LoRA adapter into its base Linear and put the plain Linear back."""
-    from peft.tuners.lora import LoraLayer
-
-    wrapped = [(name, m) for name, m in llm.named_modules() if isinstance(m, LoraLayer)]
-    for name, module in wrapped:
-        module.merge(safe_merge=True)  # safe_merge: refuse (raise) if the merge produced NaNs
-        parent_name, _, child = name.rpartition(".")
-        setattr(llm.get_submodule(parent_name) if parent_name else llm, child, module.get_base_layer())
-    return len(wrapped)
 
 
 @torch.no_grad()

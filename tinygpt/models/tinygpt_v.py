@@ -8,22 +8,36 @@ Architecture only: no file paths, no dataloaders, no torch.distributed (see buil
 from __future__ import annotations
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 from transformers import PhiConfig
 
 from ..common.config import ModelConfig
 from ..common.registry import registry
 from ..conversation.protocol import IGNORE, Dialogue, PromptStyle, encode, pad_rows, sample_dialogues
+from . import components
+from .components import Component
+from .lora import inject_lora
 from .phi import TinyGPTVPhiForCausalLM, norm_weight_names
 from .projector import Projector
 from .qformer import CELL_HEAD, build_qformer
 from .vision import LN_VISION_EPS, build_vision_tower
 
 
-
 @registry.register("model", "tinygpt_v")
 class TinyGPTV(nn.Module):
+    # The model's parts, once (models/components.py): what each is called, which weight-loading group
+    # it is in, which config key says it trains, and which are towers or training aids.
+    COMPONENTS = (
+        Component("visual_encoder", "vision", "vision.train", tower=True),
+        Component("ln_vision", "vision", "vision.train", tower=True),
+        Component("qformer", "qformer", "qformer.train", tower=True),
+        Component("query_tokens", "qformer", "qformer.train", tower=True),
+        Component("projector", "projector", "train_projection"),
+        Component("llm", "llm base", "llm.train"),
+        # Training aid (QFormerConfig.cell_classes): resumed, never in checkpoint_final.
+        Component(CELL_HEAD, "training aids", "qformer.train", aid=True),
+    )
+
     def __init__(self, cfg: ModelConfig, llm_config: PhiConfig, tokenizer=None):
         super().__init__()
         self.cfg = cfg
@@ -36,49 +50,20 @@ class TinyGPTV(nn.Module):
         self.cell_head = nn.Linear(cfg.qformer.width, cfg.qformer.cell_classes) if cfg.qformer.cell_classes else None
         self.llm = TinyGPTVPhiForCausalLM(llm_config)
         self.llm.lm_head.register_forward_pre_hook(_contiguous_input)
-        if cfg.llm.lora.r > 0:
-            lora = LoraConfig(
-                r=cfg.llm.lora.r,
-                lora_alpha=cfg.llm.lora.alpha,
-                lora_dropout=cfg.llm.lora.dropout,
-                target_modules=list(cfg.llm.lora.targets),
-                bias="none",
-            )
-            # In place (no PeftModel wrapper): parameter names stay `llm.model.layers.N...`, so a
-            # stage-1 checkpoint's norm keys load into a LoRA stage-2 model unchanged.
-            inject_adapter_in_model(lora, self.llm)
+        inject_lora(self.llm, cfg.llm.lora)
         self.apply_trainable()
-        self.feature_cache = None  # frozen-tower Q-Former output cache (feature_cache.attach)
 
     # ------------------------------------------------------------------ what trains
     def apply_trainable(self) -> None:
         """Set requires_grad from the config (the YAML states what trains, not the code)."""
-        c = self.cfg
-        for module, flag in (
-            (self.visual_encoder, c.vision.train),
-            (self.ln_vision, c.vision.train),
-            (self.qformer, c.qformer.train),
-            *(((self.cell_head, c.qformer.train),) if self.cell_head is not None else ()),
-            (self.projector, c.train_projection),
-            (self.llm, c.llm.train),
-        ):
-            module.requires_grad_(flag)
-        self.query_tokens.requires_grad_(c.qformer.train)
-        params = dict(self.llm.named_parameters())
-        if c.llm.train_norms:
-            for name in norm_weight_names(self.llm):
-                params[name].requires_grad_(True)
-        for name, p in params.items():
-            if "lora_" in name:
-                p.requires_grad_(True)
+        components.apply_trainable(self)
 
     def frozen_towers(self) -> list[nn.Module]:
-        towers = []
-        if not self.cfg.vision.train:
-            towers += [self.visual_encoder, self.ln_vision]
-        if not self.cfg.qformer.train:
-            towers.append(self.qformer)
-        return towers
+        return components.frozen_towers(self)
+
+    def llm_norm_weight_names(self) -> list[str]:
+        """The LLM's norm weights TinyGPT-V trains in fp32 (names inside `self.llm`)."""
+        return norm_weight_names(self.llm)
 
     def train(self, mode: bool = True):
         # Frozen towers stay in eval mode (no dropout) even while the rest trains, as in BLIP-2.
@@ -124,6 +109,11 @@ class TinyGPTV(nn.Module):
         """The longest sequence the LLM can position (prompt + answer)."""
         return getattr(self.llm.config, "max_position_embeddings", None) or self.cfg.max_context_len
 
+    @property
+    def training_aid_prefixes(self) -> tuple[str, ...]:
+        """Name prefixes of training aids: trained and resumed, never in checkpoint_final."""
+        return components.aid_prefixes(type(self))
+
     def wrap(self, instruction: str) -> str:
         """An instruction (with `<Img><ImageHere></Img>`) in this stage's conversation template."""
         return self.style.wrap(instruction)
@@ -157,35 +147,36 @@ class TinyGPTV(nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, samples: dict) -> dict:
-        """samples: {"image": [B,3,S,S], "answer": list[str], "instruction_input": list[str] (optional)}
-        (or "query_features" [B,Q,Dq] from the feature cache instead of "image"); "cell_labels" [B,C]
-        adds the cell loss when the model has a cell head (QFormerConfig.cell_classes).
-        Returns {"loss": the answer loss averaged as `model.loss_reduction` says (plus the cell loss),
-        "n_tokens": answer tokens, "weight": the units that mean is over (answer tokens or samples):
-        the runner sums loss x weight over micro-batches and ranks and divides by the total weight}."""
-        cells = samples.get("cell_labels") if self.cell_head is not None else None
-        if cells is not None:  # the cell loss needs the Q-Former output itself
-            queries = self.query_features(samples["image"])
-            visual = self.project_queries(queries)
-        else:
-            visual = self._visual(samples)
-        embeds, mask, labels = self.embed_inputs(sample_dialogues(samples), visual)
-        logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits
-        loss_sum, count = answer_nll(logits, labels)
-        if self.cfg.loss_reduction == "sample":
-            answered = count > 0
-            weight = answered.sum()
-            loss = (loss_sum[answered] / count[answered]).sum() / weight.clamp(min=1)
-        else:
-            weight = count.sum()
-            loss = loss_sum.sum() / weight.clamp(min=1)
-        if cells is not None:
-            loss = loss + self.cfg.qformer.cell_loss_weight * self._cell_loss(queries, cells)
-        return {"loss": loss, "n_tokens": count.sum(), "weight": weight}
+        """The numbers a loss is made of; the task (tasks/image_text.py) reduces and weights them.
 
-    # Parameter-name prefixes of training aids: trained and resumed, but not part of the weights a
-    # later stage or the demo loads (the runner leaves them out of checkpoint_final).
-    training_aid_prefixes = (f"{CELL_HEAD}.",)
+        samples: {"image": [B,3,S,S] (or "query_features" [B,Q,Dq], e.g. from the task's feature
+        cache), "answer": list[str], "instruction_input": list[str] (optional), "cell_labels" [B,C]
+        (optional; used when the model has a cell head)}.
+        Returns {"answer_nll": [B] summed next-token NLL of each sample's answer tokens,
+        "answer_tokens": [B] how many there are, "aux": {"cell": mean cell cross-entropy} (only the
+        auxiliary losses this batch has)}."""
+        queries = samples.get("query_features")
+        if queries is None and "image" in samples:
+            queries = self.query_features(samples["image"])
+        if queries is not None:
+            visual = self.project_queries(queries)
+        else:  # a text-only batch (e.g. unnatural instructions): no visual tokens at all
+            embed = self.llm.get_input_embeddings().weight
+            visual = embed.new_zeros(len(samples["answer"]), 0, embed.shape[1])
+        nll, count = self.answer_nll(visual, sample_dialogues(samples))
+        aux = {}
+        cells = samples.get("cell_labels")
+        if cells is not None and self.cell_head is not None and queries is not None:
+            aux["cell"] = self._cell_loss(queries, cells)
+        return {"answer_nll": nll, "answer_tokens": count, "aux": aux}
+
+    def answer_nll(self, visual: torch.Tensor, dialogues: list[Dialogue | str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per dialogue, the summed next-token NLL over its supervised (answer) tokens and their
+        count: ([B], [B]); `visual` [B, Q, D_llm].  Training, candidate ranking and the evaluators'
+        answer losses all come through here."""
+        embeds, mask, labels = self.embed_inputs(dialogues, visual)
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits
+        return token_nll(logits, labels)
 
     def _cell_loss(self, queries: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of query k's predicted content class against cell k's label."""
@@ -196,25 +187,17 @@ class TinyGPTV(nn.Module):
         logits = self.cell_head(queries[:, :n_cells])
         return nn.functional.cross_entropy(logits.flatten(0, 1).float(), cells.flatten().long())
 
-    def _visual(self, samples: dict) -> torch.Tensor:
-        if "query_features" in samples:
-            return self.project_queries(samples["query_features"])
-        if "image" in samples and self.feature_cache is not None:  # exact; computes unseen images only
-            return self.project_queries(self.feature_cache(samples["image"], self.query_features))
-        if "image" in samples:
-            return self.encode_images(samples["image"])
-        # A text-only batch (e.g. unnatural instructions): no visual tokens at all.
-        embed = self.llm.get_input_embeddings().weight
-        return embed.new_zeros(len(samples["answer"]), 0, embed.shape[1])
+    @torch.no_grad()
+    def dialogue_losses(self, visual: torch.Tensor, dialogues: list[Dialogue | str]) -> torch.Tensor:
+        """Mean answer-token NLL of each dialogue given its visual tokens [B, Q, D_llm]: [B]."""
+        nll, count = self.answer_nll(visual, dialogues)
+        return nll / count.clamp(min=1)
 
     @torch.no_grad()
     def answer_losses(self, images: torch.Tensor, instructions: list[str], answers: list[str]) -> torch.Tensor:
         """Mean NLL of each answer given its image and instruction: [B] (ranks IconQA candidates)."""
-        visual = self.encode_images(images)
-        embeds, mask, labels = self.embed_inputs([Dialogue.single(t, a) for t, a in zip(instructions, answers)], visual)
-        logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits
-        loss_sum, count = answer_nll(logits, labels)
-        return loss_sum / count.clamp(min=1)
+        return self.dialogue_losses(self.encode_images(images),
+                                    [Dialogue.single(t, a) for t, a in zip(instructions, answers)])
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
@@ -252,7 +235,7 @@ def _contiguous_input(module: nn.Module, args: tuple) -> tuple:
     return (args[0].contiguous(), *args[1:])
 
 
-def answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample summed next-token NLL over labelled positions and the count: ([B], [B])."""
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:]

@@ -2,9 +2,10 @@
 checkpoint format) live in the components it calls.
 
 One step = `accum_grad_iters` micro-batches, then one optimizer update.  Gradients are normalised by
-the loss's units in the whole global batch (all micro-batches, all ranks: answer tokens, or samples with
-`model.loss_reduction: sample`), so 2 x batch 4 gives exactly the gradient of batch 8 and N ranks give
-the single-process gradient.
+the loss's units in the whole global batch (all micro-batches, all ranks: the task's `StepLoss.units`,
+answer tokens or samples), so 2 x batch 4 gives exactly the gradient of batch 8 and N ranks give
+the single-process gradient.  What the loss is (reduction, auxiliary losses, feature cache) is the
+task's business (tasks/image_text.py); the runner only schedules.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class IterRunner:
         if resume:  # weights go in before wrapping, so DDP/FSDP start from them on every rank
             self._check_resumable(resume)
             log.info("%s", weights.load_checkpoint(model, self.run.resume_ckpt_path).summary())
+        task.setup(model)
         if self.run.compile:
             compile_llm(model)
         # The optimizer is built on the wrapped model: FSDP replaces parameters with shards.
@@ -65,6 +67,7 @@ class IterRunner:
                 log.info("removed %s, left by a save that was interrupted", stale)
             atomic.write_text(os.path.join(run.output_dir, "config.yaml"), to_yaml(self.cfg))
         batches = self.task.build_train_loader(self.info, self.device)
+        held_out = self.task.build_valid_loader(self.info, self.device) if run.valid_every else None
         if self.data_state:
             batches.load_state_dict(self.data_state)
         self.ddp.train()
@@ -78,11 +81,15 @@ class IterRunner:
             self.step += 1
             bar.update(1)
             epoch_end = self.step % run.iters_per_epoch == 0
-            if self.step % run.log_every == 0 or self.step == self.total_steps:
+            validate = held_out is not None and (self.step % run.valid_every == 0 or self.step == self.total_steps)
+            if validate or self.step % run.log_every == 0 or self.step == self.total_steps:
                 # The only host-device sync of the loop: once per log interval.
                 stats = window.flush()
                 last_loss = stats["loss"]
                 stats.update(lr=lr, epoch=(self.step - 1) // run.iters_per_epoch)
+                if validate:
+                    stats["valid_loss"] = self._validate(held_out)
+                    window.reset()  # the held-out pass is not training throughput
                 self.metrics.log(self.step, stats)
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{lr:.2e}", sps=f"{stats['samples_per_s']:.1f}")
             if (run.save_every and self.step % run.save_every == 0) or epoch_end:
@@ -109,12 +116,11 @@ class IterRunner:
             samples_seen += len(samples["answer"])
             sync = micro == accum - 1
             with self._no_sync(sync), devices.autocast(self.device, self.amp_dtype):
-                out = self.task.train_step(self.ddp, samples)
-                summed = out["loss"] * out["weight"]
-            (self.scaler.scale(summed) if self.scaler else summed).backward()
-            loss_sum += summed.detach().float()
-            weight += out["weight"].detach().float()
-            tokens += out["n_tokens"].detach().float()
+                step = self.task.train_step(self.ddp, samples)
+            (self.scaler.scale(step.total) if self.scaler else step.total).backward()
+            loss_sum += step.total.detach().float()
+            weight += step.units.detach().float()
+            tokens += step.answer_tokens.detach().float()
         # DDP averaged the per-rank sums over ranks; rescale to a mean over the global batch's units
         # (answer tokens or samples: model.loss_reduction).
         global_weight = weight.clone()
@@ -135,6 +141,28 @@ class IterRunner:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum, weight, tokens, samples_seen
+
+    def _validate(self, held_out) -> float:
+        """The held-out loss over every valid_datasets sample (all ranks), in the training loss's
+        units; the model is in eval mode (no dropout) meanwhile."""
+        total = torch.zeros((), device=self.device)
+        units = torch.zeros((), device=self.device)
+        self.ddp.eval()
+        for _, loader in held_out:
+            for samples in loader:
+                if not samples.get("answer"):
+                    continue  # every sample of this batch was unreadable (counted as skipped)
+                samples = _to_device(samples, self.device)
+                with devices.autocast(self.device, self.amp_dtype):
+                    step = self.task.valid_step(self.ddp, samples)
+                total += step.total.detach().float()
+                units += step.units.detach().float()
+        self.ddp.train()
+        if self.info.world_size > 1:
+            sums = torch.stack([total, units])
+            torch.distributed.all_reduce(sums)
+            total, units = sums[0], sums[1]
+        return float(total) / max(float(units), 1.0)
 
     def _no_sync(self, sync: bool):
         if sync or not hasattr(self.ddp, "no_sync"):
@@ -167,7 +195,7 @@ class IterRunner:
 
     def _save_final(self) -> str:
         """Trainable weights only, as safetensors: what the next stage's `model.ckpt` names."""
-        aids = getattr(self.model, "training_aid_prefixes", ())
+        aids = self.model.training_aid_prefixes
         state = {k: v for k, v in dist.trainable_state_dict(self.ddp).items() if not k.startswith(aids)}
         path = os.path.join(self.run.output_dir, "checkpoint_final.safetensors")
         if self.info.is_main:

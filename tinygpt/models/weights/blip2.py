@@ -14,6 +14,7 @@ import re
 
 from torch import nn
 
+from .. import components
 from .files import TensorSource
 from .plan import Plan, load_with
 
@@ -74,8 +75,7 @@ def plan_blip2_qformer(source: TensorSource, model: nn.Module) -> Plan:
             plan.ignored[key] = "vision tower (loaded from model.vision.weights)"
         else:
             plan.ignored[key] = "BLIP-2 part TinyGPT-V does not use (LLM projection / heads)"
-    plan.required = {n for n, _ in model.named_parameters()
-                     if n.startswith(("qformer.", "ln_vision.")) or n == "query_tokens"}
+    plan.required = components.names_of(model, "qformer", "query_tokens", "ln_vision")
     return plan
 
 

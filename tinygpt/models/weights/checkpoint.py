@@ -22,7 +22,7 @@ def load_checkpoint(model: nn.Module, path: str) -> LoadReport:
         keys = source.keys()
         if is_tinygptv(keys):
             plan = plan_tinygptv(source, model)
-        elif is_native(keys):
+        elif is_native(keys, model):
             plan = plan_native(source, model)
         else:
             shown = ", ".join(keys[:6]) or "no tensors at all"

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import components
 from .files import TensorSource
 from .plan import Plan, load_with
 
@@ -98,7 +99,7 @@ def plan_eva_vit(source: TensorSource, model: nn.Module) -> Plan:
                 plan.ignored[k] = "not part of the vision tower"
         keys, prefix = [k for k in keys if k.startswith("visual_encoder.")], "visual_encoder."
     add_eva_keys(plan, keys, model, prefix)
-    plan.required = {n for n, _ in model.named_parameters() if n.startswith("visual_encoder.")}
+    plan.required = components.names_of(model, "visual_encoder")
     return plan
 
 

@@ -9,16 +9,15 @@ from torch import nn
 
 from ...common.checkpoint import save_weights
 from ...conversation.protocol import STYLE_KEY
-from ..qformer import CELL_HEAD
+from .. import components
 from .files import TensorSource
 from .plan import Plan
 
 FORMAT = "tinygpt-trainable"
-OUR_PREFIXES = ("visual_encoder.", "ln_vision.", "qformer.", "query_tokens", "projector.", "llm.", f"{CELL_HEAD}.")
-
-
-def is_native(keys: list[str]) -> bool:
-    return bool(keys) and all(k.startswith(OUR_PREFIXES) for k in keys)
+def is_native(keys: list[str], model: nn.Module) -> bool:
+    """Every key names a component of the model (its table: models/components.py)."""
+    prefixes = components.prefixes(type(model))
+    return bool(keys) and all(k.split(".", 1)[0] in prefixes for k in keys)
 
 
 def plan_native(source: TensorSource, model: nn.Module) -> Plan:

@@ -18,6 +18,7 @@ import re
 import torch
 from torch import nn
 
+from .. import components
 from .files import TensorSource
 from .plan import Plan, load_with
 from .report import WeightLoadError
@@ -146,7 +147,7 @@ def plan_phi(source: TensorSource, model: nn.Module) -> Plan:
             if not add_phi_key(plan, key, key, n_heads):
                 plan.unexpected.append(key)
     initialise_missing_norms(plan, model)
-    plan.required = {n for n, _ in model.named_parameters() if n.startswith("llm.") and "lora_" not in n}
+    plan.required = {n for n in components.names_of(model, "llm") if not components.is_lora(n)}
     return plan
 
 

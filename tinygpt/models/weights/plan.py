@@ -17,13 +17,9 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from ..phi import norm_weight_names
-from ..qformer import CELL_HEAD
+from .. import components
 from .files import TensorSource
 from .report import LoadReport, WeightLoadError
-
-GROUPS = ("vision", "qformer", "projector", "llm norms", "llm lora", "llm base", "training aids")
-
 
 @dataclass
 class Target:
@@ -65,26 +61,6 @@ def resolve(name: str, params: dict[str, nn.Parameter]) -> Optional[str]:
     if unwrapped in params:
         return unwrapped
     return None
-
-
-def group_of(name: str, norm_names: set[str]) -> str:
-    if name.startswith(f"{CELL_HEAD}."):  # not in checkpoint_final: kept at initialisation there
-        return "training aids"
-    if "lora_" in name:
-        return "llm lora"
-    if name.startswith("projector."):
-        return "projector"
-    if name.startswith(("visual_encoder.", "ln_vision.")):
-        return "vision"
-    if name.startswith("qformer.") or name == "query_tokens":
-        return "qformer"
-    if name in norm_names:
-        return "llm norms"
-    return "llm base"
-
-
-def llm_norm_names(model: nn.Module) -> set[str]:
-    return {f"llm.{n}" for n in norm_weight_names(model.llm)}
 
 
 # ----------------------------------------------------------------------------- checking
@@ -139,10 +115,11 @@ def check(model: nn.Module, source: TensorSource, plan: Plan) -> tuple[LoadRepor
         required = {resolve(n, params) or n for n in plan.required}
         report.missing += sorted(required - set(resolved) - set(initialise))
     else:
-        norm_names = llm_norm_names(model)
-        touched = {group_of(n, norm_names) for n in resolved}
-        for group in GROUPS:
-            trainable = [n for n, p in params.items() if p.requires_grad and group_of(n, norm_names) == group]
+        # Groups come from the model's component table (models/components.py).
+        group_of = {n: components.group_of(model, n) for n in params}
+        touched = {group_of[n] for n in resolved}
+        for group in components.groups(model):
+            trainable = [n for n, p in params.items() if p.requires_grad and group_of[n] == group]
             if group in touched:
                 report.missing += [n for n in trainable if n not in resolved]
             elif trainable:

@@ -18,9 +18,10 @@ Keys (so a hit is always the number the uncached path would compute):
                  (`blip2_image_eval`, or `blip2_image_train` with `min_scale: 1.0`).
 Entries are written to a temporary file and renamed (several ranks may fill one cache).
 
-Use: `attach(model, directory)` after the weights are loaded; `TinyGPTV._visual` then calls the
-cache for `samples["image"]`.  Only the training/validation forward uses it (generation and
-`answer_losses` encode images directly).
+Use: the task (tasks/image_text.py) builds one when `model.feature_cache` names a directory, after
+the weights are loaded, and hands the model `samples["query_features"]` instead of the images.
+Only training and validation steps use it (generation and the evaluators encode images directly).
+This module is the one home of that cache; model files hold no paths or file I/O.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ from typing import Callable
 import torch
 
 from ..common.atomic import atomic_path
+from ..common.config import ConfigError
+from ..models import components
 
 # Fields that do not change what the towers compute (where weights came from, training flags).
 _IGNORED_FIELDS = {"weights", "train", "grad_checkpointing", "dtype"}
@@ -47,18 +50,16 @@ def _hash_tensor(h, name: str, t: torch.Tensor) -> None:
 
 def tower_key(model) -> str:
     """Hex digest of the frozen towers' architecture and weights (the actual tensors, dtype
-    included: the config's `dtype: auto` is resolved per device, the tensors say what ran)."""
+    included: the config's `dtype: auto` is resolved per device, the tensors say what ran).
+    The towers are the model's tower components (models/components.py)."""
     h = hashlib.blake2b(digest_size=20)
     arch = {
         "vision": {k: v for k, v in asdict(model.cfg.vision).items() if k not in _IGNORED_FIELDS},
         "qformer": {k: v for k, v in asdict(model.cfg.qformer).items() if k not in _IGNORED_FIELDS},
     }
     h.update(json.dumps(arch, sort_keys=True).encode())
-    for prefix, module in (("visual_encoder", model.visual_encoder), ("ln_vision", model.ln_vision),
-                           ("qformer", model.qformer)):
-        for name, t in sorted(module.state_dict().items()):
-            _hash_tensor(h, f"{prefix}.{name}", t)
-    _hash_tensor(h, "query_tokens", model.query_tokens)
+    for name, t in components.tower_tensors(model):
+        _hash_tensor(h, name, t)
     return h.hexdigest()
 
 
@@ -79,8 +80,8 @@ class FeatureCache:
     """Callable: images [B, 3, S, S] -> Q-Former outputs [B, Q, D_qformer], computing only misses."""
 
     def __init__(self, model, directory: str | os.PathLike):
-        if model.cfg.vision.train or model.cfg.qformer.train or model.query_tokens.requires_grad:
-            raise ValueError("model.feature_cache needs frozen vision and Q-Former towers "
+        if any(c.tower and c.trainable(model.cfg) for c in components.present(model)):
+            raise ConfigError("model.feature_cache needs frozen vision and Q-Former towers "
                              "(model.vision.train and model.qformer.train false)")
         self.key = tower_key(model)
         self.root = Path(directory) / self.key
@@ -117,10 +118,3 @@ class FeatureCache:
         self.misses += len(missing)
         self.hits += len(found) - len(missing)
         return torch.stack([f.to(images.device) for f in found])
-
-
-def attach(model, directory: str | os.PathLike | None) -> FeatureCache | None:
-    """Give `model` a feature cache at `directory` (None: detach).  Call after the weights load:
-    the key is the hash of the towers as they are now."""
-    model.feature_cache = FeatureCache(model, directory) if directory else None
-    return model.feature_cache
