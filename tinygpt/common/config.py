@@ -168,7 +168,7 @@ class RunConfig:
     batch_size_eval: int = ranged(8, 1)
     accum_grad_iters: int = ranged(1, 1)
     grad_clip: float = ranged(1.0, 0.0)  # 0 disables clipping
-    num_workers: Optional[int] = ranged(None, 0)  # DataLoader workers per dataset; None = per device (common/device.py)
+    num_workers: Optional[int] = ranged(None, 0)  # DataLoader workers per dataset; None = by device (datasets/loader)
     group_by_length: bool = True  # bucket map-style datasets' batches by text length (less padding)
     seed: int = 42
     output_dir: str = "output/run"
