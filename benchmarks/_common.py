@@ -69,10 +69,10 @@ def copy_bandwidth(device: torch.device, nbytes: int = 1 * GIB, repeats: int = 5
     dst.copy_(src)  # first touch / page faults outside the timing
     best = float("inf")
     for _ in range(repeats):
-        devices.synchronize(device)
+        synchronize(device)
         t = time.perf_counter()
         dst.copy_(src)
-        devices.synchronize(device)
+        synchronize(device)
         best = min(best, time.perf_counter() - t)
     del src, dst
     return 2 * n * 4 / best
@@ -86,10 +86,10 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
     flops = 2 * n ** 3
     best, spent = float("inf"), 0.0
     while spent < seconds:
-        devices.synchronize(device)
+        synchronize(device)
         t = time.perf_counter()
         a @ b
-        devices.synchronize(device)
+        synchronize(device)
         dt = time.perf_counter() - t
         best, spent = min(best, dt), spent + dt
     return flops / best
@@ -106,10 +106,10 @@ def linear_probe(device: torch.device, dtype: torch.dtype, rows=(1, 2, 8), k: in
         torch.nn.functional.linear(x, w)
         best = float("inf")
         for _ in range(20):
-            devices.synchronize(device)
+            synchronize(device)
             t = time.perf_counter()
             torch.nn.functional.linear(x, w)
-            devices.synchronize(device)
+            synchronize(device)
             best = min(best, time.perf_counter() - t)
         out.append({"m": m, "ms": best * 1e3, "weight_gb_s": w.numel() * w.element_size() / best / 1e9,
                     "gflop_s": 2 * m * k * n / best / 1e9})
@@ -214,6 +214,13 @@ def param_bytes(module: torch.nn.Module) -> int:
 
 
 # ----------------------------------------------------------------------------- output
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the device's queued kernels (before reading a timer); a no-op on CPU."""
+    mod = devices.accelerator_module(device)
+    if mod is not None:
+        mod.synchronize(device)
+
+
 class Timer:
     """Wall-clock seconds of a block, synchronised with the device at both ends."""
 
@@ -222,12 +229,12 @@ class Timer:
         self.seconds = 0.0
 
     def __enter__(self):
-        devices.synchronize(self.device)
+        synchronize(self.device)
         self._t = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
-        devices.synchronize(self.device)
+        synchronize(self.device)
         self.seconds = time.perf_counter() - self._t
 
 

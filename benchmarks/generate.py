@@ -30,9 +30,8 @@ import time
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from tinygpt.common import device as devices
-
 from . import _common as C
+from . import memory
 
 FULL_SIZE_CFG = "train_configs/tinygptv_stage4.yaml"
 EIGHT_GB = 8 * 10 ** 9  # TinyGPT-V's "8G GPU" inference claim
@@ -45,7 +44,7 @@ class _Stamps(LogitsProcessor):
         self.device, self.times = device, []
 
     def __call__(self, input_ids, scores):
-        devices.synchronize(self.device)
+        C.synchronize(self.device)
         self.times.append(time.perf_counter())
         return scores
 
@@ -81,8 +80,8 @@ def run_one(model, device, batch: int, new_tokens: int, prompt_tokens: int, seed
     embed = model.llm.get_input_embeddings()
     bos = torch.zeros(batch, 1, dtype=torch.long, device=device)
     stamps = _Stamps(device)
-    devices.reset_peak_memory(device)
-    devices.synchronize(device)
+    memory.reset_peak_memory(device)
+    C.synchronize(device)
     t0 = time.perf_counter()
     visual = model.encode_images(images)  # [B, Q, D_llm]
     embeds = torch.cat([embed(bos), visual.to(embed.weight.dtype), embed(ids)], dim=1)
@@ -90,7 +89,7 @@ def run_one(model, device, batch: int, new_tokens: int, prompt_tokens: int, seed
     out = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False, num_beams=1,
                              min_new_tokens=new_tokens, max_new_tokens=new_tokens, pad_token_id=0,
                              eos_token_id=0, logits_processor=LogitsProcessorList([stamps]))
-    devices.synchronize(device)
+    C.synchronize(device)
     t_end = time.perf_counter()
     assert out.shape == (batch, new_tokens), out.shape
     ttft = stamps.times[0] - t0
@@ -106,7 +105,7 @@ def run_one(model, device, batch: int, new_tokens: int, prompt_tokens: int, seed
         "best_ms_per_step": 1000 * min(b - a for a, b in zip(stamps.times, stamps.times[1:])) if new_tokens > 1 else None,
         "total_s": t_end - t0,
         "total_tok_s": batch * new_tokens / (t_end - t0),
-        "peak_mem_gb": devices.peak_memory_bytes(device) / 1e9,
+        "peak_mem_gb": memory.peak_memory_bytes(device) / 1e9,
     }
 
 
@@ -143,7 +142,7 @@ def main(argv=None) -> int:
     embed_bytes = C.param_bytes(model.llm.get_input_embeddings())
     streamed = llm_bytes - embed_bytes  # the embedding table is gathered, not streamed, per token
     weights_gb = C.param_bytes(model) / 1e9
-    rss_after_build = devices.memory_summary(device).get("rss")
+    rss_after_build = memory.memory_summary(device).get("rss")
     rss_kinds = C.rss_breakdown() if device.type == "cpu" else None
     print(f"{label}: built in {build_s:.1f} s ({'training' if args.training_build else 'inference'} build), "
           f"weights {weights_gb:.2f} GB (LLM streamed per token {streamed / 1e9:.2f} GB)"

@@ -40,6 +40,7 @@ from tinygpt.processors.image import Blip2ImageEvalProcessor, Blip2ImageTrainPro
 from tinygpt.tasks.image_text import ImageTextTask
 
 from . import _common as C
+from . import memory
 
 PHASES = ("data", "vision", "llm_fwd", "llm_bwd", "optim")
 
@@ -150,11 +151,11 @@ def measure(model, device, args, amp_dtype, cache_dir=None) -> dict:
     for name, arm in arms.items():
         for _ in range(2 if name in ("cached", "compiled") else 1):
             arm["cold"].append(sum(step(arm)[0].values()))
-    devices.reset_peak_memory(device)
+    memory.reset_peak_memory(device)
     for _ in range(args.steps):
         for arm in arms.values():
             arm["steps"].append(step(arm))
-    peak = devices.peak_memory_bytes(device)
+    peak = memory.peak_memory_bytes(device)
     results = {}
     for name, arm in arms.items():
         steps = arm["steps"]

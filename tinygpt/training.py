@@ -9,6 +9,7 @@ from .common import device as devices
 from .common import dist
 from .common.errors import entry_point
 from .common.registry import registry
+from .common.rng import seed_everything
 
 
 def parse_args(argv=None):
@@ -26,9 +27,9 @@ def main(argv=None) -> int:
         cfg = tinygpt.load_config(args.cfg_path, args.options)
         device = devices.resolve_device(cfg.run.device)
         info = dist.init_distributed(device)
-        devices.seed_everything(cfg.run.seed)  # identical initial weights on every rank
+        seed_everything(cfg.run.seed)  # identical initial weights on every rank
         model = tinygpt.build_model(cfg, device)
-        devices.seed_everything(cfg.run.seed + info.rank)  # distinct dropout / augmentation streams
+        seed_everything(cfg.run.seed + info.rank)  # distinct dropout / augmentation streams
         task = registry.get("task", cfg.run.task)(cfg)
         runner = registry.get("runner", cfg.run.runner)(cfg, model, task, device, info)
         summary = runner.train()

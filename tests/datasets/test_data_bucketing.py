@@ -5,7 +5,7 @@ import torch
 
 from tinygpt.common.config import Config, DatasetConfig
 from tinygpt.datasets import RecordDataset, ResumableSampler, build_loader
-from tinygpt.datasets.loader import BUCKET_WINDOW_BATCHES, build_train_loader
+from tinygpt.datasets.loader import BUCKET_WINDOW_BATCHES, build_train_loader, default_num_workers, worker_settings
 
 
 def text_sample(record, rng: random.Random) -> dict:
@@ -92,3 +92,16 @@ def test_train_loader_picks_workers_and_pinning_per_device(monkeypatch):
         assert {(loader.num_workers, loader.pin_memory) for loader in mixed.loaders} == {(workers, pinned)}
     cfg.run.num_workers = 0
     assert {loader.num_workers for loader in build_train_loader(cfg, device="cuda").loaders} == {0}
+
+
+def test_worker_policy_follows_cpus_ranks_and_device(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert default_num_workers(torch.device("cuda", 0)) == 7
+    assert default_num_workers("cpu") == 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert default_num_workers("cpu") == 0  # intra-op threads already use both cores
+    assert default_num_workers(torch.device("cuda", 0)) == 1
+    assert worker_settings(None, "cpu") == {"num_workers": 0, "pin_memory": False}
+    assert worker_settings(3, torch.device("cuda", 0)) == {"num_workers": 3, "pin_memory": True}

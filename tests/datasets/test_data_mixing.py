@@ -100,18 +100,17 @@ def test_bad_ratio_and_empty_source_are_reported():
 
 
 def test_collate_stacks_tensors_keeps_strings_and_carries_skips():
-    skips.reset()
     s = {"image": torch.zeros(3, 4, 4), "answer": "a", "instruction_input": "q"}
     skips.record("ds", "unreadable image", "x.jpg")
     batch = collate([s, dict(s, answer="b")])
     assert batch["image"].shape == (2, 3, 4, 4) and batch["answer"] == ["a", "b"]
     assert batch[skips.SKIPS_KEY] == [("ds", "unreadable image", "x.jpg")]
-    skips.absorb(batch)
-    assert skips.SKIPS_KEY not in batch and skips.counts() == {"ds": {"unreadable image": 1}}
+    counter = skips.SkipCounter()
+    counter.absorb(batch)
+    assert skips.SKIPS_KEY not in batch and counter.counts() == {"ds": {"unreadable image": 1}}
     assert skips.SKIPS_KEY not in collate([s])
     with pytest.raises(ValueError, match="keys"):
         collate([s, {"answer": "x"}])
-    skips.reset()
 
 
 def test_sampler_shards_ranks_and_starts_mid_epoch():
@@ -135,7 +134,6 @@ def test_unreadable_images_are_counted_once_per_epoch_and_no_sample_is_repeated(
             raise ImageUnreadable("unreadable image", f"img{record}.jpg")
         return {"image": torch.zeros(3, 2, 2), "answer": f"r{record}"}
 
-    skips.reset()
     n, batch = 16, 4
     loader = MultiSourceLoader([("toy", build_loader(RecordDataset("toy", list(range(n)), sample), batch,
                                                      name="toy"), 1.0)])
@@ -147,8 +145,34 @@ def test_unreadable_images_are_counted_once_per_epoch_and_no_sample_is_repeated(
     # Each good record once per epoch, never a neighbour served in a bad one's place.
     assert sorted(answers[:len(good)]) == sorted(good)
     assert sorted(answers[len(good):2 * len(good)]) == sorted(good)
-    assert skips.counts() == {"toy": {"unreadable image": 10}}  # 5 bad files x 2 epochs
-    skips.reset()
+    assert loader.skips.counts() == {"toy": {"unreadable image": 10}}  # 5 bad files x 2 epochs
+
+
+class BadAt:
+    """make_sample for RecordDataset: records in `bad` have an unreadable image."""
+
+    def __init__(self, prefix, bad):
+        self.prefix, self.bad = prefix, bad
+
+    def __call__(self, record, rng):
+        from tinygpt.datasets.base import ImageUnreadable
+
+        if record in self.bad:
+            raise ImageUnreadable("unreadable image", f"{self.prefix}{record}.jpg")
+        return {"image": torch.zeros(3, 2, 2), "answer": f"r{record}"}
+
+
+def test_two_loaders_in_one_process_keep_their_own_skip_counts():
+    def mixed(name, bad, workers):
+        source = build_loader(RecordDataset(name, list(range(8)), BadAt(name, bad)), 4, name=name, num_workers=workers)
+        return MultiSourceLoader([(name, source, 1.0)])
+
+    a, b = mixed("a", {1}, 0), mixed("b", {2, 5, 6}, 1)  # in-process and in a worker
+    for _ in range(2):  # one epoch each, interleaved
+        next(a), next(b)
+    assert a.skips.counts() == {"a": {"unreadable image": 1}}
+    assert b.skips.counts() == {"b": {"unreadable image": 3}}
+    assert "a1.jpg" in a.skips.report() and "b2.jpg" not in a.skips.report()
 
 
 def test_a_source_without_one_readable_image_is_an_error():
@@ -157,9 +181,7 @@ def test_a_source_without_one_readable_image_is_an_error():
     def sample(record, rng):
         raise ImageUnreadable("missing image", f"img{record}.jpg")
 
-    skips.reset()
     loader = MultiSourceLoader([("dead", build_loader(RecordDataset("dead", list(range(8)), sample), 4,
                                                       name="dead"), 1.0)])
     with pytest.raises(RuntimeError, match="'dead': a whole epoch without one readable sample"):
         next(loader)
-    skips.reset()

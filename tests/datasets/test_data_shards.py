@@ -8,9 +8,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import tinygpt.datasets  # noqa: F401
-from tinygpt.common.config import ConfigError, DatasetConfig, ProcessorConfig
+from tinygpt.common.config import Config, ConfigError, DatasetConfig, ProcessorConfig
 from tinygpt.common.registry import registry
-from tinygpt.datasets import build_loader, collate, skips
+from tinygpt.datasets import build_loader, build_train_loader, collate, skips
 
 
 def _jpg_bytes(color):
@@ -38,17 +38,14 @@ def write_shard(path, start, n, caption_as="json", bad_image_at=None, cells=None
     return str(path)
 
 
+def dataset_config(name, storage, **kw):
+    return DatasetConfig(builder=name, storage=storage,
+                         vis_processor=ProcessorConfig(name="blip2_image_train", image_size=14, min_scale=1.0), **kw)
+
+
 def build(name, storage, **kw):
-    cfg = DatasetConfig(builder=name, storage=storage,
-                        vis_processor=ProcessorConfig(name="blip2_image_train", image_size=14, min_scale=1.0), **kw)
+    cfg = dataset_config(name, storage, **kw)
     return registry.get("dataset", name)(cfg, name=name, seed=5).build()
-
-
-@pytest.fixture(autouse=True)
-def _clean_skips():
-    skips.reset()
-    yield
-    skips.reset()
 
 
 def captions(stream):
@@ -62,7 +59,7 @@ def test_json_and_txt_captions(tmp_path):
     out = list(stream)
     assert sorted(s["answer"] for s in out) == [f"caption {i}" for i in range(6)]
     assert out[0]["image"].shape == (3, 14, 14) and set(out[0]) == {"image", "answer"}
-    assert skips.total() == 0
+    assert skips.drain() == []  # nothing skipped
 
 
 def test_cells_become_cell_labels_and_malformed_cells_are_skipped(tmp_path):
@@ -71,7 +68,7 @@ def test_cells_become_cell_labels_and_malformed_cells_are_skipped(tmp_path):
     out = sorted(build("laion", [good, bad]), key=lambda s: s["answer"])
     assert [s["answer"] for s in out] == ["caption 0", "caption 1", "caption 2"]
     assert [s["cell_labels"].tolist() for s in out] == [[0, 0, 7], [1, 0, 7], [2, 0, 7]]
-    assert skips.counts()["laion"] == {"'cells' is not a list of class ids": 2}
+    assert skips.SkipCounter(skips.drain()).counts()["laion"] == {"'cells' is not a list of class ids": 2}
 
 
 def test_storage_forms_and_missing_shards(tmp_path):
@@ -81,9 +78,21 @@ def test_storage_forms_and_missing_shards(tmp_path):
     assert len(captions(build("cc_sbu", [str(tmp_path / "0000[01].tar")]))) == 4  # a glob
     stream = build("cc_sbu", [str(tmp_path / "{00000..00004}.tar")])  # a brace range with two gaps
     assert len(captions(stream)) == 6
-    assert skips.counts()["cc_sbu"]["missing shard"] == 2
+    assert skips.SkipCounter(skips.drain()).counts()["cc_sbu"]["missing shard"] == 2
     with pytest.raises(ConfigError, match=r"datasets\.cc_sbu\.storage: shard .*99\.tar does not exist"):
         build("cc_sbu", [str(tmp_path / "99.tar")])
+
+
+def test_the_train_loader_counts_what_its_builders_skipped_at_start_up(tmp_path):
+    for k in range(2):
+        write_shard(tmp_path / f"{k:05d}.tar", 10 * k, 2)
+    cfg = Config(datasets={"cc_sbu": dataset_config("cc_sbu", [str(tmp_path / "{00000..00002}.tar")])})
+    cfg.run.batch_size_train, cfg.run.num_workers = 2, 0
+    loader = build_train_loader(cfg)
+    assert loader.skips.counts() == {"cc_sbu": {"missing shard": 1}}
+    next(loader), next(loader)
+    assert loader.skips.counts() == {"cc_sbu": {"missing shard": 1}}  # counted once, not again per batch
+    assert "00002.tar" in loader.skips.report()
 
 
 def test_corrupt_shards_and_images_are_skipped_and_counted(tmp_path):
@@ -95,22 +104,24 @@ def test_corrupt_shards_and_images_are_skipped_and_counted(tmp_path):
     truncated.write_bytes(open(whole, "rb").read()[:3400])  # inside the 2nd sample's image data
     got = captions(build("laion", [good, str(garbage), str(truncated)]))
     assert {"caption 0", "caption 1", "caption 3"} <= set(got) and "caption 2" not in got
-    counts = skips.counts()["laion"]
+    counter = skips.SkipCounter(skips.drain())
+    counts = counter.counts()["laion"]
     assert counts["unreadable image"] == 1
     assert counts["corrupt or unreadable shard"] == 2
-    assert "00001.tar" in skips.report()
+    assert "00001.tar" in counter.report()
 
 
 def test_workers_split_shards_and_ship_skips_to_the_main_process(tmp_path):
     shards = [write_shard(tmp_path / f"{k:05d}.tar", 10 * k, 5, bad_image_at=10 * k) for k in range(4)]
     stream = build("laion", shards)
     loader = build_loader(stream, 2, num_workers=2, drop_last=False)
-    seen = []
+    seen, counter = [], skips.SkipCounter()
     for batch in loader:
-        skips.absorb(batch)
+        counter.absorb(batch)
         seen += batch["answer"]
     assert sorted(seen) == sorted(f"caption {10 * k + i}" for k in range(4) for i in range(1, 5))
-    assert skips.counts()["laion"]["unreadable image"] == 4  # counted in workers, reported here
+    assert counter.counts()["laion"]["unreadable image"] == 4  # counted in workers, reported here
+    assert skips.drain() == []  # nothing recorded in this process
 
 
 def test_fewer_shards_than_readers_split_by_sample(tmp_path):

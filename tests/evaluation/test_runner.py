@@ -144,7 +144,7 @@ def eval_config(tiny_root: Path, out: Path, benchmarks: dict[str, BenchmarkConfi
 @pytest.fixture(scope="module")
 def model(tiny_root):
     import tinygpt
-    from tinygpt.common.device import seed_everything
+    from tinygpt.common.rng import seed_everything
 
     seed_everything(0)
     return tinygpt.build_model(tiny_config(tiny_root), "cpu").eval()

@@ -121,6 +121,7 @@ def test_train_main_writes_checkpoint_metrics_and_plot(tiny_root, tmp_path):
     assert [r["step"] for r in rows] == [2, 4]
     assert all(r["loss"] > 0 and r["samples_per_s"] > 0 for r in rows)
     assert summary["steps"] == 4
+    assert summary["skipped_samples"] == "data: nothing skipped"  # the run's loader's own count
 
     # The final weights load into a fresh model as a `model.ckpt` entry.
     cfg2 = make_cfg(tiny_root, tmp_path / "next")

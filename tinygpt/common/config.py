@@ -169,7 +169,7 @@ class RunConfig:
     valid_every: int = ranged(0, 0)  # steps between held-out losses on valid_datasets; 0 = never
     accum_grad_iters: int = ranged(1, 1)
     grad_clip: float = ranged(1.0, 0.0)  # 0 disables clipping
-    num_workers: Optional[int] = ranged(None, 0)  # DataLoader workers per dataset; None = per device (common/device.py)
+    num_workers: Optional[int] = ranged(None, 0)  # DataLoader workers per dataset; None = by device (datasets/loader)
     group_by_length: bool = True  # bucket map-style datasets' batches by text length (less padding)
     seed: int = 42
     output_dir: str = "output/run"

@@ -1,7 +1,10 @@
 """The one module that knows which hardware we run on: Ascend NPU, NVIDIA GPU or CPU.
 
 Everything else in tinygpt asks this module for a `torch.device`, an autocast dtype, a distributed
-backend name, memory numbers or RNG state, and never names `cuda`/`npu` itself (a test greps for it).
+backend name, or the accelerator's generic torch module, and never names `cuda`/`npu` itself (a test
+greps for it).  What is built on top lives in the module that owns it: RNG seeding and state in
+`common/rng.py`, DataLoader workers and pinned memory in `datasets/loader.py`, memory accounting
+in `benchmarks/memory.py`.
 
 Layers, bottom up:
   * probes (`_load_torch_npu`, `_npu_available`, `_npu_device_count`, `_npu_name`, `_cuda_available`,
@@ -21,14 +24,10 @@ import importlib
 import logging
 import os
 import platform
-import random
 import re
-import resource
 import sys
-import warnings
 from typing import Any, ContextManager
 
-import numpy as np
 import torch
 
 from .errors import UserError
@@ -267,10 +266,6 @@ def _device_label(device: torch.device) -> str:
     return "cpu"
 
 
-def _module(device: torch.device):
-    return torch.get_device_module(device.type)
-
-
 # ============================================================================ public API
 def resolve_device(requested: str = "auto", local_rank: int | None = None) -> torch.device:
     """The device this process computes on; makes it current and applies NPU start-up settings.
@@ -331,167 +326,23 @@ def device_count(device_type: str) -> int:
     return _count(device_type)
 
 
-def synchronize(device: torch.device | str) -> None:
-    """Wait for queued kernels (before reading a timer); a no-op on CPU."""
+def accelerator_module(device: torch.device | str):
+    """torch's module for this device's type (`torch.get_device_module`), None on CPU.
+
+    For code outside this file that needs an accelerator's generic API (synchronize, memory
+    stats) without naming the accelerator."""
     device = _as_device(device)
-    if device.type != "cpu":
-        _module(device).synchronize(device)
+    return None if device.type == "cpu" else torch.get_device_module(device.type)
 
 
-def empty_cache(device: torch.device | str) -> None:
-    """Return cached allocator blocks to the driver; a no-op on CPU."""
-    device = _as_device(device)
-    if device.type != "cpu":
-        _module(device).empty_cache()
-
-
-def reset_peak_memory(device: torch.device | str) -> None:
-    """Start a new peak-memory window for `peak_memory_bytes`.
-
-    CPU: resets the kernel's peak-RSS mark (Linux /proc/self/clear_refs "5"); where that is not
-    possible the CPU peak stays the process-lifetime peak.
-    """
-    device = _as_device(device)
-    if device.type != "cpu":
-        _module(device).reset_peak_memory_stats(device)
-        return
-    with contextlib.suppress(OSError):
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-
-
-def peak_memory_bytes(device: torch.device | str) -> int:
-    """Peak allocated bytes since the last reset: allocator peak on accelerators, peak RSS on CPU."""
-    device = _as_device(device)
-    if device.type != "cpu":
-        return int(_module(device).max_memory_allocated(device))
-    hwm = _proc_status_kib("VmHWM")  # resettable, unlike getrusage
-    if hwm is not None:
-        return hwm * 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS reports bytes, Linux KiB
-
-
-def _proc_status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def memory_summary(device: torch.device | str) -> dict[str, int]:
-    """Byte counts for logs/benchmarks. Accelerators: allocated, reserved, peak_allocated, free,
-    total.  CPU: rss, peak_rss."""
-    device = _as_device(device)
-    if device.type == "cpu":
-        rss = _proc_status_kib("VmRSS")
-        out = {"peak_rss": peak_memory_bytes(device)}
-        if rss is not None:
-            out["rss"] = rss * 1024
-        return out
-    mod = _module(device)
-    free, total = mod.mem_get_info(device)
-    return {"allocated": int(mod.memory_allocated(device)), "reserved": int(mod.memory_reserved(device)),
-            "peak_allocated": int(mod.max_memory_allocated(device)), "free": int(free), "total": int(total)}
-
-
-def pin_memory(device: torch.device | str) -> bool:
-    """DataLoader pin_memory: page-locked host buffers speed host->device copies; useless on CPU."""
-    return _as_device(device).type != "cpu"
-
-
-def num_workers(requested: int | None, device: torch.device | str) -> int:
-    """run.num_workers when the config sets it, else `default_num_workers(device)`."""
-    if requested is None:
-        return default_num_workers(device)
-    if requested < 0:
-        raise ValueError(f"run.num_workers must be >= 0, got {requested}")
-    return int(requested)
-
-
-def default_num_workers(device: torch.device | str) -> int:
-    """DataLoader workers per process, from the CPUs this process may use and LOCAL_WORLD_SIZE.
-
-    On CPU the model itself uses every core through intra-op threads, so workers only steal them:
-    none on small machines.  On accelerators the host only decodes/augments images: up to 8.
-    """
-    device = _as_device(device)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_process = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
-    if device.type == "cpu":
-        return 0 if per_process <= 4 else min(4, per_process // 4)
-    return max(1, min(8, per_process - 1))
-
-
-# ---------------------------------------------------------------------------- randomness
-def _accelerator_type() -> str | None:
-    """The accelerator whose RNG we seed/save: the one torch reports as current, if any."""
+def current_accelerator() -> str | None:
+    """The type of the accelerator torch reports as current ("cuda", "npu"), None without one."""
     api = getattr(torch, "accelerator", None)  # torch >= 2.6
     if api is not None:
         return api.current_accelerator().type if api.is_available() else None
-    if "torch_npu" in sys.modules and _npu_available():  # never import torch_npu just to seed
+    if "torch_npu" in sys.modules and _npu_available():  # never import torch_npu just to ask
         return "npu"
     return "cuda" if _cuda_available() else None
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy, torch (CPU) and every device of the current accelerator."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also queues seeds for registered accelerators...
-    acc = _accelerator_type()
-    if acc is not None:  # ...but say it explicitly for backends that do not hook manual_seed
-        torch.get_device_module(acc).manual_seed_all(seed)
-
-
-def rng_state() -> dict:
-    """This process's RNG states for an exact resume (python, numpy, torch CPU, the current
-    accelerator device), as tensors/lists/numbers only, so a checkpoint holding it loads with
-    `torch.load(weights_only=True)`.  Each rank has its own: save one per rank for exact resume."""
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    acc = _accelerator_type()
-    return {
-        "python": [version, list(internal), gauss],
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-        # only the current device's generator: each rank computes on one device, and reading the
-        # others' (get_rng_state_all) would create a context on every visible device
-        "accelerator": None if acc is None else
-        {"type": acc, "state": _current_generator_state(acc)},
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore `rng_state()` output (call after `resolve_device`: the accelerator state goes to the
-    current device).  Restored only on the same device type; resuming elsewhere warns, since the
-    exact random stream cannot be reproduced there."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    npy = state["numpy"]
-    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
-                         npy["has_gauss"], npy["cached_gaussian"]))
-    torch.set_rng_state(state["torch"].cpu())
-    saved = state.get("accelerator")
-    if saved is None:
-        return
-    acc = _accelerator_type()
-    if acc != saved["type"]:
-        warnings.warn(f"RNG state was saved on {saved['type']} but this process runs on {acc or 'cpu'}; "
-                      "accelerator random streams are not restored", stacklevel=2)
-        return
-    mod = torch.get_device_module(acc)
-    mod.set_rng_state(saved["state"].cpu(), mod.current_device())
-
-
-def _current_generator_state(acc: str) -> torch.Tensor:
-    mod = torch.get_device_module(acc)
-    return mod.get_rng_state(mod.current_device())
 
 
 # ---------------------------------------------------------------------------- report

@@ -1,20 +1,22 @@
-"""DataLoaders the mixing iterator can resume, and the one call that builds a run's training data.
+"""DataLoaders the mixing iterator can resume, the one call that builds a run's training data, and
+the one home of the host-side DataLoader policy (worker processes, pinned memory per device).
 
     loader = build_train_loader(cfg, rank=info.rank, world_size=info.world_size)
     batch = next(loader)                      # {"image": [B,3,S,S], "answer": [...], ...}
     ckpt["data"] = loader.state_dict()        # ... later: loader.load_state_dict(ckpt["data"])
-    print(skips.report())                     # at the end of the run
+    print(loader.skips.report())              # at the end of the run: what this loader skipped
 """
 from __future__ import annotations
 
+import os
 from typing import Iterator, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
-from tinygpt.common import device as devices
 from tinygpt.common.config import Config, ConfigError
 from tinygpt.common.registry import registry
+from tinygpt.datasets import skips
 from tinygpt.datasets.collate import collate
 from tinygpt.datasets.mixing import MultiSourceLoader
 
@@ -86,6 +88,29 @@ class ResumableSampler(Sampler[int]):
         return torch.cat(out)
 
 
+def worker_settings(requested: Optional[int], device: torch.device | str) -> dict:
+    """DataLoader `num_workers` and `pin_memory` for a process computing on `device`.
+
+    num_workers is run.num_workers when the config sets it, else `default_num_workers(device)`.
+    Pinned (page-locked) host buffers speed host->device copies; on CPU there is no copy to speed.
+    """
+    workers = default_num_workers(device) if requested is None else int(requested)
+    return {"num_workers": workers, "pin_memory": torch.device(device).type != "cpu"}
+
+
+def default_num_workers(device: torch.device | str) -> int:
+    """DataLoader workers per process, from the CPUs this process may use and LOCAL_WORLD_SIZE.
+
+    On CPU the model itself uses every core through intra-op threads, so workers only steal them:
+    none on small machines.  On accelerators the host only decodes/augments images: up to 8.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+    if torch.device(device).type == "cpu":
+        return 0 if per_process <= 4 else min(4, per_process // 4)
+    return max(1, min(8, per_process - 1))
+
+
 def build_loader(dataset: Dataset, batch_size: int, *, name: str = "dataset", num_workers: int = 0, seed: int = 0,
                  rank: int = 0, world_size: int = 1, shuffle: bool = True, drop_last: bool = True,
                  group_by_length: bool = False, pin_memory: bool = False) -> DataLoader:
@@ -129,20 +154,23 @@ def build_train_loader(cfg: Config, rank: int = 0, world_size: int = 1,
                        device: torch.device | str = "cpu") -> MultiSourceLoader:
     """Every dataset of `cfg.datasets`, each in its own loader, mixed by `sample_ratio`.
 
-    Workers and pinned memory follow `device` (tinygpt/common/device.py) unless run.num_workers is set.
+    Workers and pinned memory follow `device` (`worker_settings`) unless run.num_workers is set.
+    What the builders skipped while building (missing shards) is counted in the loader's `skips`.
     """
     if not cfg.datasets:
         raise ConfigError(f"{cfg.source}: no datasets configured")
-    workers = devices.num_workers(cfg.run.num_workers, device)
+    host = worker_settings(cfg.run.num_workers, device)
     sources = []
     for name, dcfg in cfg.datasets.items():
         dataset = build_dataset(name, cfg)
         batch_size = dcfg.batch_size or cfg.run.batch_size_train
-        loader = build_loader(dataset, batch_size, name=name, num_workers=workers, seed=cfg.run.seed,
-                              rank=rank, world_size=world_size, group_by_length=cfg.run.group_by_length,
-                              pin_memory=devices.pin_memory(device))
+        loader = build_loader(dataset, batch_size, name=name, seed=cfg.run.seed, rank=rank, world_size=world_size,
+                              group_by_length=cfg.run.group_by_length, **host)
         sources.append((name, loader, dcfg.sample_ratio))
-    return MultiSourceLoader(sources, seed=cfg.run.seed)
+    mixed = MultiSourceLoader(sources, seed=cfg.run.seed)
+    # Builders ran here, in this process, before any batch existed: no batch will carry their records.
+    mixed.skips.merge(skips.drain())
+    return mixed
 
 
 def build_valid_loader(cfg: Config, rank: int = 0, world_size: int = 1,
@@ -152,9 +180,8 @@ def build_valid_loader(cfg: Config, rank: int = 0, world_size: int = 1,
     config has no valid_datasets."""
     if not cfg.valid_datasets:
         return None
-    workers = devices.num_workers(cfg.run.num_workers, device)
+    host = worker_settings(cfg.run.num_workers, device)
     return [(name, build_loader(build_dataset(name, cfg, section="valid_datasets"), cfg.run.batch_size_eval,
-                                name=f"valid_datasets.{name}", num_workers=workers, seed=cfg.run.seed, rank=rank,
-                                world_size=world_size, shuffle=False, drop_last=False,
-                                pin_memory=devices.pin_memory(device)))
+                                name=f"valid_datasets.{name}", seed=cfg.run.seed, rank=rank, world_size=world_size,
+                                shuffle=False, drop_last=False, **host))
             for name in cfg.valid_datasets]

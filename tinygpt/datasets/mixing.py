@@ -10,6 +10,9 @@ Data position (`state_dict()`): the generator state and, per source, batches dra
 epoch and the batches drawn within it.  `load_state_dict()` puts every source back at that position:
 a ResumableSampler starts mid-epoch without loading anything, a ShardStream skips without decoding,
 anything else is replayed batch by batch.
+
+Skipped items (see skips.py) are counted in the loader's own `skips`, from the records its batches
+carry: `loader.skips.report()` is what this loader skipped, whatever else runs in the process.
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ class MultiSourceLoader:
         self.drawn, self.epoch, self.in_epoch = [0] * n, [0] * n, [0] * n
         self._readable = [0] * n  # batches with samples in the source's current epoch
         self._iters: list = [None] * n
+        self.skips = skips.SkipCounter()
 
     def __iter__(self):
         return self
@@ -70,7 +74,7 @@ class MultiSourceLoader:
         """The source's next batch that holds samples: a batch whose every image was unreadable is
         `{}` once its skips are counted, and the next one is drawn."""
         while True:
-            batch = skips.absorb(self._pull(i))
+            batch = self.skips.absorb(self._pull(i))
             if batch:
                 self._readable[i] += 1
                 return batch
@@ -99,7 +103,7 @@ class MultiSourceLoader:
         except StopIteration:
             if self.in_epoch[i] and not self._readable[i]:
                 raise RuntimeError(f"data source {self.names[i]!r}: a whole epoch without one readable sample. "
-                                   f"{skips.report()}") from None
+                                   f"{self.skips.report()}") from None
             self.epoch[i] += 1
             self.in_epoch[i] = self._readable[i] = 0
             self._start(i)
@@ -108,7 +112,7 @@ class MultiSourceLoader:
             except StopIteration:
                 raise RuntimeError(f"data source {self.names[i]!r} produced no batch in a whole epoch "
                                    f"(empty, smaller than one batch, or nothing readable). "
-                                   f"{skips.report()}") from None
+                                   f"{self.skips.report()}") from None
         self.drawn[i] += 1
         self.in_epoch[i] += 1
         return batch

@@ -1,12 +1,19 @@
-"""What a run had to skip (unreadable image, corrupt shard, sample without caption), counted.
+"""The one home of skip accounting: what a run had to skip (unreadable image, corrupt shard, sample
+without caption), recorded where it happens and counted by the loader that served the data.
 
 A bad file must never kill a multi-day run, and must never vanish silently either: every skip is
-recorded here and `report()` summarises them at the end of the run.
+recorded and the training loader's `skips.report()` summarises them at the end of the run.
 
-DataLoader workers are separate processes, so a counter there is invisible to the runner.  Each
-`record()` is therefore also queued; `collate()` (which runs in the worker) ships the queue inside
-the batch under SKIPS_KEY, and `absorb()` (called by the mixing loader in the main process) adds it
-to this process's totals.  With num_workers=0 the same path runs in one process.
+Two halves, because DataLoader workers are separate processes:
+  * `record()` runs wherever a dataset reads (a worker, or the main process with num_workers=0) and
+    queues the skip in a process-local buffer.  It has to be a module-level buffer: the dataset
+    code that notices a bad file knows nothing of the loader that will serve its batch, and in a
+    worker the loader object is a copy that nobody reads back.  `collate()` (which runs right after
+    the dataset calls of one batch, in the same process) takes the buffer with `drain()` and ships
+    it inside the batch under SKIPS_KEY.
+  * a `SkipCounter` belongs to one loader (MultiSourceLoader's `skips`), which `absorb()`s the
+    records its batches carry.  So the totals are per loader: two loaders in one process never mix
+    counts, and nothing but the buffer is global.
 """
 from __future__ import annotations
 
@@ -20,9 +27,9 @@ SKIPS_KEY = "_skips"
 _WARN_FIRST = 3  # per (dataset, kind) and process: enough to find the bad file, not enough to flood logs
 _EXAMPLES = 3
 
-_totals: Counter = Counter()
-_examples: dict[tuple[str, str], list[str]] = {}
-_pending: list[tuple[int, str, str, str]] = []  # (pid, dataset, kind, detail)
+# This process's records not yet shipped in a batch: (pid, dataset, kind, detail).  The pid tells a
+# forked worker's own records from the copy of its parent's buffer it inherited.
+_pending: list[tuple[int, str, str, str]] = []
 _warned: Counter = Counter()
 
 
@@ -42,50 +49,43 @@ def drain() -> list[tuple[str, str, str]]:
     return mine
 
 
-def merge(records) -> None:
-    """Add records (from `drain()`, possibly in another process) to this process's totals."""
-    for dataset, kind, detail in records:
-        _totals[(dataset, kind)] += 1
-        examples = _examples.setdefault((dataset, kind), [])
-        if len(examples) < _EXAMPLES:
-            examples.append(detail)
+class SkipCounter:
+    """Skip totals of one loader, with a few example files per (dataset, kind)."""
 
+    def __init__(self, records=()):
+        self._totals: Counter = Counter()
+        self._examples: dict[tuple[str, str], list[str]] = {}
+        self.merge(records)
 
-def absorb(batch):
-    """Remove the skip records a batch carries and count them; returns the batch."""
-    if isinstance(batch, dict) and SKIPS_KEY in batch:
-        merge(batch.pop(SKIPS_KEY))
-    return batch
+    def merge(self, records) -> None:
+        """Count records [(dataset, kind, detail), ...] (from `drain()`, possibly in another process)."""
+        for dataset, kind, detail in records:
+            self._totals[(dataset, kind)] += 1
+            examples = self._examples.setdefault((dataset, kind), [])
+            if len(examples) < _EXAMPLES:
+                examples.append(detail)
 
+    def absorb(self, batch):
+        """Remove the skip records a batch carries and count them; returns the batch."""
+        if isinstance(batch, dict) and SKIPS_KEY in batch:
+            self.merge(batch.pop(SKIPS_KEY))
+        return batch
 
-def counts() -> dict[str, dict[str, int]]:
-    """{dataset: {kind: n}} for everything counted in this process so far."""
-    merge(drain())
-    out: dict[str, dict[str, int]] = {}
-    for (dataset, kind), n in sorted(_totals.items()):
-        out.setdefault(dataset, {})[kind] = n
-    return out
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{dataset: {kind: n}} for everything counted so far."""
+        out: dict[str, dict[str, int]] = {}
+        for (dataset, kind), n in sorted(self._totals.items()):
+            out.setdefault(dataset, {})[kind] = n
+        return out
 
+    def total(self) -> int:
+        return sum(self._totals.values())
 
-def total() -> int:
-    merge(drain())
-    return sum(_totals.values())
-
-
-def report() -> str:
-    """One line per (dataset, kind) with a few example files; "nothing skipped" when clean."""
-    merge(drain())
-    if not _totals:
-        return "data: nothing skipped"
-    lines = [f"data: skipped {sum(_totals.values())} item(s)"]
-    for (dataset, kind), n in sorted(_totals.items()):
-        lines.append(f"  {dataset}: {n} x {kind} (e.g. {'; '.join(_examples.get((dataset, kind), []))})")
-    return "\n".join(lines)
-
-
-def reset() -> None:
-    """Forget everything (tests; the start of a new run in the same process)."""
-    _totals.clear()
-    _examples.clear()
-    _pending.clear()
-    _warned.clear()
+    def report(self) -> str:
+        """One line per (dataset, kind) with a few example files; "nothing skipped" when clean."""
+        if not self._totals:
+            return "data: nothing skipped"
+        lines = [f"data: skipped {self.total()} item(s)"]
+        for (dataset, kind), n in sorted(self._totals.items()):
+            lines.append(f"  {dataset}: {n} x {kind} (e.g. {'; '.join(self._examples[(dataset, kind)])})")
+        return "\n".join(lines)

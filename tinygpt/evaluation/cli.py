@@ -50,6 +50,7 @@ def main(argv: Optional[Sequence[str]] = None, *, prog: str = "evaluate.py", fam
     import tinygpt
     from tinygpt.common import device as devices
     from tinygpt.common import dist
+    from tinygpt.common.rng import seed_everything
     from tinygpt.evaluation.runner import EvaluationRunner, prepare, select_benchmarks
 
     names = [n.strip() for n in args.benchmarks.split(",") if n.strip()]
@@ -62,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None, *, prog: str = "evaluate.py", fam
         splits = prepare(cfg, select_benchmarks(cfg, names, family))
         device = devices.resolve_device(cfg.run.device)
         info = dist.init_distributed(device)
-        devices.seed_everything(cfg.run.seed)  # same weights on every rank where a config leaves some random
+        seed_everything(cfg.run.seed)  # same weights on every rank where a config leaves some random
         model = tinygpt.build_model(cfg, device, training=False)  # LoRA merged, frozen, half precision
         report = EvaluationRunner(cfg, model, device, splits, compat=args.compat, restart=args.restart,
                                   progress=not args.no_progress).run()

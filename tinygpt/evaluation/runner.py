@@ -40,6 +40,7 @@ from tinygpt.common import device as devices
 from tinygpt.common import dist
 from tinygpt.common.config import BenchmarkConfig, Config, ConfigError
 from tinygpt.common.registry import registry
+from tinygpt.datasets.loader import worker_settings
 from tinygpt.evaluation import EvalInputError, MissingToolError, Scorer, get_scorer, markdown_table
 from tinygpt.evaluation.probabilities import candidate_losses, yes_probability
 from tinygpt.evaluation.questions import Question, Source, Split
@@ -283,7 +284,7 @@ class EvaluationRunner:
 
         loader = torch.utils.data.DataLoader(
             _Images(mine, self.processor), batch_size=bench.batch_size, shuffle=False,
-            num_workers=devices.num_workers(self.cfg.run.num_workers, self.device), pin_memory=devices.pin_memory(self.device))
+            **worker_settings(self.cfg.run.num_workers, self.device))
         path = os.path.join(directory, f"predictions.rank{dist.rank()}.jsonl")
         bar = tqdm(total=len(mine), desc=label, unit="q", disable=not (self.progress and dist.is_main()))
         with open(path, "a", encoding="utf-8") as out, bar:

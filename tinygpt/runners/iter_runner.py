@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ..common import atomic
 from ..common import checkpoint as ckpt
 from ..common import device as devices
-from ..common import dist
+from ..common import dist, rng
 from ..common.config import Config, from_yaml, to_yaml
 from ..common.logging import MetricsLogger
 from ..common.optim import build_optimizer
@@ -98,7 +98,7 @@ class IterRunner:
         final = self._save_final()
         curve = self.metrics.close()
         summary = {"steps": self.step, "final_loss": last_loss, "checkpoint": final, "loss_curve": curve,
-                   "skipped_samples": _skips_report()}
+                   "skipped_samples": batches.skips.report()}
         if self.info.is_main:
             log.info("training finished: %s", summary)
         return summary
@@ -181,7 +181,7 @@ class IterRunner:
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
             "data": batches.state_dict(),
-            "rng": dist.all_gather_object(devices.rng_state()),  # one per rank: exact resume everywhere
+            "rng": dist.all_gather_object(rng.rng_state()),  # one per rank: exact resume everywhere
             "config": to_yaml(self.cfg),
         }
 
@@ -222,7 +222,7 @@ class IterRunner:
             log.warning("checkpoint has RNG states of %d ranks, this run has %d: random streams restart "
                         "from the seed", len(rngs), self.info.world_size)
         else:
-            devices.set_rng_state(rngs[self.info.rank])
+            rng.set_rng_state(rngs[self.info.rank])
 
 
 def compile_llm(model) -> None:
@@ -266,9 +266,3 @@ class _Window:
 
 def _to_device(samples: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in samples.items()}
-
-
-def _skips_report() -> str:
-    from ..datasets import skips
-
-    return skips.report()
