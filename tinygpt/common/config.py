@@ -18,6 +18,7 @@ from typing import Optional
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ..conversation.chat_template import FROM_TOKENIZER
 from ..conversation.protocol import IMAGE_SLOT, IMAGE_TEXT, check_template
 from .errors import UserError
 
@@ -36,9 +37,18 @@ def ranged(default, low=None, high=None, *, above=False, below=False):
 # ----------------------------------------------------------------------------- model
 @dataclass
 class VisionConfig:
-    """EVA ViT-g/14 as BLIP-2 uses it (39 of EVA-CLIP-g's 40 blocks), or a tiny stand-in."""
-    image_size: int = ranged(224, 1)
+    """The vision tower (models/vision.py).  `eva_vit_g` (the default): EVA ViT-g/14 as BLIP-2 uses it
+    (39 of EVA-CLIP-g's 40 blocks), or a tiny stand-in, shaped by width/depth/heads/mlp_dim here;
+    `clip` / `siglip`: transformers' towers shaped by the config.json at `hf_config`."""
+    kind: str = "eva_vit_g"  # eva_vit_g | clip | siglip
+    hf_config: Optional[str] = None  # clip / siglip: a config.json (full model or vision-only), or its directory
+    image_size: int = ranged(224, 1)  # clip / siglip: must equal the hf_config's
     patch_size: int = ranged(14, 1)
+    # Features: hidden state `feature_layer` (-1 last block, -2 penultimate: LLaVA's
+    # mm_vision_select_layer), CLS token kept or dropped (LLaVA's "patch"; SigLIP has none).
+    feature_layer: int = -1
+    keep_cls: bool = True
+    ln_vision: bool = True  # BLIP-2's LayerNorm on the tower output: only the EVA recipe has it
     width: int = 1408
     depth: int = 39
     heads: int = 16
@@ -74,6 +84,18 @@ class QFormerConfig:
 
 
 @dataclass
+class ConnectorConfig:
+    """What turns vision features into the LLM's visual tokens (models/connectors.py).  `qformer`
+    (the default): BLIP-2's Q-Former (`model.qformer`) + TinyGPT-V's two linear layers
+    (`model.proj_mid_dim`); `mlp`: LLaVA-1.5's Linear-GELU-Linear; `linear`: one Linear; `resampler`:
+    `num_queries` learned queries cross-attending to the features in `depth` layers of `heads` heads."""
+    kind: str = "qformer"  # qformer | mlp | linear | resampler
+    num_queries: int = ranged(64, 1)  # resampler: visual tokens per image
+    depth: int = ranged(2, 1)
+    heads: int = ranged(8, 1)
+
+
+@dataclass
 class LoRAConfig:
     r: int = ranged(0, 0)  # 0 = no LoRA (TinyGPT-V stage 1)
     alpha: int = 16
@@ -101,6 +123,7 @@ class ModelConfig:
     arch: str = "tinygpt_v"
     vision: VisionConfig = field(default_factory=VisionConfig)
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
+    connector: ConnectorConfig = field(default_factory=ConnectorConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     proj_mid_dim: int = 4096  # llama_proj 768->4096, llama_proj2 4096->D_llm
     train_projection: bool = True
@@ -108,7 +131,9 @@ class ModelConfig:
     # records it was trained with (every checkpoint_final does; TinyGPT-V's .pth carry their YAML),
     # else the protocol's default (`###Human: {} ###Assistant: `, `###`, image first).  A value
     # that disagrees with the checkpoint's is used, with a warning, when building for inference.
-    prompt_template: Optional[str] = None  # one `{}` for the instruction; "" = no template
+    # One `{}` for the instruction; "" = no template; "chat_template" = the tokenizer's own, with its
+    # end-of-turn token as end_sym (conversation/chat_template.py).
+    prompt_template: Optional[str] = None
     end_sym: Optional[str] = None  # what every answer ends with in training; generation stops there
     image_placeholder: str = IMAGE_TEXT
     # Where a chat's image goes in its first turn: before the question (every TinyGPT-V template) or
@@ -276,6 +301,8 @@ _CHOICES = {
     "run.precision": ("auto", "fp32", "bf16", "fp16"),
     "run.distributed_strategy": ("ddp", "fsdp"),
     "model.loss_reduction": ("token", "sample"),
+    "model.vision.kind": ("eva_vit_g", "clip", "siglip"),
+    "model.connector.kind": ("qformer", "mlp", "linear", "resampler"),
     "model.vision.dtype": ("auto", "fp32", "bf16", "fp16"),
     "model.llm.dtype": ("auto", "fp32", "bf16", "fp16"),
 }
@@ -287,7 +314,7 @@ def _check_choices(cfg: Config) -> None:
         if value not in allowed:
             raise ConfigError(f"{cfg.source}: key '{dotted}' is {value!r}; expected one of {', '.join(allowed)}")
     _check_ranges(cfg, "", cfg.source)
-    if cfg.model.prompt_template is not None:
+    if cfg.model.prompt_template not in (None, FROM_TOKENIZER):
         try:
             check_template(cfg.model.prompt_template)
         except ValueError as exc:

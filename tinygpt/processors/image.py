@@ -25,6 +25,15 @@ from tinygpt.common.registry import registry
 # OpenAI CLIP's statistics; EVA-CLIP and BLIP-2 were trained with these, so the frozen ViT expects them.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# SigLIP's towers were trained on images scaled to [-1, 1].
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
+# The (mean, std) each vision tower kind (`model.vision.kind`, models/vision.py) expects.
+IMAGE_STATS = {
+    "eva_vit_g": (CLIP_MEAN, CLIP_STD),
+    "clip": (CLIP_MEAN, CLIP_STD),
+    "siglip": (SIGLIP_MEAN, SIGLIP_STD),
+}
 
 _RATIO = (3.0 / 4.0, 4.0 / 3.0)  # the aspect-ratio range of the standard random resized crop
 

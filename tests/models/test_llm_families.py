@@ -1,0 +1,254 @@
+"""Any HF causal LM as `model.llm` (tinygpt/models/llm.py, weights/hf_causal_lm.py): for each family a
+tiny random model from the family's own transformers config class, saved with save_pretrained, built
+with build_causal_lm and loaded through our loader: every key placed, logits equal to transformers'
+own; its LoRA targets exist and inject; its norms found and kept in fp32.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from safetensors.torch import save_file
+from torch import nn
+from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
+    PhiConfig,
+    PhiForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    StableLmConfig,
+    StableLmForCausalLM,
+)
+
+from tinygpt.common.errors import UserError
+from tinygpt.models import llm as llms
+from tinygpt.models import phi
+from tinygpt.models.weights import WeightLoadError, load_hf_causal_lm
+
+# hidden 32, 4 heads of 8 (2 k/v heads: k/v width 16), MLP 64, 2 layers, vocab 128.
+SHAPE = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+FAMILIES = {
+    "phi": (PhiConfig, PhiForCausalLM, dict(partial_rotary_factor=0.5, tie_word_embeddings=False)),
+    "phi3": (Phi3Config, Phi3ForCausalLM, dict(pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                               tie_word_embeddings=False)),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM, dict(tie_word_embeddings=True)),  # tied, as Qwen2.5-0.5B
+    "llama": (LlamaConfig, LlamaForCausalLM, dict(tie_word_embeddings=False)),  # TinyLlama, SmolLM2
+    "gemma2": (Gemma2Config, Gemma2ForCausalLM, dict(head_dim=8, query_pre_attn_scalar=8, sliding_window=16,
+                                                     pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+    "stablelm": (StableLmConfig, StableLmForCausalLM, dict(partial_rotary_factor=0.25, use_qkv_bias=True,
+                                                           tie_word_embeddings=False)),
+}
+
+
+class Holder(nn.Module):
+    """What the loader sees: a model with an `llm` attribute."""
+
+    def __init__(self, llm: nn.Module):
+        super().__init__()
+        self.llm = llm
+
+
+def reference(family: str, seed: int = 0) -> nn.Module:
+    """The family's transformers model with every parameter moved off its init (norms != 1)."""
+    config_class, model_class, extra = FAMILIES[family]
+    torch.manual_seed(seed)
+    model = model_class(config_class(**SHAPE, **extra)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def saved(family: str, directory, **save_kwargs) -> nn.Module:
+    model = reference(family)
+    model.save_pretrained(directory, **save_kwargs)
+    return model
+
+
+def loaded(directory, path=None):
+    torch.manual_seed(1)  # a different init than the reference's: only the file can make them equal
+    holder = Holder(llms.build_causal_lm(directory, "eager")).eval()
+    return holder, load_hf_causal_lm(holder, str(path or directory))
+
+
+IDS = torch.tensor([[5, 17, 99, 3, 42, 7], [1, 2, 3, 4, 5, 6]])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_loads_exactly_from_save_pretrained(family, tmp_path):
+    ref = saved(family, tmp_path)
+    holder, report = loaded(tmp_path)
+    assert report.ok and not report.unexpected and not report.missing, report.summary()
+    assert set(report.loaded) == {n for n, _ in holder.named_parameters()}  # every parameter from the file
+    assert llms.family_of(holder.llm) == family
+    with torch.no_grad():
+        torch.testing.assert_close(holder.llm(IDS).logits, ref(IDS).logits)
+
+
+def test_tied_head_is_the_embedding_and_a_file_copy_of_it_is_ignored(tmp_path):
+    ref = reference("qwen2")
+    # torch.save of a state dict keeps lm_head.weight (the same tensor as the embedding) as its own key.
+    torch.save(ref.state_dict(), tmp_path / "pytorch_model.bin")
+    ref.config.save_pretrained(tmp_path)
+    holder, report = loaded(tmp_path)
+    assert report.ok and report.ignored == {"lm_head.weight": "tied to model.embed_tokens.weight (tie_word_embeddings)"}
+    assert holder.llm.lm_head.weight is holder.llm.model.embed_tokens.weight
+    with torch.no_grad():
+        torch.testing.assert_close(holder.llm(IDS).logits, ref(IDS).logits)
+
+
+def test_sharded_safetensors_directory(tmp_path):
+    ref = saved("llama", tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").exists() and len(list(tmp_path.glob("*.safetensors"))) > 2
+    holder, report = loaded(tmp_path)
+    assert report.ok and not report.ignored
+    with torch.no_grad():
+        torch.testing.assert_close(holder.llm(IDS).logits, ref(IDS).logits)
+
+
+def test_a_missing_or_foreign_key_refuses_before_touching_the_model(tmp_path):
+    ref = saved("llama", tmp_path)
+    state = {k: v.contiguous() for k, v in ref.state_dict().items() if k != "model.layers.1.mlp.up_proj.weight"}
+    state["model.layers.0.self_attn.qkv_proj.weight"] = torch.zeros(64, 32)
+    save_file(state, tmp_path / "partial.safetensors")
+    holder = Holder(llms.build_causal_lm(tmp_path))
+    before = holder.llm.model.embed_tokens.weight.clone()
+    with pytest.raises(WeightLoadError) as err:
+        load_hf_causal_lm(holder, str(tmp_path / "partial.safetensors"))
+    assert err.value.report.missing == ["llm.model.layers.1.mlp.up_proj.weight"]
+    assert err.value.report.unexpected == ["model.layers.0.self_attn.qkv_proj.weight (-> llm.model.layers.0.self_attn.qkv_proj.weight)"]
+    assert torch.equal(holder.llm.model.embed_tokens.weight, before)
+
+
+def test_the_config_dtype_does_not_choose_the_build_dtype(tmp_path):
+    config_class, _, extra = FAMILIES["qwen2"]
+    config = config_class(**SHAPE, **extra)
+    config.dtype = "bfloat16"  # what published config.json files say
+    config.save_pretrained(tmp_path)
+    assert {p.dtype for p in llms.build_causal_lm(tmp_path / "config.json").parameters()} == {torch.float32}
+    with torch.device("meta"):
+        assert {p.device.type for p in llms.build_causal_lm(tmp_path).parameters()} == {"meta"}
+
+
+def test_unreadable_config_is_a_user_error(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "no_such_family"}')
+    with pytest.raises(UserError, match="config.json: not a readable Hugging Face LLM config"):
+        llms.build_causal_lm(tmp_path / "config.json")
+
+
+# ----------------------------------------------------------------------------- LoRA targets
+# LoRA of rank r on a Linear(in, out) adds r * (in + out) parameters; r = 2, H = 32, k/v width 16,
+# MLP width 64, 2 layers.
+LORA_COUNTS = {
+    # q 2*(32+32) + k 2*(32+16) + v 2*(32+16) + dense 2*(32+32) = 448; fc1 2*(32+64) + fc2 = 384
+    "phi": (2 * 448, 2 * (448 + 384)),
+    # qkv_proj 2*(32+64) + o_proj 2*(32+32) = 320; gate_up_proj 2*(32+128) + down_proj 2*(64+32) = 512
+    "phi3": (2 * 320, 2 * (320 + 512)),
+    # q 128 + k 96 + v 96 + o 128 = 448; gate 2*(32+64) + up 192 + down 2*(64+32) = 576
+    **{family: (2 * 448, 2 * (448 + 576)) for family in ("qwen2", "llama", "gemma2", "stablelm")},
+    # TinyGPT-V's Phi (4 k/v heads): query_key_value 2*(32+96) + dense 128 = 384; fc1 2*(32+128) + fc2 = 640
+    "tinygptv_phi": (2 * 384, 2 * (384 + 640)),
+}
+
+
+def tinygptv_phi(tmp_path) -> nn.Module:
+    config = phi.load_phi_config(str(phi.write_phi_config(tmp_path / "phi.json", 128, 32, 2, 4)))
+    return phi.TinyGPTVPhiForCausalLM(config)
+
+
+def family_model(family, tmp_path) -> nn.Module:
+    return tinygptv_phi(tmp_path) if family == "tinygptv_phi" else reference(family)
+
+
+@pytest.mark.parametrize("family", LORA_COUNTS)
+@pytest.mark.parametrize("include_mlp", [False, True])
+def test_lora_targets_exist_and_inject(family, include_mlp, tmp_path):
+    model = family_model(family, tmp_path)
+    assert llms.family_of(model) == family
+    targets = llms.lora_targets(family, include_mlp)
+    leaves = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    assert set(targets) <= leaves, f"{family}: {set(targets) - leaves} are not Linear modules"
+    inject_adapter_in_model(LoraConfig(r=2, lora_alpha=4, target_modules=targets), model)
+    lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    assert lora == LORA_COUNTS[family][include_mlp]
+
+
+def test_lora_targets_override_and_unknown_family():
+    assert llms.lora_targets("qwen2", include_mlp=True, override=["q_proj"]) == ["q_proj"]
+    assert llms.lora_targets("mamba", include_mlp=False, override=["in_proj"]) == ["in_proj"]
+    with pytest.raises(UserError, match="'mamba'.*set model.llm.lora.targets"):
+        llms.lora_targets("mamba", include_mlp=False)
+
+
+# ----------------------------------------------------------------------------- norms
+NORMS_PER_LAYER = {"phi": 1, "phi3": 2, "qwen2": 2, "llama": 2, "gemma2": 4, "stablelm": 2, "tinygptv_phi": 4}
+
+
+@pytest.mark.parametrize("family", NORMS_PER_LAYER)
+def test_norm_weight_names_finds_every_norm_by_class(family, tmp_path):
+    model = family_model(family, tmp_path)
+    names = llms.norm_weight_names(model)
+    assert len(names) == 2 * NORMS_PER_LAYER[family] + 1  # per layer, and the final norm
+    params = dict(model.named_parameters())
+    assert all(params[n].shape == (32,) or params[n].shape == (8,) for n in names)  # hidden or head width
+    if family == "tinygptv_phi":
+        assert names == phi.norm_weight_names(model)  # the generic list is TinyGPT-V's own there
+
+
+def test_transformers_rmsnorms_differ_in_how_they_treat_an_fp32_weight():
+    """Why keep_norms_fp32 wraps the norms instead of only casting them (llm.py)."""
+    from transformers.models.gemma2.modeling_gemma2 import Gemma2RMSNorm
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    x = torch.randn(2, 3, 32).bfloat16()
+    assert LlamaRMSNorm(32)(x).dtype == torch.float32  # weight fp32 * normalised bf16 -> fp32
+    assert Gemma2RMSNorm(32)(x).dtype == torch.bfloat16  # computes in fp32, hands back the input dtype
+    norm = LlamaRMSNorm(32)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    expected = (norm.weight * (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6))).bfloat16()
+    llms.keep_norms_fp32(nn.ModuleList([norm]))
+    assert isinstance(norm, LlamaRMSNorm) and norm.weight.dtype == torch.float32
+    out = norm(x)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, expected)  # all in fp32, one rounding at the end
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_bf16_llm_runs_with_fp32_norms(family):
+    ref = reference(family)
+    model = reference(family).bfloat16()
+    assert llms.keep_norms_fp32(model) == 2 * NORMS_PER_LAYER[family] + 1
+    params = dict(model.named_parameters())
+    assert {params[n].dtype for n in llms.norm_weight_names(model)} == {torch.float32}
+    assert model.model.embed_tokens.weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        logits = model(IDS).logits
+        assert logits.dtype == torch.bfloat16
+        torch.testing.assert_close(logits.float(), ref(IDS).logits, atol=0.05, rtol=0.05)
+
+
+# ----------------------------------------------------------------------------- full size
+def test_qwen2_5_0_5b_on_meta_has_its_published_parameter_count():
+    with torch.device("meta"):
+        model = llms.build_causal_lm("train_configs/llm/qwen2.5-0.5b.json")
+    config = model.config
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads,
+            config.intermediate_size, config.vocab_size) == (896, 24, 14, 2, 4864, 151936)
+    assert config.tie_word_embeddings and config.rope_parameters["rope_theta"] == 1e6
+    embed = 151936 * 896  # 136,134,656, also the (tied) head
+    q = 896 * 896 + 896  # 803,712 (q/k/v have biases, o has none)
+    kv = 2 * (896 * 128 + 128)  # 2 k/v heads of 64: 229,632
+    o = 896 * 896  # 802,816
+    mlp = 3 * 896 * 4864  # gate, up, down: 13,074,432
+    norms = 2 * 896
+    layer = q + kv + o + mlp + norms  # 14,912,384
+    total = embed + 24 * layer + 896  # + the final norm
+    assert total == 494_032_768
+    assert sum(p.numel() for p in model.parameters()) == total
+    assert len(llms.norm_weight_names(model)) == 2 * 24 + 1

@@ -1,0 +1,116 @@
+"""Any Hugging Face causal LM as the model's language model: built from its config.json, its LoRA
+targets per family, and its norm layers found (and kept in fp32) whatever their class.
+
+    input_ids [B, T] or inputs_embeds [B, T, D_llm] -> logits [B, T, vocab]
+
+The family is the HF config's `model_type`; TinyGPT-V's own Phi subclass (models/phi.py, fused
+`query_key_value`) is the family "tinygptv_phi" (`family_of`).  Module names in `LORA_TARGETS` are
+those of transformers 5.x's modeling files (models/<type>/modeling_<type>.py); tests build every
+family and inject LoRA on them.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+from ..common.errors import UserError
+from .norms import float_compute
+from .phi import TinyGPTVPhiForCausalLM
+
+LORA_TARGETS_KEY = "model.llm.lora.targets"
+
+
+@dataclass(frozen=True)
+class LoraTargets:
+    """The Linear module names (last name component, as peft matches them) LoRA goes on."""
+
+    attention: tuple[str, ...]
+    mlp: tuple[str, ...]
+
+
+LORA_TARGETS: dict[str, LoraTargets] = {
+    # TinyGPT-V's Phi: one fused q/k/v projection, so one LoRA A shared by q, k and v.
+    "tinygptv_phi": LoraTargets(("query_key_value", "dense"), ("fc1", "fc2")),
+    "phi": LoraTargets(("q_proj", "k_proj", "v_proj", "dense"), ("fc1", "fc2")),
+    # Phi-3 fuses q/k/v and gate/up in its own checkpoints.
+    "phi3": LoraTargets(("qkv_proj", "o_proj"), ("gate_up_proj", "down_proj")),
+    **{family: LoraTargets(("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj"))
+       for family in ("qwen2", "llama", "gemma2", "stablelm")},  # llama: TinyLlama, SmolLM2
+}
+
+
+def family_of(llm: nn.Module) -> str:
+    """The `LORA_TARGETS` key of a built LLM."""
+    if isinstance(llm, TinyGPTVPhiForCausalLM):
+        return "tinygptv_phi"
+    return llm.config.model_type
+
+
+def lora_targets(model_type: str, include_mlp: bool, override: Optional[list[str]] = None) -> list[str]:
+    """Module names for peft's `target_modules`: `override` when given (the YAML's
+    `model.llm.lora.targets`), else the family's attention projections (+ MLP ones with `include_mlp`).
+    An unknown family without an override is a UserError naming the key to set."""
+    if override:
+        return list(override)
+    if model_type not in LORA_TARGETS:
+        raise UserError(f"no default LoRA targets for the LLM family {model_type!r} (known: "
+                        f"{', '.join(sorted(LORA_TARGETS))}); set {LORA_TARGETS_KEY} to its projection names")
+    targets = LORA_TARGETS[model_type]
+    return list(targets.attention + (targets.mlp if include_mlp else ()))
+
+
+def build_causal_lm(hf_config_path: str, attn_implementation: str = "sdpa") -> PreTrainedModel:
+    """The causal LM a config.json (file, or directory holding one) describes, randomly initialised
+    on the current default device and dtype (`with torch.device("meta")` builds it without memory).
+
+    The config's own `torch_dtype` is deliberately not used: the caller decides the dtype.
+    """
+    try:
+        config = AutoConfig.from_pretrained(os.fspath(hf_config_path))
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{hf_config_path}: not a readable Hugging Face LLM config "
+                        f"({str(exc).splitlines()[0]})") from None
+    return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation,
+                                            dtype=torch.get_default_dtype())
+
+
+# ----------------------------------------------------------------------------- norms
+def _is_norm(module: nn.Module) -> bool:
+    name = type(module).__name__
+    return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or name.endswith(("RMSNorm", "LayerNorm"))
+
+
+def norm_modules(llm: nn.Module) -> dict[str, nn.Module]:
+    """{module name: module} of every normalisation layer with a weight: nn.LayerNorm / nn.RMSNorm
+    and the families' own classes (LlamaRMSNorm, Qwen2RMSNorm, Gemma2RMSNorm, Phi3RMSNorm, ...)."""
+    return {name: m for name, m in llm.named_modules()
+            if _is_norm(m) and isinstance(getattr(m, "weight", None), nn.Parameter)}
+
+
+def norm_weight_names(llm: nn.Module) -> list[str]:
+    """Parameter names (relative to `llm`) of every norm *weight*: what "norms train" trains.
+    Biases never train (TinyGPT-V's 13,809,664 in stage 1); on TinyGPT-V's Phi this is exactly
+    models/phi.py's list."""
+    return [f"{name}.weight" for name in norm_modules(llm)]
+
+
+def keep_norms_fp32(llm: nn.Module) -> int:
+    """Every norm layer of `llm` in fp32, computing in fp32 and handing back its input's dtype
+    (norms.float_compute), so trained norm weights keep their small updates in a half-precision LLM.
+    Returns the number of norm layers.
+
+    Why a wrapper and not just `.float()`: the Llama-style RMSNorms (Llama, Qwen2, Phi3) upcast the
+    normalisation but multiply by the weight in the weight's dtype, so an fp32 weight would turn their
+    output fp32 and the next bf16 Linear would refuse it; nn.LayerNorm (Phi, StableLM) takes an fp32
+    weight beside a bf16 input on some backends only, so the cast is made explicit.  Gemma2RMSNorm
+    already computes in fp32 and returns the input dtype (wrapping it changes nothing).  tests/models/test_llm_families.py checks each of these facts.
+    """
+    modules = norm_modules(llm)
+    for module in modules.values():
+        float_compute(module)
+    return len(modules)
