@@ -105,7 +105,7 @@ def export_onnx(cfg: Config, out: str) -> str:
 
     import tinygpt
 
-    from .processors.image import CLIP_MEAN, CLIP_STD
+    from .processors.image import IMAGE_STATS
 
     model = tinygpt.build_model(cfg, "cpu", training=False)
     model.float().eval()
@@ -132,7 +132,8 @@ def export_onnx(cfg: Config, out: str) -> str:
     tok = model.tokenizer
     model.tokenizer.save_pretrained(out)
     style = model.style
-    manifest = {"image_size": size, "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
+    mean, std = IMAGE_STATS[cfg.model.vision.kind]
+    manifest = {"image_size": size, "mean": list(mean), "std": list(std),
                 "style": {**json.loads(style.record()), "max_txt_len": style.max_txt_len,
                           "max_context_len": style.max_context_len},
                 "bos_token": tok.bos_token, "eos_token": tok.eos_token, "pad_token": tok.pad_token,

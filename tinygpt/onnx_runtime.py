@@ -67,7 +67,7 @@ class OnnxModel:
 
     def preprocess(self, image) -> np.ndarray:
         """PIL image -> [3, S, S] float32: BLIP-2's eval transform (bicubic resize of the whole
-        image, /255, CLIP mean/std), as processors/image.py computes it."""
+        image, /255, the tower's mean/std from the manifest), as processors/image.py computes it."""
         from PIL import Image
 
         size = self.manifest["image_size"]

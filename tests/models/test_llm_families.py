@@ -10,41 +10,12 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import save_file
 from torch import nn
-from transformers import (
-    Gemma2Config,
-    Gemma2ForCausalLM,
-    LlamaConfig,
-    LlamaForCausalLM,
-    Phi3Config,
-    Phi3ForCausalLM,
-    PhiConfig,
-    PhiForCausalLM,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    StableLmConfig,
-    StableLmForCausalLM,
-)
 
+from backbones import FAMILIES, SHAPE, reference_llm
 from tinygpt.common.errors import UserError
 from tinygpt.models import llm as llms
 from tinygpt.models import phi
 from tinygpt.models.weights import WeightLoadError, load_hf_causal_lm
-
-# hidden 32, 4 heads of 8 (2 k/v heads: k/v width 16), MLP 64, 2 layers, vocab 128.
-SHAPE = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-FAMILIES = {
-    "phi": (PhiConfig, PhiForCausalLM, dict(partial_rotary_factor=0.5, tie_word_embeddings=False)),
-    "phi3": (Phi3Config, Phi3ForCausalLM, dict(pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                                               tie_word_embeddings=False)),
-    "qwen2": (Qwen2Config, Qwen2ForCausalLM, dict(tie_word_embeddings=True)),  # tied, as Qwen2.5-0.5B
-    "llama": (LlamaConfig, LlamaForCausalLM, dict(tie_word_embeddings=False)),  # TinyLlama, SmolLM2
-    "gemma2": (Gemma2Config, Gemma2ForCausalLM, dict(head_dim=8, query_pre_attn_scalar=8, sliding_window=16,
-                                                     pad_token_id=0, bos_token_id=1, eos_token_id=2)),
-    "stablelm": (StableLmConfig, StableLmForCausalLM, dict(partial_rotary_factor=0.25, use_qkv_bias=True,
-                                                           tie_word_embeddings=False)),
-}
-
 
 class Holder(nn.Module):
     """What the loader sees: a model with an `llm` attribute."""
@@ -55,14 +26,7 @@ class Holder(nn.Module):
 
 
 def reference(family: str, seed: int = 0) -> nn.Module:
-    """The family's transformers model with every parameter moved off its init (norms != 1)."""
-    config_class, model_class, extra = FAMILIES[family]
-    torch.manual_seed(seed)
-    model = model_class(config_class(**SHAPE, **extra)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
+    return reference_llm(family, seed)
 
 
 def saved(family: str, directory, **save_kwargs) -> nn.Module:

@@ -100,14 +100,21 @@ class LoRAConfig:
     r: int = ranged(0, 0)  # 0 = no LoRA (TinyGPT-V stage 1)
     alpha: int = 16
     dropout: float = ranged(0.05, 0.0, 1.0, below=True)
-    targets: list[str] = field(default_factory=lambda: ["query_key_value", "dense"])
+    # Module names to adapt; null = the LLM family's attention projections (models/llm.py), plus its
+    # MLP projections with `mlp: true` (TinyGPT-V's Phi: query_key_value, dense).
+    targets: Optional[list[str]] = None
+    mlp: bool = False
 
 
 @dataclass
 class LLMConfig:
-    """Phi-2 with TinyGPT-V's norms. Dimensions come from the HF config.json at `hf_config`."""
+    """The language model (models/llm.py).  `family: tinygptv_phi` (the default): Phi-2 with TinyGPT-V's
+    norms; `family: auto`: any Hugging Face causal LM (Qwen2, Llama, Phi-3, Gemma-2, StableLM, ...)
+    by its config.json.  Dimensions come from the HF config.json at `hf_config`."""
+    family: str = "tinygptv_phi"  # tinygptv_phi | auto
     hf_config: str = MISSING  # a config.json, or a directory holding one
-    weights: Optional[str] = None  # HF directory / .safetensors / .bin (split or legacy fused QKV)
+    # HF directory / .safetensors / .bin (Phi-2: split or legacy fused QKV; auto: the family's own keys)
+    weights: Optional[str] = None
     tokenizer: Optional[str] = None  # HF tokenizer directory (tokenizer.json)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     train: bool = False  # full fine-tune of the base weights (tiny recipe only)
@@ -155,6 +162,9 @@ class ModelConfig:
 class ProcessorConfig:
     name: str = MISSING
     image_size: int = 224
+    # Image statistics of a vision tower kind (processors/image.py IMAGE_STATS); null = the model's
+    # own tower (model.vision.kind), which is what a run should almost always use.
+    normalization: Optional[str] = None
     min_scale: float = 0.5
     max_scale: float = 1.0
     max_words: int = 50
@@ -302,6 +312,7 @@ _CHOICES = {
     "run.distributed_strategy": ("ddp", "fsdp"),
     "model.loss_reduction": ("token", "sample"),
     "model.vision.kind": ("eva_vit_g", "clip", "siglip"),
+    "model.llm.family": ("tinygptv_phi", "auto"),
     "model.connector.kind": ("qformer", "mlp", "linear", "resampler"),
     "model.vision.dtype": ("auto", "fp32", "bf16", "fp16"),
     "model.llm.dtype": ("auto", "fp32", "bf16", "fp16"),

@@ -146,6 +146,8 @@ def build_dataset(name: str, cfg: Config, seed: Optional[int] = None, section: s
     import tinygpt.datasets  # noqa: F401  (registers the builders)
 
     dcfg = getattr(cfg, section)[name]
+    # Images are normalised with the statistics of the model's own tower unless the YAML says otherwise.
+    dcfg.vis_processor.normalization = dcfg.vis_processor.normalization or cfg.model.vision.kind
     builder = registry.get("dataset", dcfg.builder or name)
     return builder(dcfg, name=name, seed=cfg.run.seed if seed is None else seed).build()
 

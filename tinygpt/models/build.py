@@ -16,8 +16,9 @@ from ..common.config import Config, ConfigError, ModelConfig, require_file
 from ..common.registry import registry
 from ..conversation.protocol import PromptStyle
 from . import weights
-from .norms import FloatLayerNorm, FloatRMSNorm
-from .phi import load_phi_config
+from ..conversation.chat_template import FROM_TOKENIZER, chat_template_style
+from .llm import TINYGPTV_FAMILY, load_llm_config
+from .norms import FloatCompute
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,10 @@ def build_model(cfg: Config | ModelConfig, device: torch.device | str | None = N
     model_cfg, device, source = _where(cfg, device, source)
     on_meta = device.type == "meta"
     load_weights = load_weights and not on_meta
-    resolve_prompt_style(model_cfg, source, warn=not training, read_checkpoints=load_weights)
     llm_config, tokenizer = _llm_config_and_tokenizer(model_cfg, source, with_tokenizer=not on_meta)
-    model = _instantiate(model_cfg, llm_config, tokenizer, device, training)
+    _template_from_tokenizer(model_cfg, tokenizer)
+    resolve_prompt_style(model_cfg, source, warn=not training, read_checkpoints=load_weights)
+    model = _instantiate(model_cfg, llm_config, tokenizer, device, training, source)
     if training:
         _prepare_for_training(model, model_cfg)
     _norms_in_fp32(model)
@@ -101,8 +103,9 @@ def _where(cfg: Config | ModelConfig, device, source: str | None) -> tuple[Model
 
 
 def _llm_config_and_tokenizer(cfg: ModelConfig, source: str, *, with_tokenizer: bool):
-    """The LLM's HF config (Phi-2 with TinyGPT-V's q/k norms) and its tokenizer (None on meta)."""
-    llm_config = load_phi_config(require_file(source, "model.llm.hf_config", cfg.llm.hf_config),
+    """The LLM's HF config (Phi-2 with TinyGPT-V's q/k norms, or any causal LM's) and its tokenizer
+    (None on meta)."""
+    llm_config = load_llm_config(cfg.llm.family, require_file(source, "model.llm.hf_config", cfg.llm.hf_config),
                                  cfg.llm.attn_implementation)
     if not with_tokenizer:
         return llm_config, None
@@ -113,7 +116,20 @@ def _llm_config_and_tokenizer(cfg: ModelConfig, source: str, *, with_tokenizer: 
     return llm_config, tokenizer
 
 
-def _instantiate(cfg: ModelConfig, llm_config, tokenizer, device: torch.device, training: bool):
+def _template_from_tokenizer(cfg: ModelConfig, tokenizer) -> None:
+    """`prompt_template: chat_template`: the tokenizer's own chat template for one user turn, and its
+    end-of-turn marker as end_sym unless the config sets one (conversation/chat_template.py).  Left
+    as it is on the meta device (no tokenizer: only parameters are counted there)."""
+    if cfg.prompt_template != FROM_TOKENIZER or tokenizer is None:
+        return
+    template, end_sym = chat_template_style(tokenizer)
+    cfg.prompt_template = template
+    if cfg.end_sym is None:
+        cfg.end_sym = end_sym
+    log.info("prompt template from the tokenizer's chat template: %r, end marker %r", template, cfg.end_sym)
+
+
+def _instantiate(cfg: ModelConfig, llm_config, tokenizer, device: torch.device, training: bool, source: str):
     """The registered arch, created directly on `device` in the LLM's dtype; the ViT in its own.
     For inference nothing trains, so every tower takes its frozen dtype whatever the YAML trains."""
     llm_dtype = _tower_dtype(device, cfg.llm.dtype, training and cfg.llm.train)
@@ -121,7 +137,7 @@ def _instantiate(cfg: ModelConfig, llm_config, tokenizer, device: torch.device, 
     from . import tinygpt_v  # noqa: F401  (registers its arch; a lower floor never imports the facade)
 
     with torch.device(device), _default_dtype(llm_dtype):
-        model = registry.get("model", cfg.arch)(cfg, llm_config, tokenizer)
+        model = registry.get("model", cfg.arch)(cfg, llm_config, tokenizer, source)
     model.visual_encoder.to(vision_dtype)
     return model
 
@@ -130,8 +146,10 @@ def _prepare_for_training(model, cfg: ModelConfig) -> None:
     """Frozen ViT in half precision on accelerators (TinyGPT-V's fp16 ViT); Q-Former, ln_vision,
     projections and every trainable tensor (LoRA, norm weights) in fp32; gradient checkpointing."""
     for module in (model.ln_vision, model.qformer, model.projector):
-        module.float()
-    model.query_tokens.data = model.query_tokens.data.float()
+        if module is not None:
+            module.float()
+    if model.query_tokens is not None:
+        model.query_tokens.data = model.query_tokens.data.float()
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.float()
@@ -148,7 +166,7 @@ def _norms_in_fp32(model) -> None:
     """Norm layers whole in fp32 (bias too): they compute in their weight's dtype (norms.py), and
     F.layer_norm refuses a half bias beside an fp32 weight outside autocast."""
     for module in model.modules():
-        if isinstance(module, (FloatLayerNorm, FloatRMSNorm)):
+        if isinstance(module, FloatCompute):
             module.float()
 
 
@@ -200,11 +218,17 @@ def _to_inference(model) -> None:
 
 
 def _load_all(model, cfg: ModelConfig, source: str) -> list:
+    if cfg.qformer.weights and cfg.connector.kind != "qformer":
+        raise ConfigError(f"{source}: key 'model.qformer.weights' is set but model.connector.kind is "
+                          f"{cfg.connector.kind!r} (no Q-Former to load it into)")
     reports = []
     steps = (
-        ("model.vision.weights", cfg.vision.weights, weights.load_eva_vit),
-        ("model.qformer.weights", cfg.qformer.weights, weights.load_blip2_qformer),
-        ("model.llm.weights", cfg.llm.weights, weights.load_phi),
+        ("model.vision.weights", cfg.vision.weights,
+         weights.load_eva_vit if cfg.vision.kind == "eva_vit_g" else weights.load_hf_vision),
+        ("model.qformer.weights", cfg.qformer.weights if cfg.connector.kind == "qformer" else None,
+         weights.load_blip2_qformer),
+        ("model.llm.weights", cfg.llm.weights,
+         weights.load_phi if cfg.llm.family == TINYGPTV_FAMILY else weights.load_hf_causal_lm),
     )
     for key, path, loader in steps:
         if path:

@@ -10,19 +10,24 @@ family and inject LoRA on them.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from ..common.errors import UserError
 from .norms import float_compute
-from .phi import TinyGPTVPhiForCausalLM
+from .phi import TinyGPTVPhiForCausalLM, load_phi_config
+
+log = logging.getLogger(__name__)
 
 LORA_TARGETS_KEY = "model.llm.lora.targets"
+TINYGPTV_FAMILY = "tinygptv_phi"  # `model.llm.family`: TinyGPT-V's Phi-2 subclass (models/phi.py)
+AUTO_FAMILY = "auto"  # `model.llm.family`: any Hugging Face causal LM, by its config.json's model_type
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ LORA_TARGETS: dict[str, LoraTargets] = {
 def family_of(llm: nn.Module) -> str:
     """The `LORA_TARGETS` key of a built LLM."""
     if isinstance(llm, TinyGPTVPhiForCausalLM):
-        return "tinygptv_phi"
+        return TINYGPTV_FAMILY
     return llm.config.model_type
 
 
@@ -64,19 +69,41 @@ def lora_targets(model_type: str, include_mlp: bool, override: Optional[list[str
     return list(targets.attention + (targets.mlp if include_mlp else ()))
 
 
-def build_causal_lm(hf_config_path: str, attn_implementation: str = "sdpa") -> PreTrainedModel:
-    """The causal LM a config.json (file, or directory holding one) describes, randomly initialised
-    on the current default device and dtype (`with torch.device("meta")` builds it without memory).
-
-    The config's own `torch_dtype` is deliberately not used: the caller decides the dtype.
-    """
+def load_llm_config(family: str, hf_config_path: str, attn_implementation: str = "sdpa") -> PretrainedConfig:
+    """The HF config of `model.llm`: Phi-2's with TinyGPT-V's q/k LayerNorm switched on, or (family
+    "auto") whatever causal LM the config.json (file, or directory holding one) describes."""
+    if family == TINYGPTV_FAMILY:
+        return load_phi_config(hf_config_path, attn_implementation)
     try:
         config = AutoConfig.from_pretrained(os.fspath(hf_config_path))
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(f"{hf_config_path}: not a readable Hugging Face LLM config "
                         f"({str(exc).splitlines()[0]})") from None
-    return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation,
-                                            dtype=torch.get_default_dtype())
+    config._attn_implementation = attn_implementation
+    return config
+
+
+def build_llm(family: str, config: PretrainedConfig) -> PreTrainedModel:
+    """The LLM of `config` (from `load_llm_config`), randomly initialised on the current default
+    device and dtype (`with torch.device("meta")` builds it without memory).  The config's own
+    `torch_dtype` is deliberately not used: the caller decides the dtype."""
+    if family == TINYGPTV_FAMILY:
+        return TinyGPTVPhiForCausalLM(config)
+    try:
+        return AutoModelForCausalLM.from_config(config, attn_implementation=config._attn_implementation,
+                                                dtype=torch.get_default_dtype())
+    except ValueError as exc:  # e.g. Gemma-2 has no SDPA path in transformers 5.x
+        if "attention implementation" not in str(exc) or config._attn_implementation == "eager":
+            raise
+        log.warning("model.llm.attn_implementation: %s has no %r attention; using 'eager'",
+                    config.model_type, config._attn_implementation)
+        config._attn_implementation = "eager"
+        return AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.get_default_dtype())
+
+
+def build_causal_lm(hf_config_path: str, attn_implementation: str = "sdpa") -> PreTrainedModel:
+    """Any causal LM from its config.json (family "auto")."""
+    return build_llm(AUTO_FAMILY, load_llm_config(AUTO_FAMILY, hf_config_path, attn_implementation))
 
 
 # ----------------------------------------------------------------------------- norms

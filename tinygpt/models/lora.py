@@ -11,14 +11,23 @@ from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
 from ..common.config import LoRAConfig
+from ..common.errors import UserError
+from .llm import LORA_TARGETS_KEY, lora_targets
 
 
-def inject_lora(llm: nn.Module, cfg: LoRAConfig) -> None:
-    """Wrap every Linear named by `cfg.targets` with a LoRA adapter (r, alpha, dropout); r = 0: none."""
+def inject_lora(llm: nn.Module, cfg: LoRAConfig, family: str, source: str = "<config>") -> None:
+    """Wrap the target Linears with LoRA adapters (r, alpha, dropout); r = 0: none.  Targets are
+    `cfg.targets` when set, else the LLM family's attention projections (+ MLP with `cfg.mlp`;
+    models/llm.py's table).  A target name the LLM does not have is a UserError naming the key."""
     if cfg.r <= 0:
         return
-    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules=list(cfg.targets), bias="none")
+    targets = lora_targets(family, cfg.mlp, cfg.targets)
+    present = {name.rpartition(".")[2] for name, m in llm.named_modules() if isinstance(m, nn.Linear)}
+    missing = [t for t in targets if t not in present]
+    if missing:
+        raise UserError(f"{source}: key '{LORA_TARGETS_KEY}': the {family} LLM has no Linear named "
+                        f"{', '.join(missing)} (its Linears: {', '.join(sorted(present))})")
+    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, bias="none")
     inject_adapter_in_model(lora, llm)
 
 

@@ -3,24 +3,31 @@
     image [B,3,S,S] -> visual_encoder -> ln_vision -> qformer(query_tokens) -> projector
         -> [B, Q, D_llm] visual tokens, spliced into the prompt at `<ImageHere>` -> Phi-2 (+LoRA)
 
+The same class runs every small backbone the config names (issue "any small backbone"): the tower
+(`model.vision.kind`: EVA ViT-g, CLIP, SigLIP; `ln_vision` only where the recipe has it), the
+connector (`model.connector.kind`: the Q-Former + TinyGPT-V's two linear layers, LLaVA's MLP, one
+linear, a resampler; the non-Q-Former ones are the `projector` attribute) and the LLM
+(`model.llm.family`: TinyGPT-V's Phi subclass, or any Hugging Face causal LM).
+
 Architecture only: no file paths, no dataloaders, no torch.distributed (see build.py / weights.py).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import PhiConfig
+from transformers import PretrainedConfig
 
 from ..common.config import ModelConfig
 from ..common.registry import registry
 from ..conversation.protocol import IGNORE, Dialogue, PromptStyle, encode, pad_rows, sample_dialogues
 from . import components
 from .components import Component
+from .connectors import build_connector
+from .llm import AUTO_FAMILY, build_llm, family_of, keep_norms_fp32, norm_weight_names
 from .lora import inject_lora
-from .phi import TinyGPTVPhiForCausalLM, norm_weight_names
 from .projector import Projector
 from .qformer import CELL_HEAD, build_qformer
-from .vision import LN_VISION_EPS, build_vision_tower
+from .vision import LN_VISION_EPS, build_vision_tower, n_patch_tokens, tower_features
 
 
 @registry.register("model", "tinygpt_v")
@@ -38,19 +45,27 @@ class TinyGPTV(nn.Module):
         Component(CELL_HEAD, "training aids", "qformer.train", aid=True),
     )
 
-    def __init__(self, cfg: ModelConfig, llm_config: PhiConfig, tokenizer=None):
+    def __init__(self, cfg: ModelConfig, llm_config: PretrainedConfig, tokenizer=None, source: str = "<config>"):
         super().__init__()
         self.cfg = cfg
         self.tokenizer = tokenizer
-        self.visual_encoder = build_vision_tower(cfg.vision)
-        self.ln_vision = nn.LayerNorm(cfg.vision.width, eps=LN_VISION_EPS)
-        self.qformer, self.query_tokens = build_qformer(cfg.qformer, cfg.vision.width)
-        self.projector = Projector(cfg.qformer.width, cfg.proj_mid_dim, llm_config.hidden_size)
-        # Training aid (QFormerConfig.cell_classes), not used at inference.
-        self.cell_head = nn.Linear(cfg.qformer.width, cfg.qformer.cell_classes) if cfg.qformer.cell_classes else None
-        self.llm = TinyGPTVPhiForCausalLM(llm_config)
-        self.llm.lm_head.register_forward_pre_hook(_contiguous_input)
-        inject_lora(self.llm, cfg.llm.lora)
+        self.visual_encoder = build_vision_tower(cfg.vision, source)
+        d_vision = self.visual_encoder.config.hidden_size
+        self.ln_vision = nn.LayerNorm(d_vision, eps=LN_VISION_EPS) if cfg.vision.ln_vision else None
+        self.qformer = self.query_tokens = self.cell_head = None
+        if cfg.connector.kind == "qformer":
+            self.qformer, self.query_tokens = build_qformer(cfg.qformer, d_vision)
+            self.projector = Projector(cfg.qformer.width, cfg.proj_mid_dim, llm_config.hidden_size)
+            # Training aid (QFormerConfig.cell_classes), not used at inference.
+            if cfg.qformer.cell_classes:
+                self.cell_head = nn.Linear(cfg.qformer.width, cfg.qformer.cell_classes)
+        else:
+            self.projector = build_connector(cfg.connector, d_vision, llm_config.hidden_size, source)
+        self.llm = build_llm(cfg.llm.family, llm_config)
+        if cfg.llm.family == AUTO_FAMILY:
+            keep_norms_fp32(self.llm)  # TinyGPT-V's Phi has fp32 norm classes of its own
+        self.llm.get_output_embeddings().register_forward_pre_hook(_contiguous_input)
+        inject_lora(self.llm, cfg.llm.lora, family_of(self.llm), source)
         self.apply_trainable()
 
     # ------------------------------------------------------------------ what trains
@@ -62,7 +77,7 @@ class TinyGPTV(nn.Module):
         return components.frozen_towers(self)
 
     def llm_norm_weight_names(self) -> list[str]:
-        """The LLM's norm weights TinyGPT-V trains in fp32 (names inside `self.llm`)."""
+        """The LLM's norm weights that train in fp32 with `model.llm.train_norms` (names inside `self.llm`)."""
         return norm_weight_names(self.llm)
 
     def train(self, mode: bool = True):
@@ -78,11 +93,16 @@ class TinyGPTV(nn.Module):
         return self.project_queries(self.query_features(images))
 
     def query_features(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, 3, S, S] -> Q-Former outputs [B, Q, D_qformer] (what the feature cache stores)."""
-        tower_dtype = self.visual_encoder.embeddings.patch_embedding.weight.dtype
+        """images [B, 3, S, S] -> what the connector's trainable part starts from (what the feature
+        cache stores): Q-Former outputs [B, Q, D_qformer] with the `qformer` connector, else the
+        tower's selected features [B, N, D_vision] (after `ln_vision` where the recipe has it)."""
+        tower_dtype = next(self.visual_encoder.parameters()).dtype
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.vision.train):
-            feats = self.visual_encoder(pixel_values=images.to(tower_dtype)).last_hidden_state
-            feats = self.ln_vision(feats.to(self.ln_vision.weight.dtype))
+            feats = tower_features(self.visual_encoder, self.cfg.vision, images.to(tower_dtype))
+            if self.ln_vision is not None:
+                feats = self.ln_vision(feats.to(self.ln_vision.weight.dtype))
+        if self.qformer is None:
+            return feats
         queries = self.query_tokens.expand(feats.shape[0], -1, -1)
         # Gradients must pass through a frozen Q-Former when the tower below it trains.
         with torch.set_grad_enabled(torch.is_grad_enabled() and (self.cfg.qformer.train or self.cfg.vision.train)):
@@ -90,8 +110,8 @@ class TinyGPTV(nn.Module):
         return out
 
     def project_queries(self, queries: torch.Tensor) -> torch.Tensor:
-        """[B, Q, D_qformer] -> [B, Q, D_llm]"""
-        return self.projector(queries.to(self.projector.fc1.weight.dtype))
+        """`query_features`' output -> visual tokens [B, Q, D_llm]"""
+        return self.projector(queries.to(next(self.projector.parameters()).dtype))
 
     # ------------------------------------------------------------------ text
     @property
@@ -101,8 +121,12 @@ class TinyGPTV(nn.Module):
 
     @property
     def n_visual_tokens(self) -> int:
-        """Visual tokens one image takes in the sequence (the Q-Former's queries)."""
-        return self.cfg.qformer.num_query_tokens
+        """Visual tokens one image takes in the sequence (the Q-Former's queries, or what the
+        connector makes of the tower's patch tokens)."""
+        if self.qformer is not None:
+            return self.cfg.qformer.num_query_tokens
+        v = self.cfg.vision
+        return self.projector.n_visual_tokens(n_patch_tokens(v.kind, v.image_size, v.patch_size, v.keep_cls))
 
     @property
     def max_positions(self) -> int:

@@ -15,5 +15,6 @@ def build_processor(cfg: ProcessorConfig):
 
 def eval_processor(model_cfg):
     """The one inference transform (chat, API, evaluation): BLIP-2's eval transform at the model's
-    input size -- a whole-image resize, no random crop."""
-    return build_processor(ProcessorConfig(name="blip2_image_eval", image_size=model_cfg.vision.image_size))
+    input size and its tower's image statistics -- a whole-image resize, no random crop."""
+    return build_processor(ProcessorConfig(name="blip2_image_eval", image_size=model_cfg.vision.image_size,
+                                           normalization=model_cfg.vision.kind))

@@ -35,6 +35,16 @@ IMAGE_STATS = {
     "siglip": (SIGLIP_MEAN, SIGLIP_STD),
 }
 
+
+
+def image_stats(cfg: ProcessorConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) a processor config asks for (unset: EVA's, i.e. OpenAI CLIP's)."""
+    kind = cfg.normalization or "eva_vit_g"
+    if kind not in IMAGE_STATS:
+        raise ValueError(f"processor {cfg.name}: normalization {kind!r} is not one of {', '.join(IMAGE_STATS)}")
+    return IMAGE_STATS[kind]
+
+
 _RATIO = (3.0 / 4.0, 4.0 / 3.0)  # the aspect-ratio range of the standard random resized crop
 
 
@@ -114,7 +124,7 @@ class Blip2ImageTrainProcessor:
 
     @classmethod
     def from_config(cls, cfg: ProcessorConfig) -> "Blip2ImageTrainProcessor":
-        return cls(cfg.image_size, cfg.min_scale, cfg.max_scale)
+        return cls(cfg.image_size, cfg.min_scale, cfg.max_scale, *image_stats(cfg))
 
     @property
     def keeps_whole_image(self) -> bool:
@@ -147,7 +157,7 @@ class Blip2ImageEvalProcessor:
 
     @classmethod
     def from_config(cls, cfg: ProcessorConfig) -> "Blip2ImageEvalProcessor":
-        return cls(cfg.image_size)
+        return cls(cfg.image_size, *image_stats(cfg))
 
     def __call__(self, image: Image.Image, rng: Optional[random.Random] = None) -> torch.Tensor:
         """`rng` is accepted (and unused) so datasets can call every image processor the same way."""
