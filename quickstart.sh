@@ -4,6 +4,7 @@
 #
 #   bash quickstart.sh            # skips what is already done (data, a stage whose checkpoint exists)
 #   bash quickstart.sh --force    # regenerates the data and retrains every stage
+#   bash quickstart.sh --recipe tiny_llava   # the second tiny recipe (SigLIP-like + MLP + Qwen2-like)
 #
 #   .venv + install (scripts/setup.sh) -> synthetic corpus + tokenizer (data/synthetic)
 #   -> train_configs/tiny/stage{1,2,3,4}.yaml (output/tiny/stageN) -> eval_configs/tiny.yaml
@@ -13,13 +14,22 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 FORCE=0
-for arg in "$@"; do
-  case "$arg" in
+RECIPE=tiny
+while [ $# -gt 0 ]; do
+  case "$1" in
     --force) FORCE=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-    *) echo "quickstart.sh: unknown argument '$arg' (use --force or --help)" >&2; exit 2 ;;
+    --recipe) RECIPE="${2:-}"; shift ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "quickstart.sh: unknown argument '$1' (use --force, --recipe NAME or --help)" >&2; exit 2 ;;
   esac
+  shift
 done
+# A recipe = train_configs/<recipe>/stage1.yaml, stage2.yaml, ... (output/<recipe>/stageN) + eval_configs/<recipe>.yaml.
+STAGES=(train_configs/"$RECIPE"/stage[0-9].yaml)
+if [ ! -f "${STAGES[0]}" ] || [ ! -f "eval_configs/$RECIPE.yaml" ]; then
+  echo "quickstart.sh: --recipe '$RECIPE' needs train_configs/$RECIPE/stage1.yaml ... and eval_configs/$RECIPE.yaml" >&2
+  exit 2
+fi
 
 # The corpus the tiny recipe is tuned for (train_configs/tiny/*.yaml read 48 px images).
 DATA=data/synthetic
@@ -67,30 +77,30 @@ else
 fi
 SECONDS_OF[data]=$(elapsed "$t")
 
-for n in 1 2 3 4; do
-  out=output/tiny/stage$n
-  step "stage $n: train_configs/tiny/stage$n.yaml -> $out"
+for n in $(seq 1 ${#STAGES[@]}); do
+  out=output/$RECIPE/stage$n
+  step "stage $n: train_configs/$RECIPE/stage$n.yaml -> $out"
   t=$(date +%s)
   if [ "$FORCE" = 0 ] && [ -f "$out/checkpoint_final.safetensors" ]; then
     echo "$out/checkpoint_final.safetensors exists; skipping (--force retrains)"
   else
     rm -rf "$out"  # a half-finished run would append to its metrics
-    "$PY" train.py --cfg-path "train_configs/tiny/stage$n.yaml"
+    "$PY" train.py --cfg-path "train_configs/$RECIPE/stage$n.yaml"
   fi
   SECONDS_OF[stage$n]=$(elapsed "$t")
 done
 
-step "evaluation: eval_configs/tiny.yaml -> output/tiny/eval"
+step "evaluation: eval_configs/$RECIPE.yaml -> output/$RECIPE/eval"
 t=$(date +%s)
 # --restart: the answers are always those of the checkpoint just trained.
-"$PY" eval_scripts/evaluate.py --cfg-path eval_configs/tiny.yaml --restart --no-progress
+"$PY" eval_scripts/evaluate.py --cfg-path "eval_configs/$RECIPE.yaml" --restart --no-progress
 SECONDS_OF[eval]=$(elapsed "$t")
 
 STEP="summary"
 TOTAL=$(elapsed "$START")
 echo
-echo "=== tiny TinyGPT-V, trained from scratch on $DATA (held-out split: 200 images)"
-"$PY" - output/tiny/eval/results.json <<'EOF'
+echo "=== $RECIPE recipe, trained from scratch on $DATA (held-out split: 200 images)"
+"$PY" - "output/$RECIPE/eval/results.json" <<'EOF'
 import json, sys
 results = json.load(open(sys.argv[1]))["results"]
 rows = [("vqav2", "VQA accuracy (synthetic VQAv2 split)"),
@@ -104,9 +114,9 @@ for label, name in rows:
     print(f"| {name:<42} | {score} | {n:>3} |")
 EOF
 echo
-for n in 1 2 3 4; do
-  echo "stage $n: output/tiny/stage$n/checkpoint_final.safetensors   loss curve: output/tiny/stage$n/loss_curve.png   (${SECONDS_OF[stage$n]} s)"
+for n in $(seq 1 ${#STAGES[@]}); do
+  echo "stage $n: output/$RECIPE/stage$n/checkpoint_final.safetensors   loss curve: output/$RECIPE/stage$n/loss_curve.png   (${SECONDS_OF[stage$n]} s)"
 done
-echo "results: output/tiny/eval/results.md, output/tiny/eval/results.json   (evaluation ${SECONDS_OF[eval]} s)"
+echo "results: output/$RECIPE/eval/results.md, output/$RECIPE/eval/results.json   (evaluation ${SECONDS_OF[eval]} s)"
 echo "time: setup ${SECONDS_OF[setup]} s, data ${SECONDS_OF[data]} s, total $TOTAL s ($(( TOTAL / 60 )) min $(( TOTAL % 60 )) s)"
-echo "chat with it: .venv/bin/python demo.py   (or: .venv/bin/python demo.py --cli --image $DATA/eval/images/COCO_val2014_000001000001.jpg)"
+echo "chat with it: .venv/bin/python demo.py --cfg-path eval_configs/$RECIPE.yaml   (or add: --cli --image $DATA/eval/images/COCO_val2014_000001000001.jpg)"

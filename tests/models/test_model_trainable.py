@@ -55,6 +55,23 @@ def test_full_size_trainable_counts_on_meta(stage, monkeypatch):
     assert rows.get("llm_lora", {"trainable": 0})["trainable"] == (0 if stage == 1 else 31_457_280)
 
 
+# SigLIP so400m without its head and final norm (27 blocks of width 1152: 412,984,944), the MLP
+# connector 1152 -> 896 -> 896 (1152*896 + 896 + 896*896 + 896), Qwen2.5-0.5B with tied embeddings.
+SIGLIP, MLP, QWEN = 412_984_944, 1152 * 896 + 896 + 896 * 896 + 896, 494_032_768
+
+
+@pytest.mark.parametrize("stage,trains", [(1, MLP), (2, MLP + QWEN)])
+def test_llava_recipe_counts_on_meta(stage, trains, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    cfg = load_config(ROOT / f"train_configs/llava_siglip_qwen2.5/stage{stage}.yaml")
+    model = build_model(cfg, "meta")
+    rows = count_parameters(model)
+    assert rows["visual_encoder"] == {"total": SIGLIP, "trainable": 0}
+    assert rows["projector"] == {"total": MLP, "trainable": MLP}
+    assert rows["all"] == {"total": SIGLIP + MLP + QWEN, "trainable": trains}
+    assert model.n_visual_tokens == (384 // 14) ** 2 == 729
+
+
 def test_inspect_cli_prints_the_counts(capsys, monkeypatch):
     import tinygpt.inspect
 

@@ -170,7 +170,8 @@ def _norms_in_fp32(model) -> None:
             module.float()
 
 
-def resolve_prompt_style(cfg: ModelConfig, source: str, *, warn: bool, read_checkpoints: bool = True) -> PromptStyle:
+def resolve_prompt_style(cfg: ModelConfig, source: str, *, warn: bool,
+                         read_checkpoints: bool = True) -> PromptStyle | None:
     """Fill the prompt-style fields the config leaves unset (None) in place: from the last
     `model.ckpt` file that records a style, else the protocol's defaults; say which.  With `warn`
     (inference builds), a set value that disagrees with the checkpoint's is logged as a warning
@@ -197,6 +198,9 @@ def resolve_prompt_style(cfg: ModelConfig, source: str, *, warn: bool, read_chec
                               (PromptStyle.CONFIG_KEYS["image"], "image", cfg.image_placeholder)):
         if warn and field in recorded and recorded[field] != value:
             log.warning("%s: model.%s is %r but %s was trained with %r", source, key, value, where, recorded[field])
+    if cfg.prompt_template == FROM_TOKENIZER:  # no tokenizer here (meta device): counted, never prompted
+        log.info("prompt style: the tokenizer's chat template (rendered when the tokenizer loads)")
+        return None
     style = PromptStyle.from_config(cfg)
     told = " and ".join(sorted(origins)) or source
     if origins and len(unset) < len(optional):
