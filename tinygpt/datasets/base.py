@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 from PIL import Image
@@ -130,6 +130,13 @@ class Builder:
                 raise ConfigError(f"{self.where('storage')}: {what} {path} does not exist")
             out.append(path)
         return out
+
+    def json_records(self, key: Optional[str] = None) -> Iterator[tuple[str, int, Any]]:
+        """(file, index, record) of every record of every JSON file under `storage` (a top-level
+        list, or the list under `key`), each file checked to hold one (errors name file and key)."""
+        for path in self.storage("file"):
+            for i, rec in enumerate(expect_list(load_json(path, self.name), path, key)):
+                yield path, i, rec
 
     def image_root(self, default: Optional[str] = None) -> str:
         root = self.cfg.image_root or default

@@ -74,9 +74,8 @@ class COCOCaptionBuilder(_ShortCaptionBuilder):
     def build(self):
         self.root = self.image_root()
         records = []
-        for path in self.storage("file"):
-            for i, rec in enumerate(expect_list(load_json(path, self.name), path)):
-                records.append((require(rec, "image", path, i, str), require(rec, "caption", path, i, str)))
+        for path, i, rec in self.json_records():
+            records.append((require(rec, "image", path, i, str), require(rec, "caption", path, i, str)))
         self.pool = self.prompts()
         self.probe_images(records, self.locate)
         return self.dataset(records, self.sample)
@@ -93,12 +92,11 @@ class TextCapsBuilder(_ShortCaptionBuilder):
     def build(self):
         self.root = self.image_root()
         records = []
-        for path in self.storage("file"):
-            for i, rec in enumerate(expect_list(load_json(path, self.name), path, "data")):
-                image_id = require(rec, "image_id", path, i, (str, int))
-                alt = rec.get("image_path") or ""
-                records.append(((f"{image_id}.jpg", os.path.basename(alt)),
-                                require(rec, "caption_str", path, i, str)))
+        for path, i, rec in self.json_records("data"):
+            image_id = require(rec, "image_id", path, i, (str, int))
+            alt = rec.get("image_path") or ""
+            records.append(((f"{image_id}.jpg", os.path.basename(alt)),
+                            require(rec, "caption_str", path, i, str)))
         self.pool = self.prompts()
         self.probe_images(records, self.locate)
         return self.dataset(records, self.sample)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 
 from tinygpt.common.registry import registry
-from tinygpt.datasets.base import Builder, DataError, expect_list, first_existing, load_json, require
+from tinygpt.datasets.base import Builder, DataError, first_existing, require
 from tinygpt.conversation.protocol import CONNECT_SYM, place_image
 
 
@@ -50,13 +50,12 @@ class _LlavaBuilder(Builder):
     def build(self):
         self.root = self.image_root()
         records = []
-        for path in self.storage("file"):
-            for i, rec in enumerate(expect_list(load_json(path, self.name), path)):
-                image_id = str(require(rec, "id", path, i, (str, int)))
-                names = (rec.get("image") if isinstance(rec.get("image"), str) else "",
-                         f"COCO_train2014_{image_id}.jpg")
-                turns = _turns(rec, path, i)
-                records.append((names, turns if self.multi_turn else turns[:1]))
+        for path, i, rec in self.json_records():
+            image_id = str(require(rec, "id", path, i, (str, int)))
+            names = (rec.get("image") if isinstance(rec.get("image"), str) else "",
+                     f"COCO_train2014_{image_id}.jpg")
+            turns = _turns(rec, path, i)
+            records.append((names, turns if self.multi_turn else turns[:1]))
         self.probe_images(records, self.locate)
         return self.dataset(records, self.sample)
 
@@ -112,17 +111,16 @@ class UnnaturalInstructionBuilder(Builder):
 
     def build(self):
         records = []
-        for path in self.storage("file"):
-            for i, rec in enumerate(expect_list(load_json(path, self.name), path)):
-                instances = require(rec, "instances", path, i, list)
-                if not instances:
-                    raise DataError(f"{path}: record {i} has an empty 'instances' list")
-                inst = instances[0]
-                instruction = require(inst, "instruction_with_input", path, f"{i}.instances[0]", str)
-                constraints = inst.get("constraints")
-                if constraints:
-                    instruction = f"{instruction} {constraints}"
-                records.append((instruction, require(inst, "output", path, f"{i}.instances[0]", str)))
+        for path, i, rec in self.json_records():
+            instances = require(rec, "instances", path, i, list)
+            if not instances:
+                raise DataError(f"{path}: record {i} has an empty 'instances' list")
+            inst = instances[0]
+            instruction = require(inst, "instruction_with_input", path, f"{i}.instances[0]", str)
+            constraints = inst.get("constraints")
+            if constraints:
+                instruction = f"{instruction} {constraints}"
+            records.append((instruction, require(inst, "output", path, f"{i}.instances[0]", str)))
         return self.dataset(records, self.sample)
 
     def sample(self, rec, rng: random.Random) -> dict:

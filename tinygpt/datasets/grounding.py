@@ -67,17 +67,16 @@ class _RefCOCOBuilder(_BoxBuilder):
         self.root = self.image_root()
         self.pool = self.prompts()
         records = []
-        for path in self.storage("file"):
-            for i, ref in enumerate(expect_list(load_json(path, self.name), path, "refs")):
-                split = require(ref, "split", path, i, str)
-                if split != self.cfg.split:
-                    continue
-                image_id = require(ref, "image_id", path, i, int)
-                sentences = require(ref, "sentences", path, i, list)
-                if not sentences or not all(isinstance(s, str) for s in sentences):
-                    raise DataError(f"{path}: record {i} field 'sentences' must be a non-empty list of strings")
-                names = (ref.get("file_name") or "", f"COCO_train2014_{image_id:012d}.jpg")
-                records.append((names, _check_bbox(ref.get("bbox"), path, i), sentences))
+        for path, i, ref in self.json_records("refs"):
+            split = require(ref, "split", path, i, str)
+            if split != self.cfg.split:
+                continue
+            image_id = require(ref, "image_id", path, i, int)
+            sentences = require(ref, "sentences", path, i, list)
+            if not sentences or not all(isinstance(s, str) for s in sentences):
+                raise DataError(f"{path}: record {i} field 'sentences' must be a non-empty list of strings")
+            names = (ref.get("file_name") or "", f"COCO_train2014_{image_id:012d}.jpg")
+            records.append((names, _check_bbox(ref.get("bbox"), path, i), sentences))
         self.probe_images(records, self.locate)
         return self.dataset(records, self.sample)
 
@@ -190,10 +189,9 @@ class _FlickrBuilder(Builder):
         self.root = self.image_root()
         self.pool = self.prompts()
         records = []
-        for path in self.storage("file"):
-            for i, rec in enumerate(expect_list(load_json(path, self.name), path)):
-                image_id = require(rec, "image_id", path, i, (str, int))
-                records.append((f"{image_id}.jpg",) + tuple(require(rec, f, path, i, str) for f in self.fields))
+        for path, i, rec in self.json_records():
+            image_id = require(rec, "image_id", path, i, (str, int))
+            records.append((f"{image_id}.jpg",) + tuple(require(rec, f, path, i, str) for f in self.fields))
         self.probe_images(records, self.locate)
         return self.dataset(records, self.sample)
 

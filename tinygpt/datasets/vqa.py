@@ -17,7 +17,7 @@ import random
 from collections import Counter
 
 from tinygpt.common.registry import registry
-from tinygpt.datasets.base import Builder, DataError, expect_list, first_existing, load_json, require
+from tinygpt.datasets.base import Builder, DataError, first_existing, require
 from tinygpt.datasets.templates import VQA
 
 
@@ -29,17 +29,16 @@ class _VQABuilder(Builder):
         self.root = self.image_root()
         self.pool = self.prompts()
         records = []
-        for path in self.storage("file"):
-            for i, rec in enumerate(expect_list(load_json(path, self.name), path)):
-                image = require(rec, "image", path, i, str)
-                question = require(rec, "question", path, i, str)
-                answers = require(rec, self.answer_field, path, i, (list, str))
-                answers = [answers] if isinstance(answers, str) else answers
-                if not answers or not all(isinstance(a, str) for a in answers):
-                    raise DataError(f"{path}: record {i} field {self.answer_field!r} must be a string or "
-                                    f"a non-empty list of strings")
-                # (answer, weight) pairs once at build time; the draw happens per sample.
-                records.append((image, question, tuple(Counter(answers).items())))
+        for path, i, rec in self.json_records():
+            image = require(rec, "image", path, i, str)
+            question = require(rec, "question", path, i, str)
+            answers = require(rec, self.answer_field, path, i, (list, str))
+            answers = [answers] if isinstance(answers, str) else answers
+            if not answers or not all(isinstance(a, str) for a in answers):
+                raise DataError(f"{path}: record {i} field {self.answer_field!r} must be a string or "
+                                f"a non-empty list of strings")
+            # (answer, weight) pairs once at build time; the draw happens per sample.
+            records.append((image, question, tuple(Counter(answers).items())))
         self.probe_images(records, self.locate)
         return self.dataset(records, self.sample)
 
