@@ -130,3 +130,31 @@ def test_train_main_writes_checkpoint_metrics_and_plot(tiny_root, tmp_path):
     final = make_runner(cfg)  # fresh weights differ...
     trained = trainable(reloaded)
     assert any(not torch.equal(trained[n], p) for n, p in trainable(final.model).items())
+
+
+def test_held_out_loss_every_valid_every_steps_is_the_task_loss_over_the_whole_split(tiny_root, tmp_path):
+    # valid_every 3 with log_every 2: validation rows at 3 and at the last step (4), beside the log rows.
+    cfg = make_cfg(tiny_root, tmp_path / "run", max_epoch=1, iters_per_epoch=4, batch_size_train=4, log_every=2,
+                   valid_every=3, batch_size_eval=5)
+    cfg.valid_datasets = {"held_out": fake_dataset_config()}
+    runner = make_runner(cfg)
+    runner.train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], "valid_loss" in r) for r in rows] == [(2, False), (3, True), (4, True)]
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "valid_loss" in header  # the CSV header widened when the first held-out loss arrived
+
+    # The logged number is the task's loss over all 64 held-out samples (13 batches of <= 5), in eval
+    # mode, with the final weights: recompute it by hand.
+    from tinygpt.datasets.loader import build_valid_loader
+
+    model, task = runner.model.eval(), ImageTextTask(cfg)
+    total = units = 0.0
+    n_samples = 0
+    for _, loader in build_valid_loader(cfg):
+        for batch in loader:
+            step = task.valid_step(model, batch)
+            total, units = total + float(step.total), units + float(step.units)
+            n_samples += len(batch["answer"])
+    assert n_samples == 64
+    assert rows[-1]["valid_loss"] == pytest.approx(total / units, rel=1e-5)
