@@ -124,3 +124,21 @@ def test_trainable_towers_are_refused(tiny_root, tmp_path, flag):
     with pytest.raises(ConfigError, match="frozen"):
         _task(model, tmp_path)
     assert _task(_model(tiny_root)).feature_cache is None
+
+
+def test_cache_is_exact_for_a_tower_without_a_qformer(tiny_root, tmp_path):
+    # SigLIP + MLP: the cache holds the tower's features (what the connector starts from).
+    from backbones import save_tower
+
+    save_tower("siglip", tmp_path / "siglip")
+    model = _model(tiny_root, **{"vision.kind": "siglip", "vision.hf_config": str(tmp_path / "siglip"),
+                                 "vision.ln_vision": False, "connector.kind": "mlp"})
+    samples = _samples(model)
+    ref_loss, ref_grads = _loss_and_grads(_task(model), model, samples)
+    task = _task(model, tmp_path / "cache")
+    _loss_and_grads(task, model, samples)  # fills
+    hit_loss, hit_grads = _loss_and_grads(task, model, samples)
+    assert (task.feature_cache.misses, task.feature_cache.hits) == (3, 3)
+    assert torch.equal(hit_loss, ref_loss) and hit_grads.keys() == ref_grads.keys()
+    for name, g in hit_grads.items():
+        assert torch.equal(g, ref_grads[name]), name

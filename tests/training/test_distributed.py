@@ -17,8 +17,10 @@ ENTRY = str(Path(__file__).with_name("entry.py"))
 pytestmark = pytest.mark.slow
 
 
-def write_cfg(root, out, batch, strategy="ddp") -> Path:
+def write_cfg(root, out, batch, strategy="ddp", backbone=None) -> Path:
     cfg = tiny_config(root)
+    if backbone is not None:
+        backbone(cfg.model)
     cfg.datasets = {"fake": fake_dataset_config()}
     cfg.model.llm.lora.dropout = 0.0
     for key, value in dict(num_workers=0, output_dir=str(out), batch_size_train=batch, max_epoch=1,
@@ -63,5 +65,33 @@ def test_two_ranks_match_one_process_on_the_same_global_batch(strategy, single, 
     run(torchrun + [ENTRY, "--cfg-path", str(cfg)])
     got = final_weights(out)
     assert got.keys() == single.keys()
+    for name, want in single.items():
+        torch.testing.assert_close(got[name], want, rtol=1e-4, atol=2e-6, msg=name)
+
+
+def qwen_siglip_mlp(directory: Path):
+    """A config edit: a tiny Qwen2 + SigLIP + MLP backbone saved under `directory` (once)."""
+    from backbones import save_llm, save_tower
+
+    if not (directory / "qwen").exists():
+        save_llm("qwen2", directory / "qwen", vocab_size=512)
+        save_tower("siglip", directory / "siglip")
+
+    def edit(m):
+        m.llm.family, m.llm.hf_config, m.llm.weights = "auto", str(directory / "qwen"), str(directory / "qwen")
+        m.vision.kind, m.vision.hf_config = "siglip", str(directory / "siglip")
+        m.vision.weights, m.vision.ln_vision, m.connector.kind = str(directory / "siglip"), False, "mlp"
+    return edit
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_any_backbone_two_ranks_match_one_process(strategy, tiny_root, tmp_path):
+    edit = qwen_siglip_mlp(tmp_path / "hf")
+    run([sys.executable, ENTRY, "--cfg-path", str(write_cfg(tiny_root, tmp_path / "single", 8, backbone=edit))])
+    cfg = write_cfg(tiny_root, tmp_path / "run", batch=4, strategy=strategy, backbone=edit)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    run(torchrun + [ENTRY, "--cfg-path", str(cfg)])
+    single, got = final_weights(tmp_path / "single"), final_weights(tmp_path / "run")
+    assert got.keys() == single.keys() and any(k.startswith("llm.") for k in got)
     for name, want in single.items():
         torch.testing.assert_close(got[name], want, rtol=1e-4, atol=2e-6, msg=name)
