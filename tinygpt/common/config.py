@@ -196,6 +196,10 @@ class RunConfig:
     grad_clip: float = ranged(1.0, 0.0)  # 0 disables clipping
     num_workers: Optional[int] = ranged(None, 0)  # DataLoader workers per dataset; None = by device (datasets/loader)
     group_by_length: bool = True  # bucket map-style datasets' batches by text length (less padding)
+    # Pack several samples into rows of at most this many tokens (block-diagonal causal mask,
+    # positions restarting per sample: the same loss, conversation/packing.py); 0 = one padded row
+    # per sample.  A dense mask costs pack_length^2 per row: worth it when lengths spread widely.
+    pack_length: int = ranged(0, 0)
     seed: int = 42
     output_dir: str = "output/run"
     device: str = "auto"  # auto | cpu | cuda | npu

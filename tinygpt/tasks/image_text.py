@@ -8,6 +8,7 @@ the loss a step minimises, and the runner schedules steps.
     (`cell`: `model.qformer.cell_loss_weight`);
   * the frozen-feature cache (`model.feature_cache`, feature_cache.py): Q-Former outputs of frozen
     towers read from disk instead of recomputed;
+  * sequence packing (`run.pack_length`, conversation/packing.py): several samples per row;
   * a training step and a validation step (`run.valid_every`, on `valid_datasets:`).
 Every TinyGPT-V stage is this one task with a different YAML.
 """
@@ -58,11 +59,11 @@ class ImageTextTask:
         return build_valid_loader(self.cfg, rank=info.rank, world_size=info.world_size, device=device)
 
     def train_step(self, model, samples: dict) -> StepLoss:
-        return self.reduce(model(self._inputs(model, samples)))
+        return self.reduce(model(self._inputs(model, samples), pack_length=self.cfg.run.pack_length))
 
     @torch.no_grad()
     def valid_step(self, model, samples: dict) -> StepLoss:
-        return self.reduce(model(self._inputs(model, samples)))
+        return self.reduce(model(self._inputs(model, samples), pack_length=self.cfg.run.pack_length))
 
     def reduce(self, out: dict) -> StepLoss:
         """The model's {"answer_nll": [B], "answer_tokens": [B], "aux": {...}} -> StepLoss."""
