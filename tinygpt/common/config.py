@@ -147,7 +147,10 @@ class ModelConfig:
     # every sample weighs the same whatever its answer's length.
     loss_reduction: str = "token"
     ckpt: list[str] = field(default_factory=list)  # loaded in order after the base weights
-    feature_cache: Optional[str] = None  # directory for cached frozen Q-Former outputs (opt-in)
+    # Cached Q-Former outputs of frozen towers (tasks/feature_cache.py): "auto" = on where exact
+    # (frozen towers, deterministic image transforms) in <run.output_dir>/../feature_cache; a
+    # directory = there; null = off.
+    feature_cache: Optional[str] = "auto"
 
 
 # ----------------------------------------------------------------------------- data
