@@ -126,14 +126,14 @@ class TinyGPTV(nn.Module):
         to answer (a single-turn Dialogue).  `visual` is [B, Q, D] (Q = 0: text only).  Dialogues
         still waiting for their last answer are generation prompts: no BOS, left padding; training
         dialogues are right-padded."""
-        rows, generating = self._layouts(dialogues, visual.shape[1])
+        rows, generating = self.layouts(dialogues, visual.shape[1])
         ids, labels, mask, starts = pad_rows(rows, self.tokenizer.pad_token_id, left=generating)
         ids, labels, mask = (torch.tensor(x, dtype=torch.long) for x in (ids, labels, mask))
         embeds = splice_visual(self.llm.get_input_embeddings(), ids,
                                [(i, s) if s >= 0 else (-1, -1) for i, s in enumerate(starts)], visual)
         return embeds, mask.to(visual.device), labels.to(visual.device)
 
-    def _layouts(self, dialogues: list[Dialogue | str], n_query: int) -> tuple[list, bool]:
+    def layouts(self, dialogues: list[Dialogue | str], n_query: int) -> tuple[list, bool]:
         """The protocol layout of each dialogue, and whether they are generation prompts."""
         if self.tokenizer is None:
             raise RuntimeError("this model was built without a tokenizer (model.llm.tokenizer is not set)")
@@ -176,7 +176,7 @@ class TinyGPTV(nn.Module):
         count: ([B], [B]); `visual` [B, Q, D_llm].  `pack_length` > 0 packs several samples into
         rows of that many tokens (conversation/packing.py; the same numbers).  Training, candidate
         ranking and the evaluators' answer losses all come through here (models/sequences.py)."""
-        rows, generating = self._layouts(dialogues, visual.shape[1])
+        rows, generating = self.layouts(dialogues, visual.shape[1])
         if generating:
             raise ValueError("answer_nll needs every answer; got generation prompts")
         packed = pack_rows(rows, self.tokenizer.pad_token_id, pack_length)
