@@ -43,17 +43,32 @@ export TOKENIZERS_PARALLELISM=false
 STEP="starting"
 trap 'echo; echo "quickstart.sh: FAILED during: $STEP (see the messages above)" >&2' ERR
 START=$(date +%s)
-declare -A SECONDS_OF
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "")
+declare -A SECONDS_OF CPU_OF
 step() { STEP="$1"; echo; echo "=== $1"; }
 elapsed() { echo $(( $(date +%s) - $1 )); }
+# CPU seconds (user + sys) of the finished children: with the wall time it tells a busy machine
+# (wall >> CPU) from a slow step (python -m benchmarks.quickstart reports both).  `times` must run
+# in this shell (a $(...) subshell has no children yet), hence the file.
+TIMES_FILE=$(mktemp)
+trap 'rm -f "$TIMES_FILE"' EXIT
+cpu_now() {
+  times > "$TIMES_FILE"
+  CPU_NOW=$(awk 'NR == 2 { split($1, u, "m"); split($2, s, "m"); printf "%.1f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$TIMES_FILE")
+}
+begin() { BEGAN=$(date +%s); cpu_now; BEGAN_CPU=$CPU_NOW; }
+finish() {  # finish NAME: the wall and CPU seconds since `begin`
+  SECONDS_OF[$1]=$(elapsed "$BEGAN"); cpu_now
+  CPU_OF[$1]=$(awk -v a="$BEGAN_CPU" -v b="$CPU_NOW" 'BEGIN { printf "%.1f", b - a }')
+}
 
 step "environment: scripts/setup.sh (.venv)"
-t=$(date +%s)
+begin
 bash scripts/setup.sh
-SECONDS_OF[setup]=$(elapsed "$t")
+finish setup
 
 step "synthetic data: $DATA"
-t=$(date +%s)
+begin
 # Complete = the manifest (written last) exists, comes from this generator version and records
 # exactly these arguments.
 if [ "$FORCE" = 0 ] && "$PY" - "$DATA" "${DATA_ARGS[@]}" <<'EOF'
@@ -75,34 +90,54 @@ else
   report=$("$PY" dataset/make_synthetic.py "${DATA_ARGS[@]}")
   echo "${report%%$'\n'*}"  # its first line (counts); the layout is in dataset/README.md
 fi
-SECONDS_OF[data]=$(elapsed "$t")
+finish data
 
+# Frozen-tower stages cache the towers' outputs there (model.feature_cache: auto); entries of an
+# earlier run's towers would never be read again.
+[ "$FORCE" = 1 ] && rm -rf "output/$RECIPE/feature_cache"
 for n in $(seq 1 ${#STAGES[@]}); do
   out=output/$RECIPE/stage$n
   step "stage $n: train_configs/$RECIPE/stage$n.yaml -> $out"
-  t=$(date +%s)
+  begin
   if [ "$FORCE" = 0 ] && [ -f "$out/checkpoint_final.safetensors" ]; then
     echo "$out/checkpoint_final.safetensors exists; skipping (--force retrains)"
   else
     rm -rf "$out"  # a half-finished run would append to its metrics
     "$PY" train.py --cfg-path "train_configs/$RECIPE/stage$n.yaml"
   fi
-  SECONDS_OF[stage$n]=$(elapsed "$t")
+  finish stage$n
 done
 
 step "evaluation: eval_configs/$RECIPE.yaml -> output/$RECIPE/eval"
-t=$(date +%s)
+begin
 # --restart: the answers are always those of the checkpoint just trained.
 "$PY" eval_scripts/evaluate.py --cfg-path "eval_configs/$RECIPE.yaml" --restart --no-progress
-SECONDS_OF[eval]=$(elapsed "$t")
+finish eval
 
 STEP="summary"
 TOTAL=$(elapsed "$START")
+# The run's record (python -m benchmarks.quickstart reads it): per step wall and CPU seconds, the
+# scores, the commit (+dirty) and the machine.
+TIMES=""
+for k in setup data $(seq -f "stage%g" 1 ${#STAGES[@]}) eval; do
+  TIMES="$TIMES\"$k\": {\"wall_s\": ${SECONDS_OF[$k]}, \"cpu_s\": ${CPU_OF[$k]}}, "
+done
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ "$COMMIT" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then COMMIT="$COMMIT-dirty"; fi
 echo
 echo "=== $RECIPE recipe, trained from scratch on $DATA (held-out split: 200 images)"
-"$PY" - "output/$RECIPE/eval/results.json" <<'EOF'
-import json, sys
+"$PY" - "output/$RECIPE/eval/results.json" "output/$RECIPE/quickstart.json" "{${TIMES%, }}" "$TOTAL" "$COMMIT" "$FORCE" "$LOAD_AT_START" <<'EOF'
+import json, os, platform, sys, time
+from tinygpt.common.atomic import write_text
 results = json.load(open(sys.argv[1]))["results"]
+cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+           platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+record = {"date": time.strftime("%Y-%m-%d %H:%M"), "commit": sys.argv[5], "forced": sys.argv[6] == "1",
+          "cpu": cpu, "cpu_count": os.cpu_count(), "loadavg_at_start": sys.argv[7],
+          "loadavg_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+          "steps": json.loads(sys.argv[3]), "total_s": int(sys.argv[4]),
+          "scores": {name: results[name]["overall"] for name in ("vqav2", "refcoco", "coco_caption") if name in results}}
+write_text(sys.argv[2], json.dumps(record, indent=1) + "\n")
 rows = [("vqav2", "VQA accuracy (synthetic VQAv2 split)"),
         ("refcoco", "grounding Acc@0.5 (synthetic RefCOCO val)"),
         ("coco_caption", "caption CIDEr (synthetic COCO captions)")]
@@ -118,5 +153,5 @@ for n in $(seq 1 ${#STAGES[@]}); do
   echo "stage $n: output/$RECIPE/stage$n/checkpoint_final.safetensors   loss curve: output/$RECIPE/stage$n/loss_curve.png   (${SECONDS_OF[stage$n]} s)"
 done
 echo "results: output/$RECIPE/eval/results.md, output/$RECIPE/eval/results.json   (evaluation ${SECONDS_OF[eval]} s)"
-echo "time: setup ${SECONDS_OF[setup]} s, data ${SECONDS_OF[data]} s, total $TOTAL s ($(( TOTAL / 60 )) min $(( TOTAL % 60 )) s)"
+echo "time: setup ${SECONDS_OF[setup]} s, data ${SECONDS_OF[data]} s, total $TOTAL s ($(( TOTAL / 60 )) min $(( TOTAL % 60 )) s); record: output/$RECIPE/quickstart.json"
 echo "chat with it: .venv/bin/python demo.py --cfg-path eval_configs/$RECIPE.yaml   (or add: --cli --image $DATA/eval/images/COCO_val2014_000001000001.jpg)"

@@ -8,7 +8,12 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import tinygpt, torch, transformers, peft, gradio, openai, onnx, onnxscript, onnxruntime" 2>/dev/null; then
+# Installed = findable (importing them all, gradio and onnx included, took ~15 s on every run).
+if ! .venv/bin/python -c "
+import importlib.util, sys
+sys.exit(any(importlib.util.find_spec(m) is None for m in
+             ('tinygpt', 'torch', 'transformers', 'peft', 'gradio', 'openai', 'onnx', 'onnxscript', 'onnxruntime')))
+" 2>/dev/null; then
   .venv/bin/pip install -q --upgrade pip
   # Pinned CPU build: an unpinned torch would resolve to a multi-GB CUDA wheel.  GPU/NPU users
   # install their own torch first (README "Install"); a torch already present is kept.

@@ -142,3 +142,50 @@ def test_cache_is_exact_for_a_tower_without_a_qformer(tiny_root, tmp_path):
     assert torch.equal(hit_loss, ref_loss) and hit_grads.keys() == ref_grads.keys()
     for name, g in hit_grads.items():
         assert torch.equal(g, ref_grads[name]), name
+
+
+def _auto_task(model, output_dir, min_scale=1.0, processor="blip2_image_train", setting="auto"):
+    """The task a run with one dataset of `processor` would build, model.feature_cache = `setting`."""
+    from tinygpt.common.config import DatasetConfig, ProcessorConfig
+
+    cfg = Config(model=model.cfg)
+    cfg.model.feature_cache = setting
+    cfg.run.output_dir = str(output_dir)
+    cfg.datasets = {"coco_vqa": DatasetConfig(vis_processor=ProcessorConfig(
+        name=processor, image_size=model.cfg.vision.image_size, min_scale=min_scale))}
+    task = ImageTextTask(cfg)
+    task.setup(model)
+    return task
+
+
+def test_auto_is_on_where_exact_beside_the_output_dir_and_equals_uncached(tiny_root, tmp_path, caplog):
+    model = _model(tiny_root)
+    samples = _samples(model)
+    ref_loss, ref_grads = _loss_and_grads(_task(model), model, samples)
+    with caplog.at_level("INFO", logger="tinygpt.tasks.feature_cache"):
+        task = _auto_task(model, tmp_path / "runs" / "stage3")
+    assert "auto: on" in caplog.text
+    assert task.feature_cache.root.parent == tmp_path / "runs" / "feature_cache"
+    for _ in range(2):  # a miss, then a hit (served from memory, then from disk in a new task)
+        loss, grads = _loss_and_grads(task, model, samples)
+        assert torch.equal(loss, ref_loss) and all(torch.equal(g, ref_grads[n]) for n, g in grads.items())
+    assert (task.feature_cache.misses, task.feature_cache.hits) == (3, 3)
+    # Another stage with the same towers (a new task, a new process) reads the same files.
+    again = _auto_task(model, tmp_path / "runs" / "stage4", processor="blip2_image_eval")
+    assert torch.equal(_loss(again, model, samples), ref_loss)
+    assert (again.feature_cache.misses, again.feature_cache.hits) == (0, 3)
+
+
+@pytest.mark.parametrize("case, why", [
+    ("random crop", "random image transforms in datasets.coco_vqa"),
+    ("towers train", "towers train (visual_encoder, ln_vision)"),
+    ("null", None),
+])
+def test_auto_is_off_where_not_exact_or_asked_off(tiny_root, tmp_path, caplog, case, why):
+    model = _model(tiny_root, **({"vision.train": True} if case == "towers train" else {}))
+    with caplog.at_level("INFO", logger="tinygpt.tasks.feature_cache"):
+        task = _auto_task(model, tmp_path / "stage", min_scale=0.5 if case == "random crop" else 1.0,
+                          setting=None if case == "null" else "auto")
+    assert task.feature_cache is None and not (tmp_path / "feature_cache").exists()
+    if why:
+        assert "auto: off" in caplog.text and why in caplog.text

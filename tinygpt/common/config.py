@@ -154,7 +154,10 @@ class ModelConfig:
     # every sample weighs the same whatever its answer's length.
     loss_reduction: str = "token"
     ckpt: list[str] = field(default_factory=list)  # loaded in order after the base weights
-    feature_cache: Optional[str] = None  # directory for cached frozen Q-Former outputs (opt-in)
+    # Cached Q-Former outputs of frozen towers (tasks/feature_cache.py): "auto" = on where exact
+    # (frozen towers, deterministic image transforms) in <run.output_dir>/../feature_cache; a
+    # directory = there; null = off.
+    feature_cache: Optional[str] = "auto"
 
 
 # ----------------------------------------------------------------------------- data
@@ -206,6 +209,10 @@ class RunConfig:
     grad_clip: float = ranged(1.0, 0.0)  # 0 disables clipping
     num_workers: Optional[int] = ranged(None, 0)  # DataLoader workers per dataset; None = by device (datasets/loader)
     group_by_length: bool = True  # bucket map-style datasets' batches by text length (less padding)
+    # Pack several samples into rows of at most this many tokens (block-diagonal causal mask,
+    # positions restarting per sample: the same loss, conversation/packing.py); 0 = one padded row
+    # per sample.  A dense mask costs pack_length^2 per row: worth it when lengths spread widely.
+    pack_length: int = ranged(0, 0)
     seed: int = 42
     output_dir: str = "output/run"
     device: str = "auto"  # auto | cpu | cuda | npu

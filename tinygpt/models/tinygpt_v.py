@@ -19,14 +19,16 @@ from transformers import PretrainedConfig
 
 from ..common.config import ModelConfig
 from ..common.registry import registry
-from ..conversation.protocol import IGNORE, Dialogue, PromptStyle, encode, pad_rows, sample_dialogues
-from . import components
+from ..conversation.packing import pack_rows
+from ..conversation.protocol import Dialogue, PromptStyle, encode, pad_rows, sample_dialogues
+from . import components, sequences
 from .components import Component
 from .connectors import build_connector
 from .llm import AUTO_FAMILY, build_llm, family_of, keep_norms_fp32, norm_weight_names
 from .lora import inject_lora
 from .projector import Projector
 from .qformer import CELL_HEAD, build_qformer
+from .sequences import splice_visual
 from .vision import LN_VISION_EPS, build_vision_tower, n_patch_tokens, tower_features
 
 
@@ -148,34 +150,32 @@ class TinyGPTV(nn.Module):
         to answer (a single-turn Dialogue).  `visual` is [B, Q, D] (Q = 0: text only).  Dialogues
         still waiting for their last answer are generation prompts: no BOS, left padding; training
         dialogues are right-padded."""
+        rows, generating = self.layouts(dialogues, visual.shape[1])
+        ids, labels, mask, starts = pad_rows(rows, self.tokenizer.pad_token_id, left=generating)
+        ids, labels, mask = (torch.tensor(x, dtype=torch.long) for x in (ids, labels, mask))
+        embeds = splice_visual(self.llm.get_input_embeddings(), ids,
+                               [(i, s) if s >= 0 else (-1, -1) for i, s in enumerate(starts)], visual)
+        return embeds, mask.to(visual.device), labels.to(visual.device)
+
+    def layouts(self, dialogues: list[Dialogue | str], n_query: int) -> tuple[list, bool]:
+        """The protocol layout of each dialogue, and whether they are generation prompts."""
         if self.tokenizer is None:
             raise RuntimeError("this model was built without a tokenizer (model.llm.tokenizer is not set)")
         dialogues = [Dialogue.single(d) if isinstance(d, str) else d for d in dialogues]
-        n_query = visual.shape[1]
         style = self.style
         rows = [encode(style, self.tokenizer, d, n_query if d.has_image else 0) for d in dialogues]
         generating = dialogues[0].generating
         if any(d.generating != generating for d in dialogues):
             raise ValueError("a batch mixes generation prompts and training samples")
-        ids, labels, mask, starts = pad_rows(rows, self.tokenizer.pad_token_id, left=generating)
-        device = visual.device
-        ids, labels, mask = (torch.tensor(x, dtype=torch.long) for x in (ids, labels, mask))
-        embeds = self.llm.get_input_embeddings()(ids.to(device))
-        with_image = [i for i, start in enumerate(starts) if start >= 0]
-        if with_image:
-            slots = torch.zeros(ids.shape, dtype=torch.bool)
-            for i in with_image:
-                slots[i, starts[i]:starts[i] + n_query] = True
-            embeds = embeds.masked_scatter(slots.to(device)[..., None], visual[with_image].to(embeds.dtype))
-        return embeds, mask.to(device), labels.to(device)
+        return rows, generating
 
     # ------------------------------------------------------------------ training
-    def forward(self, samples: dict) -> dict:
+    def forward(self, samples: dict, pack_length: int = 0) -> dict:
         """The numbers a loss is made of; the task (tasks/image_text.py) reduces and weights them.
 
         samples: {"image": [B,3,S,S] (or "query_features" [B,Q,Dq], e.g. from the task's feature
         cache), "answer": list[str], "instruction_input": list[str] (optional), "cell_labels" [B,C]
-        (optional; used when the model has a cell head)}.
+        (optional; used when the model has a cell head)}; `pack_length`: see `answer_nll`.
         Returns {"answer_nll": [B] summed next-token NLL of each sample's answer tokens,
         "answer_tokens": [B] how many there are, "aux": {"cell": mean cell cross-entropy} (only the
         auxiliary losses this batch has)}."""
@@ -187,20 +187,24 @@ class TinyGPTV(nn.Module):
         else:  # a text-only batch (e.g. unnatural instructions): no visual tokens at all
             embed = self.llm.get_input_embeddings().weight
             visual = embed.new_zeros(len(samples["answer"]), 0, embed.shape[1])
-        nll, count = self.answer_nll(visual, sample_dialogues(samples))
+        nll, count = self.answer_nll(visual, sample_dialogues(samples), pack_length)
         aux = {}
         cells = samples.get("cell_labels")
         if cells is not None and self.cell_head is not None and queries is not None:
             aux["cell"] = self._cell_loss(queries, cells)
         return {"answer_nll": nll, "answer_tokens": count, "aux": aux}
 
-    def answer_nll(self, visual: torch.Tensor, dialogues: list[Dialogue | str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def answer_nll(self, visual: torch.Tensor, dialogues: list[Dialogue | str],
+                   pack_length: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Per dialogue, the summed next-token NLL over its supervised (answer) tokens and their
-        count: ([B], [B]); `visual` [B, Q, D_llm].  Training, candidate ranking and the evaluators'
-        answer losses all come through here."""
-        embeds, mask, labels = self.embed_inputs(dialogues, visual)
-        logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits
-        return token_nll(logits, labels)
+        count: ([B], [B]); `visual` [B, Q, D_llm].  `pack_length` > 0 packs several samples into
+        rows of that many tokens (conversation/packing.py; the same numbers).  Training, candidate
+        ranking and the evaluators' answer losses all come through here (models/sequences.py)."""
+        rows, generating = self.layouts(dialogues, visual.shape[1])
+        if generating:
+            raise ValueError("answer_nll needs every answer; got generation prompts")
+        packed = pack_rows(rows, self.tokenizer.pad_token_id, pack_length)
+        return sequences.answer_nll(self.llm, packed, visual, len(rows))
 
     def _cell_loss(self, queries: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of query k's predicted content class against cell k's label."""
@@ -254,18 +258,6 @@ def _contiguous_input(module: nn.Module, args: tuple) -> tuple:
     """lm_head pre-hook.  When generating, transformers hands the head `hidden[:, -1:, :]`, a
     non-contiguous [B, 1, H] view for B > 1; torch's CPU linear then takes a batched-matmul path that
     materialises B copies of the [vocab, H] weight (Phi-2 in bf16: +262 MB per row and ~1 s per
-    prefill, torch 2.13).  A contiguous input takes the single-matmul path (a no-op in training,
-    where the head sees every position)."""
+    prefill, torch 2.13).  A contiguous input takes the single-matmul path (training's
+    labelled-positions-only logits, models/sequences.py, hand it such a view too)."""
     return (args[0].contiguous(), *args[1:])
-
-
-def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample summed next-token NLL over labelled positions and the count: ([B], [B])."""
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
-    nll = nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-        ignore_index=IGNORE, reduction="none",
-    ).view(shift_labels.shape)
-    valid = shift_labels != IGNORE
-    return nll.sum(dim=1), valid.sum(dim=1)

@@ -18,8 +18,19 @@ Keys (so a hit is always the number the uncached path would compute):
                  (`blip2_image_eval`, or `blip2_image_train` with `min_scale: 1.0`).
 Entries are written to a temporary file and renamed (several ranks may fill one cache).
 
-Use: the task (tasks/image_text.py) builds one when `model.feature_cache` names a directory, after
-the weights are loaded, and hands the model `samples["query_features"]` instead of the images.
+When (`model.feature_cache`, `cache_directory`):
+  * "auto" (the default): on, in `<parent of run.output_dir>/feature_cache`, only where it is exact
+    AND pays: every tower frozen and every dataset's image transform deterministic (the
+    processor's `keeps_whole_image`); otherwise, or with no `datasets:`, off.  A log line says
+    which and why.  Stages with the same towers share entries (the tiny recipe's stage 4 reads
+    what stage 3 wrote).
+  * a directory: on, there (frozen towers required; with a random transform it is still exact,
+    it just never hits);
+  * null: off.
+An in-process table in front of the files serves repeated images without reading them again.
+
+Use: the task (tasks/image_text.py) builds one after the weights are loaded, and hands the model
+`samples["query_features"]` instead of the images.
 Only training and validation steps use it (generation and the evaluators encode images directly).
 This module is the one home of that cache; model files hold no paths or file I/O.
 """
@@ -27,16 +38,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
 from ..common.atomic import atomic_path
-from ..common.config import ConfigError
+from ..common.config import Config, ConfigError
 from ..models import components
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+# The in-process table's budget: 4,000 tiny-recipe images are ~35 MB, a full-size [32, 768] entry 96 KB.
+MEMORY_BYTES = 512 * 2**20
 
 # Fields that do not change what the towers compute (where weights came from, training flags).
 _IGNORED_FIELDS = {"weights", "train", "grad_checkpointing", "dtype"}
@@ -76,31 +94,79 @@ def _context(device: torch.device) -> str:
     return f"{device.type}-{amp}-torch{torch.__version__.split('+')[0]}"
 
 
+def _trainable_towers(model) -> list[str]:
+    return [c.attribute for c in components.present(model) if c.tower and c.trainable(model.cfg)]
+
+
+def cache_directory(cfg: Config, model) -> Optional[str]:
+    """Where this run's cache lives (None: no cache), from `model.feature_cache`; "auto" decides
+    and logs why.  An explicit directory with trainable towers is a ConfigError."""
+    setting = cfg.model.feature_cache
+    if setting is None:
+        return None
+    if setting != AUTO:
+        return setting  # FeatureCache refuses trainable towers
+    trainable = _trainable_towers(model)
+    random_transforms = [f"{section}.{name}" for section, entries in (("datasets", cfg.datasets),
+                                                                    ("valid_datasets", cfg.valid_datasets))
+                         for name, dcfg in entries.items() if not _deterministic(dcfg.vis_processor)]
+    if trainable or random_transforms or not cfg.datasets:
+        why = (f"towers train ({', '.join(trainable)})" if trainable else
+               f"random image transforms in {', '.join(random_transforms)} would never hit" if random_transforms
+               else "no datasets configured")
+        log.info("model.feature_cache auto: off (%s)", why)
+        return None
+    directory = os.path.join(os.path.dirname(os.path.normpath(cfg.run.output_dir)), "feature_cache")
+    log.info("model.feature_cache auto: on, %s (frozen towers, deterministic image transforms; "
+             "`model.feature_cache: null` turns it off)", directory)
+    return directory
+
+
+def _deterministic(processor_cfg) -> bool:
+    from ..processors.build import build_processor
+
+    return bool(getattr(build_processor(processor_cfg), "keeps_whole_image", False))
+
+
 class FeatureCache:
     """Callable: images [B, 3, S, S] -> Q-Former outputs [B, Q, D_qformer], computing only misses."""
 
     def __init__(self, model, directory: str | os.PathLike):
-        if any(c.tower and c.trainable(model.cfg) for c in components.present(model)):
+        if _trainable_towers(model):
             raise ConfigError("model.feature_cache needs frozen vision and Q-Former towers "
                              "(model.vision.train and model.qformer.train false)")
         self.key = tower_key(model)
         self.root = Path(directory) / self.key
         self.hits = 0
         self.misses = 0
+        self._memory: dict[Path, torch.Tensor] = {}
+        self._memory_bytes = 0
 
     def _path(self, context: str, key: str) -> Path:
         return self.root / context / key[:2] / f"{key}.pt"
 
     def _load(self, path: Path) -> torch.Tensor | None:
+        found = self._memory.get(path)
+        if found is not None:
+            return found
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            found = torch.load(path, map_location="cpu", weights_only=True)
         except (FileNotFoundError, EOFError, RuntimeError):
             return None  # absent, or a torn file from a killed writer: recompute
+        self._remember(path, found)
+        return found
 
-    @staticmethod
-    def _store(path: Path, features: torch.Tensor) -> None:
+    def _store(self, path: Path, features: torch.Tensor) -> None:
+        features = features.detach().to("cpu").clone()  # clone: not the whole batch storage
         with atomic_path(str(path), ".pt") as tmp:
-            torch.save(features.detach().to("cpu").clone(), tmp)  # clone: not the whole batch storage
+            torch.save(features, tmp)
+        self._remember(path, features)
+
+    def _remember(self, path: Path, features: torch.Tensor) -> None:
+        size = features.numel() * features.element_size()
+        if self._memory_bytes + size <= MEMORY_BYTES:
+            self._memory[path] = features
+            self._memory_bytes += size
 
     def __call__(self, images: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """`compute` is the uncached path (`TinyGPTV.query_features`), run on the misses only."""

@@ -6,8 +6,9 @@ the loss a step minimises, and the runner schedules steps.
     mean over samples);
   * auxiliary losses the model reports (`aux`), added with their configured weights
     (`cell`: `model.qformer.cell_loss_weight`);
-  * the frozen-feature cache (`model.feature_cache`, feature_cache.py): Q-Former outputs of frozen
-    towers read from disk instead of recomputed;
+  * the frozen-feature cache (`model.feature_cache`, feature_cache.py; "auto": where exact): Q-Former
+    outputs of frozen towers read back instead of recomputed;
+  * sequence packing (`run.pack_length`, conversation/packing.py): several samples per row;
   * a training step and a validation step (`run.valid_every`, on `valid_datasets:`).
 Every TinyGPT-V stage is this one task with a different YAML.
 """
@@ -21,7 +22,7 @@ from ..common import dist
 from ..common.config import Config
 from ..common.registry import registry
 from ..datasets.loader import build_train_loader, build_valid_loader
-from .feature_cache import FeatureCache
+from .feature_cache import FeatureCache, cache_directory
 
 
 @dataclass
@@ -46,8 +47,9 @@ class ImageTextTask:
 
     def setup(self, model) -> None:
         """Called once the weights are loaded (the cache key hashes the towers as they are now)."""
-        if self.cfg.model.feature_cache:
-            self.feature_cache = FeatureCache(model, self.cfg.model.feature_cache)
+        directory = cache_directory(self.cfg, model)
+        if directory:
+            self.feature_cache = FeatureCache(model, directory)
 
     def build_train_loader(self, info, device: torch.device):
         """Endless batches from every entry under `datasets:`, mixed by sample_ratio (resumable)."""
@@ -58,11 +60,11 @@ class ImageTextTask:
         return build_valid_loader(self.cfg, rank=info.rank, world_size=info.world_size, device=device)
 
     def train_step(self, model, samples: dict) -> StepLoss:
-        return self.reduce(model(self._inputs(model, samples)))
+        return self.reduce(model(self._inputs(model, samples), pack_length=self.cfg.run.pack_length))
 
     @torch.no_grad()
     def valid_step(self, model, samples: dict) -> StepLoss:
-        return self.reduce(model(self._inputs(model, samples)))
+        return self.reduce(model(self._inputs(model, samples), pack_length=self.cfg.run.pack_length))
 
     def reduce(self, out: dict) -> StepLoss:
         """The model's {"answer_nll": [B], "answer_tokens": [B], "aux": {...}} -> StepLoss."""
