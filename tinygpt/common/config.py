@@ -148,6 +148,10 @@ class ModelConfig:
     loss_reduction: str = "token"
     ckpt: list[str] = field(default_factory=list)  # loaded in order after the base weights
     feature_cache: Optional[str] = None  # directory for cached frozen Q-Former outputs (opt-in)
+    # Inference builds: the dtype matmuls compute in, whatever the weights are stored in
+    # (models/compute_dtype.py).  auto: per device (common/device.compute_policy: fp32 where half
+    # precision is slow, e.g. a CPU without bf16 matmul units); storage: the weights' dtype; fp32.
+    compute_dtype: str = "auto"
 
 
 # ----------------------------------------------------------------------------- data
@@ -305,6 +309,7 @@ _CHOICES = {
     "model.connector.kind": ("qformer", "mlp", "linear", "resampler"),
     "model.vision.dtype": ("auto", "fp32", "bf16", "fp16"),
     "model.llm.dtype": ("auto", "fp32", "bf16", "fp16"),
+    "model.compute_dtype": ("auto", "storage", "fp32"),
 }
 
 
