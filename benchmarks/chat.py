@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     parser.add_argument("--new-tokens", type=int, default=None, help="default 32 (full size 16)")
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5, help="A/B rounds (full size: 1 is minutes already)")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
+                        help="which arms to run (default both; one arm re-measures it without the other's cost)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default torch's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/chat_<label>.json)")
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
 
     runs: dict[tuple[str, int], list[dict]] = {}
     for r in range(args.rounds):
-        for arm in (ARMS if r % 2 == 0 else ARMS[::-1]):
+        for arm in (args.arms if r % 2 == 0 else args.arms[::-1]):
             arms.use(arm)
             for b in args.batches:
                 row = generate.run_one(model, device, b, new_tokens, args.prompt_tokens, seed=r)
@@ -114,12 +116,12 @@ def main(argv=None) -> int:
 
     rows = [{"arm": arm, "batch": b, "runs": len(runs[arm, b]),
              **{k: statistics.median(x[k] for x in runs[arm, b] if x[k] is not None) for k in METRICS}}
-            for b in args.batches for arm in ARMS]
+            for b in args.batches for arm in args.arms]
     print(C.table(rows, [("batch", "batch", "d"), ("arm", "arm", "s"), ("ttft_s", "TTFT s", ".2f"),
                          ("median_ms_per_step", "ms/token", ".0f"), ("total_tok_s", "total tok/s", ".2f"),
                          ("decode_tok_s", "decode tok/s", ".2f"), ("peak_mem_gb", "peak GB", ".2f")]))
     speedups = {}
-    for b in args.batches:
+    for b in args.batches if len(args.arms) == 2 else []:
         before, after = (next(x for x in rows if x["arm"] == a and x["batch"] == b) for a in ARMS)
         speedups[b] = {"ttft": before["ttft_s"] / after["ttft_s"],
                        "total_tok_s": after["total_tok_s"] / before["total_tok_s"],
@@ -131,7 +133,7 @@ def main(argv=None) -> int:
         "loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "device": str(device), "torch": torch.__version__, "weights_dtype": args.dtype or "auto",
         "image_size": model_cfg.vision.image_size, "new_tokens": new_tokens, "prompt_tokens": args.prompt_tokens,
-        "rounds": args.rounds, "build_s": build_s, "apply_s": apply_s, "weights_gb": C.param_bytes(model) / 1e9,
+        "rounds": args.rounds, "arms": args.arms, "build_s": build_s, "apply_s": apply_s, "weights_gb": C.param_bytes(model) / 1e9,
         "choices": arms.choices, "policy": _policy(device, model),
         "rows": rows, "speedups": speedups, "runs": {f"{a}_b{b}": v for (a, b), v in runs.items()},
     }
@@ -146,6 +148,7 @@ def main(argv=None) -> int:
                       f"at {bandwidth / 1e9:.1f} GB/s)")
     slug = ("full" if args.full_size else args.preset) + f"_{args.dtype or 'auto'}_{model_cfg.vision.image_size}px"
     slug += "_b" + "-".join(map(str, args.batches)) + (f"_{args.threads}thread" if args.threads else "")
+    slug += "" if len(args.arms) == 2 else f"_{args.arms[0]}_only"
     out = C.write_json(args.out or C.RESULTS / f"chat_{slug}.json", result)
     print(f"wrote {out}")
     return 0
