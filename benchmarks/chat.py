@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     new_tokens = args.new_tokens or (16 if args.full_size else 32)
 
     device = C.resolve(args.device)
-    info = C.machine()
+    info, commit = C.machine(), C.git_commit()  # what is measured: the tree as the run starts
     bandwidth = C.copy_bandwidth(device) if args.full_size else None
     build_args = argparse.Namespace(full_size=args.full_size, cfg_path=None, preset=args.preset,
                                     image_size=args.image_size, dtype=args.dtype, training_build=False,
@@ -129,11 +129,12 @@ def main(argv=None) -> int:
         print(f"batch {b}: auto vs storage: TTFT {speedups[b]['ttft']:.2f}x faster, total tok/s "
               f"{speedups[b]['total_tok_s']:.2f}x, decode tok/s {speedups[b]['decode_tok_s']:.2f}x")
     result = {
-        "benchmark": "chat", "label": label, **C.git_commit(), "machine": info,
+        "benchmark": "chat", "label": label, **commit, "machine": info,
         "loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "device": str(device), "torch": torch.__version__, "weights_dtype": args.dtype or "auto",
         "image_size": model_cfg.vision.image_size, "new_tokens": new_tokens, "prompt_tokens": args.prompt_tokens,
-        "rounds": args.rounds, "arms": args.arms, "build_s": build_s, "apply_s": apply_s, "weights_gb": C.param_bytes(model) / 1e9,
+        "rounds": args.rounds, "arms": args.arms, "build_s": build_s, "apply_s": apply_s,
+        "weights_gb": C.param_bytes(model) / 1e9,
         "choices": arms.choices, "policy": _policy(device, model),
         "rows": rows, "speedups": speedups, "runs": {f"{a}_b{b}": v for (a, b), v in runs.items()},
     }

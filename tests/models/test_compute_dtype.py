@@ -113,7 +113,8 @@ def test_weights_stay_in_their_storage_dtype(tiny_root, slow_bf16, monkeypatch):
     fc1.register_forward_hook(lambda m, args, out: seen.append((m.weight.dtype, args[0].dtype)))
     rows = []
     real = compute_dtype.upcast_linear
-    monkeypatch.setattr(compute_dtype, "upcast_linear", lambda x, *a: rows.append(x.numel() // x.shape[-1]) or real(x, *a))
+    monkeypatch.setattr(compute_dtype, "upcast_linear",
+                        lambda x, *a: rows.append(x.numel() // x.shape[-1]) or real(x, *a))
     model.generate(images(1), ["<Img><ImageHere></Img> what?"], max_new_tokens=3, min_new_tokens=3)
 
     assert seen == [(torch.float32, torch.float32)]  # the block computed in fp32 ...
