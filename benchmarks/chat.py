@@ -18,7 +18,8 @@ random prompt tokens, greedy decoding of N new tokens with the KV cache, giving 
   peak GB       peak RSS during the run (the whole process, weights included)
 With --full-size the batch-1 step is also compared with the memory-bandwidth floor (LLM bytes
 streamed per token / copy bandwidth measured in this process, as in benchmarks/generate.py).  The
-JSON records the commit measured, the CPU, the load average and the policy's probe figures.
+JSON records the commit measured, the CPU, the load average, the policy's probe figures and the
+matmul peak (fp32 and the weights' dtype) measured in the same process.
 On a CPU without bf16 matmul units the storage arm at full size takes minutes per image (bf16
 matmuls run at a few GFLOP/s there): use --rounds 1 and a few --batches.
 """
@@ -85,14 +86,17 @@ def main(argv=None) -> int:
     device = C.resolve(args.device)
     info, commit = C.machine(), C.git_commit()  # what is measured: the tree as the run starts
     bandwidth = C.copy_bandwidth(device) if args.full_size else None
+    # What this device's matmuls reach (square 2048, best of ~2 s): the ceiling TTFT is bound by.
+    peaks = {name: C.matmul_peak(device, C.DTYPES[name]) / 1e9
+             for name in ("fp32", args.dtype or "fp32")} if args.full_size else {}
     build_args = argparse.Namespace(full_size=args.full_size, cfg_path=None, preset=args.preset,
                                     image_size=args.image_size, dtype=args.dtype, training_build=False,
                                     compute_dtype="storage")
     model, model_cfg, label, build_s = generate.build(build_args, device)
     streamed = C.param_bytes(model.llm) - C.param_bytes(model.llm.get_input_embeddings())
     print(f"{label} at {model_cfg.vision.image_size} px, weights {args.dtype or 'auto'}: built in {build_s:.1f} s, "
-          f"{C.param_bytes(model) / 1e9:.2f} GB; device {device}, {info['cpu']}, load {info['loadavg_at_start']}",
-          flush=True)
+          f"{C.param_bytes(model) / 1e9:.2f} GB; device {device}, {info['cpu']}, load {info['loadavg_at_start']}; "
+          "matmul peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()), flush=True)
 
     arms = Arms(model, device)
     t = time.perf_counter()
@@ -135,7 +139,7 @@ def main(argv=None) -> int:
         "image_size": model_cfg.vision.image_size, "new_tokens": new_tokens, "prompt_tokens": args.prompt_tokens,
         "rounds": args.rounds, "arms": args.arms, "build_s": build_s, "apply_s": apply_s,
         "weights_gb": C.param_bytes(model) / 1e9,
-        "choices": arms.choices, "policy": _policy(device, model),
+        "choices": arms.choices, "policy": _policy(device, model), "matmul_peak_gflop_s": peaks,
         "rows": rows, "speedups": speedups, "runs": {f"{a}_b{b}": v for (a, b), v in runs.items()},
     }
     if bandwidth:
