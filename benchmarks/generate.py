@@ -85,6 +85,8 @@ def run_one(model, device, batch: int, new_tokens: int, prompt_tokens: int, seed
     C.synchronize(device)
     t0 = time.perf_counter()
     visual = model.encode_images(images)  # [B, Q, D_llm]
+    C.synchronize(device)
+    t_visual = time.perf_counter()
     embeds = torch.cat([embed(bos), visual.to(embed.weight.dtype), embed(ids)], dim=1)
     mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=device)
     out = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False, num_beams=1,
@@ -101,6 +103,7 @@ def run_one(model, device, batch: int, new_tokens: int, prompt_tokens: int, seed
         "new_tokens": new_tokens,
         "context_tokens": embeds.shape[1],
         "ttft_s": ttft,
+        "encode_s": t_visual - t0,  # of the TTFT: vision tower + Q-Former + projector
         "decode_tok_s": batch * (new_tokens - 1) / decode_s if new_tokens > 1 else None,
         "ms_per_step": 1000 * decode_s / max(new_tokens - 1, 1),
         # On a shared host the fastest step is the least disturbed one: reported beside the mean.
