@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -51,6 +52,17 @@ def machine() -> dict:
     desc = devices.describe()
     info["devices"] = desc.get("devices")
     return info
+
+
+def git_commit() -> dict:
+    """The commit a benchmark measured, and whether tracked files differed from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except OSError:  # no git here
+        return {"commit": None, "dirty": None}
 
 
 def resolve(device: str) -> torch.device:

@@ -1,7 +1,9 @@
 """`python -m tinygpt.doctor [--cfg-path CFG] [--json]`: what this machine can run, and what is missing.
 
 Reports torch / torch_npu / CUDA / CANN versions, the devices found, the device, collective backend
-and dtypes tinygpt would use, whether bitsandbytes can do an 8-bit matmul here, whether `java` runs
+and dtypes tinygpt would use, what an inference model computes in there and why (half-precision
+weights upcast to fp32 where half matmuls are slow: the matmul probe's figures, and with a config
+each component's choice), whether bitsandbytes can do an 8-bit matmul here, whether `java` runs
 (pycocoevalcap's METEOR/SPICE need it), gradio / playwright presence, and with a config the files it
 names that do not exist.  It only reports: the exit status is 0 whatever it finds, so it can run in
 any setup script; read the report (or `--json`) to decide.
@@ -142,6 +144,30 @@ def check_config(cfg_path: str) -> dict[str, Any]:
             "missing": [r for r in rows if r["exists"] is False]}
 
 
+def check_compute(device: torch.device | None, cfg_path: str | None) -> dict[str, Any] | None:
+    """What inference models compute in on `device` (models/compute_dtype.py): the policy for bf16
+    weights with the figures it was decided from, and with a config, each component's choice."""
+    if device is None:
+        return None
+    from tinygpt.common.config import ConfigError, load_config
+    from tinygpt.models import compute_dtype
+
+    policy = devices.compute_policy(device, torch.bfloat16)
+    out: dict[str, Any] = {"device": str(device), "bf16_weights": {
+        "upcast_rows": policy.upcast_rows, "reason": policy.reason,
+        "probe": {str(rows): figures for rows, figures in (policy.probe or {}).items()}}, "components": None}
+    if cfg_path:
+        try:
+            choices = compute_dtype.plan(load_config(cfg_path).model, device)
+        except (ConfigError, devices.DeviceError) as exc:
+            out["components_error"] = str(exc)
+        else:
+            out["components"] = [{"component": c.component, "storage": devices.dtype_name(c.storage),
+                                  "rows_per_image": c.rows, "compute": c.compute, "reason": c.reason,
+                                  "line": c.describe()} for c in choices]
+    return out
+
+
 def collect(cfg_path: str | None = None) -> dict[str, Any]:
     """The whole report as a JSON-serialisable dict."""
     config = check_config(cfg_path) if cfg_path else None
@@ -149,7 +175,8 @@ def collect(cfg_path: str | None = None) -> dict[str, Any]:
     precision = (config or {}).get("precision") or "auto"
     env = devices.describe(requested, precision)
     chosen = torch.device(env["device"]) if env["device"] else None
-    return {"environment": env, "bitsandbytes": check_bitsandbytes(chosen), "java": check_java(),
+    return {"environment": env, "compute": check_compute(chosen, cfg_path),
+            "bitsandbytes": check_bitsandbytes(chosen), "java": check_java(),
             "packages": check_packages(), "config": config}
 
 
@@ -174,6 +201,7 @@ def format_report(report: dict[str, Any]) -> str:
     else:
         lines.append(f"would use: device {env['device']}, backend {env['backend']}, "
                      f"autocast {env['autocast_dtype']}, frozen towers {env['frozen_dtype']}")
+    lines += _compute_lines(report["compute"])
     bnb = report["bitsandbytes"]
     lines.append(f"[{_mark(bool(bnb['imports']))}] bitsandbytes {bnb['version'] or '-'}; int8 matmul here: "
                  f"{_mark(bnb['int8_matmul'])}" + (f" ({bnb['error']})" if bnb.get("error") else ""))
@@ -192,6 +220,23 @@ def format_report(report: dict[str, Any]) -> str:
             for row in cfg["missing"]:
                 lines.append(f"  MISSING {row['key']}: {row['path']}")
     return "\n".join(lines)
+
+
+def _compute_lines(compute: dict[str, Any] | None) -> list[str]:
+    if compute is None:
+        return []
+    bf16 = compute["bf16_weights"]
+    rule = ("every matmul in bf16" if bf16["upcast_rows"] is None
+            else f"fp32 (weights upcast on the fly) from {bf16['upcast_rows']} rows, bf16 below")
+    lines = [f"compute dtype on {compute['device']}, bf16 weights: {rule}", f"  why: {bf16['reason']}"]
+    if bf16["probe"]:
+        lines.append("  probe, one [rows, 1024] x [1024, 1024] linear, bf16 / fp32 with upcast: " + ", ".join(
+            f"{rows} rows {f['native_ms']:.2f} / {f['upcast_ms']:.2f} ms" for rows, f in bf16["probe"].items()))
+    if compute.get("components_error"):
+        lines.append(f"  per component: cannot tell ({compute['components_error']})")
+    for row in compute["components"] or []:
+        lines.append(f"  {row['line']}")
+    return lines
 
 
 @entry_point("python -m tinygpt.doctor")

@@ -20,7 +20,7 @@ def test_json_reports_cpu_gloo_fp32(capsys):
     env = report["environment"]
     assert (env["device"], env["backend"], env["autocast_dtype"]) == ("cpu", "gloo", "fp32")
     assert env["error"] is None
-    assert set(report) == {"environment", "bitsandbytes", "java", "packages", "config"}
+    assert set(report) == {"environment", "compute", "bitsandbytes", "java", "packages", "config"}
     assert report["config"] is None
 
 
@@ -86,3 +86,28 @@ def test_bad_config_is_reported_and_exit_is_still_zero(tmp_path, capsys):
     assert "ERROR" in capsys.readouterr().out
     assert doctor.main(["--cfg-path", str(tmp_path / "absent.yaml"), "--json"]) == 0
     assert "not found" in json.loads(capsys.readouterr().out)["config"]["error"]
+
+
+def test_says_what_each_component_computes_in_and_why(tmp_path, monkeypatch, capsys):
+    from tinygpt.common import device as devices
+
+    # A CPU where bf16 matmuls are slow from 16 rows on (an AVX2-only one, as the probe sees it).
+    monkeypatch.setattr(devices, "_matmul_probe", lambda dtype: {
+        m: {"native_ms": 10.0 if m >= 16 else 1.0, "upcast_ms": 1.0 if m >= 16 else 2.0} for m in (1, 4, 16, 64)})
+    cfg = tmp_path / "chat.yaml"
+    cfg.write_text(textwrap.dedent("""\
+        model:
+          vision: {image_size: 448, dtype: bf16}
+          llm: {hf_config: phi2, dtype: bf16}
+        run: {device: cpu}
+        """))
+    assert doctor.main(["--cfg-path", str(cfg)]) == 0
+    text = capsys.readouterr().out
+    assert "compute dtype on cpu, bf16 weights: fp32 (weights upcast on the fly) from 16 rows, bf16 below" in text
+    assert "16 rows 10.00 / 1.00 ms" in text  # the figures it was decided from
+    assert "visual_encoder (bf16 weights, 1025 rows/image): fp32 -- bf16 matmuls are slow here" in text
+    assert "llm (bf16 weights): fp32 from 16 rows (prefill), bf16 below (decoding up to 15 sequences)" in text
+    assert doctor.main(["--cfg-path", str(cfg), "--json"]) == 0
+    rows = {r["component"]: r for r in json.loads(capsys.readouterr().out)["compute"]["components"]}
+    assert (rows["qformer"]["storage"], rows["qformer"]["rows_per_image"], rows["qformer"]["compute"]) == \
+        ("bf16", 32, "fp32")

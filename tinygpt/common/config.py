@@ -158,6 +158,10 @@ class ModelConfig:
     # (frozen towers, deterministic image transforms) in <run.output_dir>/../feature_cache; a
     # directory = there; null = off.
     feature_cache: Optional[str] = "auto"
+    # Inference builds: the dtype matmuls compute in, whatever the weights are stored in
+    # (models/compute_dtype.py).  auto: per device (common/device.compute_policy: fp32 where half
+    # precision is slow, e.g. a CPU without bf16 matmul units); storage: the weights' dtype; fp32.
+    compute_dtype: str = "auto"
 
 
 # ----------------------------------------------------------------------------- data
@@ -323,6 +327,7 @@ _CHOICES = {
     "model.connector.kind": ("qformer", "mlp", "linear", "resampler"),
     "model.vision.dtype": ("auto", "fp32", "bf16", "fp16"),
     "model.llm.dtype": ("auto", "fp32", "bf16", "fp16"),
+    "model.compute_dtype": ("auto", "storage", "fp32"),
 }
 
 

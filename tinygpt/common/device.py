@@ -13,6 +13,10 @@ Layers, bottom up:
   * policy tables (backend per device type, which chips do bf16) -- plain data, easy to review.
   * the public API, written against torch's generic accelerator interfaces
     (`torch.get_device_module`, `torch.autocast`, `torch.amp.GradScaler`).
+  * the compute-dtype policy (`compute_policy`): on a CPU, whether a matmul whose weights are stored
+    in half precision is faster computed in fp32 with the weights upcast on the fly, from a matmul
+    probe run once per process (`_matmul_probe`, the seam tests fake); models/compute_dtype.py
+    applies it to a model.
 
 Nothing is probed at import time: importing torch_npu initialises the Ascend runtime and can fail
 loudly when CANN is not set up, so it happens only when someone asks about devices.
@@ -26,7 +30,9 @@ import os
 import platform
 import re
 import sys
-from typing import Any, ContextManager
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager
 
 import torch
 
@@ -36,6 +42,7 @@ log = logging.getLogger(__name__)
 
 DEVICE_TYPES = ("cpu", "cuda", "npu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPUTE_DTYPES = ("auto", "storage", "fp32")  # model.compute_dtype
 _CANN_HINT = "source /usr/local/Ascend/ascend-toolkit/set_env.sh"
 
 # Collective backend per device type.  hccl ships with torch_npu; nccl with CUDA builds of torch.
@@ -83,6 +90,7 @@ def _reset_probes() -> None:
     """Forget cached probe results (tests only)."""
     global _NPU_MODULE, _NPU_IMPORT_ERROR, _NPU_TRIED, _NPU_STARTED
     _NPU_MODULE, _NPU_IMPORT_ERROR, _NPU_TRIED, _NPU_STARTED = None, None, False, False
+    _MATMUL_PROBES.clear()
 
 
 def _npu_available() -> bool:
@@ -115,6 +123,43 @@ def _cuda_capability(index: int = 0) -> tuple[int, int]:
 
 def _cuda_name(index: int = 0) -> str:
     return torch.cuda.get_device_name(index)
+
+
+# The matmul probe: one weight of [_PROBE_WIDTH, _PROBE_WIDTH] (2 MB in half precision, in cache
+# like a model's layer is while it computes), multiplied by inputs of each row count in _PROBE_ROWS:
+# a decoding step, a small decoding batch, a short prompt, an image's worth of tokens.
+_PROBE_ROWS = (1, 4, 16, 64)
+_PROBE_WIDTH = 1024
+_MATMUL_PROBES: dict[torch.dtype, dict[int, dict[str, float]]] = {}
+
+
+def _best_ms(fn: Callable[[], Any], repeats: int = 3) -> float:
+    fn()  # warm-up: kernel selection, first-touch allocation
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
+def _matmul_probe(dtype: torch.dtype) -> dict[int, dict[str, float]]:
+    """CPU timings in ms (best of 3) of one `[m, W] x [W, W]^T` linear whose weight is stored in
+    `dtype`, per m in _PROBE_ROWS: computed in `dtype` ("native_ms") and in fp32 with the weight
+    upcast first ("upcast_ms", the conversion included).  Run once per dtype and process (well under
+    a second even where half-precision matmuls are slow)."""
+    if dtype not in _MATMUL_PROBES:
+        gen = torch.Generator().manual_seed(0)
+        weight = torch.randn(_PROBE_WIDTH, _PROBE_WIDTH, generator=gen).to(dtype)
+        figures = {}
+        for rows in _PROBE_ROWS:
+            x = torch.randn(rows, _PROBE_WIDTH, generator=gen).to(dtype)
+            figures[rows] = {
+                "native_ms": _best_ms(lambda: torch.nn.functional.linear(x, weight)),
+                "upcast_ms": _best_ms(lambda: torch.nn.functional.linear(x.float(), weight.float())),
+            }
+        _MATMUL_PROBES[dtype] = figures
+    return _MATMUL_PROBES[dtype]
 
 
 def _activate(device: torch.device) -> None:
@@ -319,6 +364,78 @@ def frozen_dtype(device: torch.device | str, requested: str = "auto") -> torch.d
     return _half(_as_device(device), requested, "frozen dtype") or torch.float32
 
 
+@dataclass(frozen=True)
+class ComputePolicy:
+    """How matmuls whose weights are stored in `storage` compute on one device: in fp32, with the
+    weights upcast on the fly, from `upcast_rows` input rows (tokens x batch) on; in `storage` below
+    that, or always when `upcast_rows` is None.  `reason` says why in one line; `probe` holds the
+    figures it was decided from (CPU, model.compute_dtype auto), {rows: {native_ms, upcast_ms}}."""
+
+    storage: torch.dtype
+    upcast_rows: int | None
+    reason: str
+    probe: dict[int, dict[str, float]] | None = None
+
+    def dtype(self, rows: int) -> torch.dtype:
+        """The dtype a matmul with `rows` input rows computes in."""
+        return torch.float32 if self.upcast_rows is not None and rows >= self.upcast_rows else self.storage
+
+
+def compute_policy(device: torch.device | str, storage: torch.dtype, requested: str = "auto") -> ComputePolicy:
+    """The compute-dtype policy for weights stored in `storage` on `device` (`model.compute_dtype`).
+
+    auto: on accelerators the storage dtype (half precision is what their matmul units do best);
+    on a CPU, fp32 from the smallest probed row count from which a matmul computed in fp32 with its
+    weight upcast beats one computed in `storage` at every larger count (`_matmul_probe`): a CPU
+    without bf16 matmul units (AVX2) computes bf16 matmuls 10-40x slower than fp32 ones, yet decoding
+    one token per sequence stays in bf16 there, since a memory-bound matrix-vector product reads half
+    the bytes; a CPU with AVX512-BF16 / AMX keeps bf16 throughout.  storage: always the storage
+    dtype.  fp32: always fp32 (weights upcast for every matmul).  fp32 storage: nothing to upcast.
+    """
+    device = _as_device(device)
+    if requested not in COMPUTE_DTYPES:
+        raise DeviceError(f"compute dtype {requested!r}: expected one of {', '.join(COMPUTE_DTYPES)}")
+    name = dtype_name(storage)
+    if storage == torch.float32:
+        return ComputePolicy(storage, None, "weights stored in fp32")
+    if requested == "storage":
+        return ComputePolicy(storage, None, f"model.compute_dtype is storage: every matmul in {name}")
+    if requested == "fp32":
+        return ComputePolicy(storage, 1, "model.compute_dtype is fp32: every matmul in fp32, weights upcast")
+    if device.type != "cpu":
+        return ComputePolicy(storage, None, f"{_device_label(device)} computes {name} matmuls natively")
+    probe = _matmul_probe(storage)
+    rows = _upcast_from(probe)
+    if rows is None:
+        at = max(probe)
+        reason = (f"{name} matmuls are as fast as fp32 ones here ({probe[at]['native_ms']:.2f} ms in {name} vs "
+                  f"{probe[at]['upcast_ms']:.2f} ms upcast to fp32 at {at} rows): every matmul in {name}")
+    else:
+        at, few = max(probe), min(probe)
+        flops = 2 * at * _PROBE_WIDTH ** 2 / 1e6  # per ms = GFLOP/s
+        reason = (f"{name} matmuls are slow here ({flops / probe[at]['native_ms']:.1f} GFLOP/s at {at} rows vs "
+                  f"{flops / probe[at]['upcast_ms']:.1f} in fp32, upcast included): fp32 from {rows} rows"
+                  + (f"; {few} row stays {name} ({probe[few]['native_ms']:.2f} vs {probe[few]['upcast_ms']:.2f} ms)"
+                     if rows > few else ""))
+    return ComputePolicy(storage, rows, reason, probe)
+
+
+# Upcasting must beat the storage dtype by this factor to be chosen: near a tie the choice would
+# follow the timing noise of a busy machine from one process to the next.
+_UPCAST_MARGIN = 0.8
+
+
+def _upcast_from(probe: dict[int, dict[str, float]]) -> int | None:
+    """The smallest probed row count from which upcasting clearly wins at every larger count; None
+    if it never does."""
+    rows = None
+    for m in sorted(probe, reverse=True):
+        if probe[m]["upcast_ms"] > _UPCAST_MARGIN * probe[m]["native_ms"]:
+            break
+        rows = m
+    return rows
+
+
 def device_count(device_type: str) -> int:
     """Visible devices of one type ("cpu" counts as 1); 0 when the type is absent."""
     if device_type not in DEVICE_TYPES:
@@ -403,7 +520,7 @@ def describe(requested: str = "auto", precision: str = "auto") -> dict:
         device = _pick(requested, None)
         amp = autocast_dtype(device, precision)
         info.update(device=str(device), backend=dist_backend(device), error=None,
-                    autocast_dtype=_dtype_name(amp), frozen_dtype=_dtype_name(frozen_dtype(device)))
+                    autocast_dtype=dtype_name(amp), frozen_dtype=dtype_name(frozen_dtype(device)))
     except DeviceError as exc:
         info.update(device=None, backend=None, autocast_dtype=None, frozen_dtype=None, error=str(exc))
     return info
@@ -416,5 +533,6 @@ def _npu_version() -> str | None:
         return None
 
 
-def _dtype_name(dtype: torch.dtype | None) -> str:
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """fp32 / bf16 / fp16 (None: fp32, the autocast tables' "no autocast")."""
     return {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]

@@ -15,7 +15,7 @@ from ..common import device as devices
 from ..common.config import Config, ConfigError, ModelConfig, require_file
 from ..common.registry import registry
 from ..conversation.protocol import PromptStyle
-from . import weights
+from . import compute_dtype, weights
 from ..conversation.chat_template import FROM_TOKENIZER, chat_template_style
 from .llm import TINYGPTV_FAMILY, load_llm_config
 from .norms import FloatCompute
@@ -90,6 +90,8 @@ def build_model(cfg: Config | ModelConfig, device: torch.device | str | None = N
         from .quantize import quantize_llm_8bit
 
         quantize_llm_8bit(model, device)
+    if not training and not on_meta:  # each component's compute dtype for this device
+        compute_dtype.apply(model, device, model_cfg.compute_dtype)
     return model
 
 

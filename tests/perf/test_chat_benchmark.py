@@ -1,0 +1,21 @@
+"""benchmarks/chat.py on the tiny preset: both arms measured on one model, the JSON row complete."""
+from __future__ import annotations
+
+import json
+
+from benchmarks import chat
+from tinygpt.common import device as devices
+
+
+def test_chat_row_measures_both_arms_and_records_the_commit(tmp_path, monkeypatch):
+    monkeypatch.setattr(devices, "_matmul_probe", lambda dtype: {  # bf16 slow from 4 rows
+        m: {"native_ms": 10.0 if m >= 4 else 1.0, "upcast_ms": 1.0 if m >= 4 else 2.0} for m in (1, 4, 16, 64)})
+    out = tmp_path / "chat.json"
+    assert chat.main(["--dtype", "bf16", "--rounds", "2", "--batches", "1", "4", "--new-tokens", "3",
+                      "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "chat" and len(result["commit"]) == 40 and result["machine"]["cpu"]
+    assert {(r["arm"], r["batch"]) for r in result["rows"]} == {(a, b) for a in ("storage", "auto") for b in (1, 4)}
+    assert all(r["runs"] == 2 and r["ttft_s"] > 0 and r["peak_mem_gb"] > 0 for r in result["rows"])
+    assert any(line.startswith("visual_encoder (bf16 weights, 5 rows/image): fp32") for line in result["choices"])
+    assert result["policy"]["upcast_rows"] == 4 and set(result["speedups"]) == {"1", "4"}
