@@ -14,9 +14,12 @@ def write(tmp_path, model_text):
     return str(path)
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob("train_configs/**/*.yaml", recursive=True)
-                                        + glob.glob("eval_configs/*.yaml")))
-def test_every_shipped_yaml_keeps_the_tinygptv_backbone(path):
+TINYGPTV_YAMLS = sorted(p for p in glob.glob("train_configs/**/*.yaml", recursive=True) + glob.glob("eval_configs/*.yaml")
+                        if "llava" not in p)  # the other-backbone recipes (docs/backbones.md) say theirs
+
+
+@pytest.mark.parametrize("path", TINYGPTV_YAMLS)
+def test_every_tinygptv_yaml_keeps_the_tinygptv_backbone(path):
     model = load_config(path).model
     assert model.connector == ConnectorConfig(kind="qformer")
     vision = model.vision
