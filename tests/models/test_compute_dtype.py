@@ -143,6 +143,14 @@ def test_remove_restores_the_model_exactly(tiny_root, slow_bf16):
     assert not any(isinstance(m, compute_dtype.WideUpcastLinear) for m in model.modules())
 
 
+def test_a_copy_computes_on_its_own(tiny_root, slow_bf16):
+    model, _ = bf16_model(tiny_root, compute="auto")
+    twin = copy.deepcopy(model)
+    x = images(1)
+    torch.testing.assert_close(twin.encode_images(x), model.encode_images(x), rtol=0, atol=0)
+    assert all(p.dtype == torch.bfloat16 for p in twin.visual_encoder.encoder.parameters())
+
+
 def test_plan_says_what_apply_does(tiny_root, slow_bf16):
     model, cfg = bf16_model(tiny_root)
     cfg.compute_dtype = "auto"

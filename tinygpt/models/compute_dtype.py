@@ -188,6 +188,12 @@ class _LayerUpcast:
         self.inside = 0
         self.stored: list[tuple[nn.Module, str, nn.Parameter]] = []
 
+    def __getstate__(self) -> dict:  # a copied or pickled model gets its own, idle hooks
+        return {"dtype": self.dtype}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["dtype"])
+
     def enter(self, layer: nn.Module, args: tuple, kwargs: dict):
         with self.lock:
             if self.inside == 0:
