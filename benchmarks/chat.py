@@ -95,6 +95,7 @@ def main(argv=None) -> int:
                                     compute_dtype="storage")
     model, model_cfg, label, build_s = generate.build(build_args, device)
     streamed = C.param_bytes(model.llm) - C.param_bytes(model.llm.get_input_embeddings())
+    rss_after_build = C.rss_breakdown() if device.type == "cpu" else None  # VmHWM: the build's own peak
     print(f"{label} at {model_cfg.vision.image_size} px, weights {args.dtype or 'auto'}: built in {build_s:.1f} s, "
           f"{C.param_bytes(model) / 1e9:.2f} GB; device {device}, {info['cpu']}, load {info['loadavg_at_start']}; "
           "matmul peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()), flush=True)
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
         "device": str(device), "torch": torch.__version__, "weights_dtype": args.dtype or "auto",
         "image_size": model_cfg.vision.image_size, "new_tokens": new_tokens, "prompt_tokens": args.prompt_tokens,
         "rounds": args.rounds, "arms": args.arms, "build_s": build_s, "apply_s": apply_s,
-        "weights_gb": C.param_bytes(model) / 1e9,
+        "weights_gb": C.param_bytes(model) / 1e9, "rss_after_build_bytes": rss_after_build,
         "choices": arms.choices, "policy": _policy(device, model), "matmul_peak_gflop_s": peaks,
         "rows": rows, "speedups": speedups, "runs": {f"{a}_b{b}": v for (a, b), v in runs.items()},
     }
