@@ -95,18 +95,25 @@ finish data
 # Frozen-tower stages cache the towers' outputs there (model.feature_cache: auto); entries of an
 # earlier run's towers would never be read again.
 [ "$FORCE" = 1 ] && rm -rf "output/$RECIPE/feature_cache"
+# The stages not yet done train one after another in ONE process (`train.py --cfg-path a b ...`:
+# the imports, ~9 s here, are paid once; the weights are those of one process per stage).  Each
+# stage writes its wall and CPU seconds to <output_dir>/train_summary.json.
+TODO=()
 for n in $(seq 1 ${#STAGES[@]}); do
   out=output/$RECIPE/stage$n
-  step "stage $n: train_configs/$RECIPE/stage$n.yaml -> $out"
-  begin
   if [ "$FORCE" = 0 ] && [ -f "$out/checkpoint_final.safetensors" ]; then
-    echo "$out/checkpoint_final.safetensors exists; skipping (--force retrains)"
+    echo "$out/checkpoint_final.safetensors exists; skipping stage $n (--force retrains)"
   else
     rm -rf "$out"  # a half-finished run would append to its metrics
-    "$PY" train.py --cfg-path "train_configs/$RECIPE/stage$n.yaml"
+    TODO+=("train_configs/$RECIPE/stage$n.yaml")
   fi
-  finish stage$n
 done
+step "training: train.py --cfg-path ${TODO[*]:-(nothing to do)}"
+begin
+if [ ${#TODO[@]} -gt 0 ]; then
+  "$PY" train.py --cfg-path "${TODO[@]}"
+fi
+finish train
 
 step "evaluation: eval_configs/$RECIPE.yaml -> output/$RECIPE/eval"
 begin
@@ -119,23 +126,30 @@ TOTAL=$(elapsed "$START")
 # The run's record (python -m benchmarks.quickstart reads it): per step wall and CPU seconds, the
 # scores, the commit (+dirty) and the machine.
 TIMES=""
-for k in setup data $(seq -f "stage%g" 1 ${#STAGES[@]}) eval; do
+for k in setup data eval; do
   TIMES="$TIMES\"$k\": {\"wall_s\": ${SECONDS_OF[$k]}, \"cpu_s\": ${CPU_OF[$k]}}, "
 done
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ "$COMMIT" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then COMMIT="$COMMIT-dirty"; fi
 echo
 echo "=== $RECIPE recipe, trained from scratch on $DATA (held-out split: 200 images)"
-"$PY" - "output/$RECIPE/eval/results.json" "output/$RECIPE/quickstart.json" "{${TIMES%, }}" "$TOTAL" "$COMMIT" "$FORCE" "$LOAD_AT_START" <<'EOF'
+"$PY" - "output/$RECIPE/eval/results.json" "output/$RECIPE/quickstart.json" "{${TIMES%, }}" "$TOTAL" "$COMMIT" "$FORCE" "$LOAD_AT_START" "${#STAGES[@]}" "${TODO[@]}" <<'EOF'
 import json, os, platform, sys, time
 from tinygpt.common.atomic import write_text
 results = json.load(open(sys.argv[1]))["results"]
+steps, output = json.loads(sys.argv[3]), os.path.dirname(sys.argv[2])
+trained = sys.argv[9:]  # the stage configs this run trained; the others were skipped (0 s)
+for n in range(1, int(sys.argv[8]) + 1):
+    summary = os.path.join(output, f"stage{n}", "train_summary.json")
+    ran = any(path.endswith(f"/stage{n}.yaml") for path in trained)
+    steps[f"stage{n}"] = ({k: json.load(open(summary))[k] for k in ("wall_s", "cpu_s")} if ran
+                          else {"wall_s": 0, "cpu_s": 0, "skipped": True})
 cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
            platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
 record = {"date": time.strftime("%Y-%m-%d %H:%M"), "commit": sys.argv[5], "forced": sys.argv[6] == "1",
           "cpu": cpu, "cpu_count": os.cpu_count(), "loadavg_at_start": sys.argv[7],
           "loadavg_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-          "steps": json.loads(sys.argv[3]), "total_s": int(sys.argv[4]),
+          "steps": steps, "total_s": int(sys.argv[4]),
           "scores": {name: results[name]["overall"] for name in ("vqav2", "refcoco", "coco_caption") if name in results}}
 write_text(sys.argv[2], json.dumps(record, indent=1) + "\n")
 rows = [("vqav2", "VQA accuracy (synthetic VQAv2 split)"),
@@ -147,11 +161,12 @@ for label, name in rows:
     r = results.get(label)
     score, n = (f"{r['overall']:6.2f}", r["n"]) if r else ("  --  ", "-")
     print(f"| {name:<42} | {score} | {n:>3} |")
+print()
+for n in range(1, int(sys.argv[8]) + 1):
+    s = steps[f"stage{n}"]
+    took = "skipped: done before" if s.get("skipped") else f"{s['wall_s']:.0f} s"
+    print(f"stage {n}: {output}/stage{n}/checkpoint_final.safetensors   loss curve: {output}/stage{n}/loss_curve.png   ({took})")
 EOF
-echo
-for n in $(seq 1 ${#STAGES[@]}); do
-  echo "stage $n: output/$RECIPE/stage$n/checkpoint_final.safetensors   loss curve: output/$RECIPE/stage$n/loss_curve.png   (${SECONDS_OF[stage$n]} s)"
-done
 echo "results: output/$RECIPE/eval/results.md, output/$RECIPE/eval/results.json   (evaluation ${SECONDS_OF[eval]} s)"
 echo "time: setup ${SECONDS_OF[setup]} s, data ${SECONDS_OF[data]} s, total $TOTAL s ($(( TOTAL / 60 )) min $(( TOTAL % 60 )) s); record: output/$RECIPE/quickstart.json"
 echo "chat with it: .venv/bin/python demo.py --cfg-path eval_configs/$RECIPE.yaml   (or add: --cli --image $DATA/eval/images/COCO_val2014_000001000001.jpg)"

@@ -133,3 +133,13 @@ def test_four_tiny_stages_chain_their_checkpoints_and_the_eval_config_scores_sta
     assert {r["benchmark"] for r in results.values()} == {"vqav2", "refcoco"}
     assert all(r["n"] == 4 for r in results.values())
     assert os.path.exists(eval_out / "results.md")
+
+
+def test_the_tiny_phi_activation_is_phi2s_gelu_new_as_one_kernel():
+    # phi-tiny.json names the fused tanh GELU for speed; it must be the function Phi-2's gelu_new is.
+    from transformers.activations import ACT2FN
+
+    act = json.loads((REPO / "train_configs/tiny/phi-tiny.json").read_text())["hidden_act"]
+    assert act == "gelu_pytorch_tanh"
+    x = torch.linspace(-8, 8, 20001)
+    torch.testing.assert_close(ACT2FN[act](x), ACT2FN["gelu_new"](x), rtol=0, atol=1e-6)
