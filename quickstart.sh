@@ -72,8 +72,11 @@ begin
 # Complete = the manifest (written last) exists, comes from this generator version and records
 # exactly these arguments.
 if [ "$FORCE" = 0 ] && "$PY" - "$DATA" "${DATA_ARGS[@]}" <<'EOF'
-import json, sys
-from tinygpt.datasets.synthetic.generate import GENERATOR
+import ast, json, sys
+# The generator's version, read from its source: importing tinygpt (torch, transformers) took ~8 s.
+source = ast.parse(open("tinygpt/datasets/synthetic/generate.py").read())
+GENERATOR = next(ast.literal_eval(node.value) for node in source.body if isinstance(node, ast.Assign)
+                 and [getattr(t, "id", None) for t in node.targets] == ["GENERATOR"])
 out, args = sys.argv[1], sys.argv[2:]
 want = {k.lstrip("-").replace("-", "_"): v for k, v in zip(args[::2], args[1::2]) if k != "--out"}
 try:
@@ -144,6 +147,7 @@ for n in range(1, int(sys.argv[8]) + 1):
     ran = any(path.endswith(f"/stage{n}.yaml") for path in trained)
     steps[f"stage{n}"] = ({k: json.load(open(summary))[k] for k in ("wall_s", "cpu_s")} if ran
                           else {"wall_s": 0, "cpu_s": 0, "skipped": True})
+steps = {k: steps.pop(k) for k in ("setup", "data", *sorted(k for k in steps if k.startswith("stage")), "eval")}
 cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
            platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
 record = {"date": time.strftime("%Y-%m-%d %H:%M"), "commit": sys.argv[5], "forced": sys.argv[6] == "1",

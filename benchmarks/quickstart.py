@@ -44,7 +44,10 @@ def row(run: dict) -> dict:
     out = {"date": run["date"], "commit": run["commit"], "cpu": run["cpu"], "load": run.get("loadavg_at_start", "")}
     for name in STEPS:
         s = steps.get(name)
-        out[name] = "-" if not s else f"{s['wall_s']:.0f}" + (f" ({s['cpu_s']:.0f})" if s.get("cpu_s") is not None else "")
+        if not s or s.get("skipped"):  # skipped: its checkpoint was there (a run without --force)
+            out[name] = "skipped" if s else "-"
+            continue
+        out[name] = f"{s['wall_s']:.0f}" + (f" ({s['cpu_s']:.0f})" if s.get("cpu_s") is not None else "")
     out["total"] = f"{run['total_s']:.0f}"
     for key, label in SCORES:
         score = run["scores"].get(key)

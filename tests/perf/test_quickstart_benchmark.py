@@ -46,3 +46,12 @@ def test_record_becomes_one_history_row(tmp_path, capsys):
 def test_missing_record_says_how_to_make_one(tmp_path, capsys):
     assert quickstart.main(["--record", str(tmp_path / "none.json"), "--out", str(tmp_path / "h.json")]) == 2
     assert "bash quickstart.sh" in capsys.readouterr().err
+
+
+def test_a_stage_skipped_because_its_checkpoint_existed_says_so(tmp_path, capsys):
+    record = _record(tmp_path / "output")
+    run = json.loads(record.read_text())
+    run["steps"]["stage1"] = {"wall_s": 0, "cpu_s": 0, "skipped": True}  # what quickstart.sh writes then
+    record.write_text(json.dumps(run))
+    assert quickstart.main(["--record", str(record), "--out", str(tmp_path / "h.json")]) == 0
+    assert "| 15 (9) | skipped | 80 (75) |" in capsys.readouterr().out
