@@ -9,7 +9,8 @@
 #   .venv + install (scripts/setup.sh) -> synthetic corpus + tokenizer (data/synthetic)
 #   -> train_configs/tiny/stage{1,2,3,4}.yaml (output/tiny/stageN) -> eval_configs/tiny.yaml
 #   (output/tiny/eval) -> a table: VQA accuracy, grounding Acc@0.5, caption CIDEr.
-# About 14 minutes on a 2-core CPU (811 s measured; + pip installs on a fresh machine); README and docs/performance.md have the numbers.
+# 7-10 minutes on a 2-core CPU (417-564 s measured, by how busy the host was; + pip installs on a fresh
+# machine); README and docs/performance.md have the numbers.
 set -euo pipefail
 cd "$(dirname "$0")"
 
