@@ -180,6 +180,23 @@ def test_threads_share_the_upcast_layers(tiny_root, slow_bf16):
                for p in model.visual_encoder.encoder.parameters())
 
 
+def test_layers_take_turns_with_one_set_of_upcast_buffers(tiny_root, slow_bf16):
+    model, _ = bf16_model(tiny_root, compute="auto")
+    layers = model.visual_encoder.encoder.layers
+    seen = []
+    for layer in layers:  # the weight fc1 computes with, inside each block (kept: no address reuse)
+        layer.mlp.fc1.register_forward_hook(lambda m, args, out: seen.append(m.weight))
+    with torch.no_grad():
+        first, second = model.encode_images(images(1)), model.encode_images(images(1))
+    assert len(seen) == 2 * len(layers) >= 4
+    assert seen[0].dtype == torch.float32 and all(w is seen[0] for w in seen)  # one buffer, every block, every call
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    pooled = seen[0]
+    seen.clear()
+    model.visual_encoder(pixel_values=images(1))  # autograd on: fresh copies, which a backward may keep
+    assert len({id(w) for w in seen}) == len(layers) and not any(w is pooled for w in seen)
+
+
 def test_upcast_linear_in_slices_equals_one_matmul(monkeypatch):
     gen = torch.Generator().manual_seed(0)
     weight, bias = torch.randn(50, 16, generator=gen).bfloat16(), torch.randn(50, generator=gen).bfloat16()

@@ -9,7 +9,7 @@ carries that out per component of the model's `COMPONENTS` table:
   query tokens, projector) computes in one dtype per component, chosen at the rows one image gives
   it (the tower's patch tokens, the Q-Former's queries).  In fp32, the layers of each ModuleList
   inside (the transformer blocks; a ViT-g block is 25M parameters, 100 MB in fp32) hold fp32 copies
-  of their weights only while they run; the rest (embeddings, norms, query tokens, projector: 16M
+  of their weights only while they run, written into buffers the blocks take turns with; the rest (embeddings, norms, query tokens, projector: 16M
   parameters at full size) is converted to fp32 once, so the model's own casts to a boundary
   module's weight dtype (`images.to(patch_embedding.weight.dtype)`, transformers' Q-Former input
   cast, `project_queries`) pick fp32 and nothing is rounded to half precision on the way;
@@ -157,8 +157,9 @@ def _upcast_by_layer(part: nn.Module | torch.Tensor, dtype: torch.dtype) -> list
         if p.is_floating_point() and p.dtype != dtype:
             undo.append(lambda p=p, stored=p.dtype: setattr(p, "data", p.data.to(stored)))
             p.data = p.data.to(dtype)
+    scratch = _Scratch()  # the layers run one after another: they take turns with one set of buffers
     for layer in layers:
-        hooks = _LayerUpcast(dtype)
+        hooks = _LayerUpcast(dtype, scratch)
         handles = (layer.register_forward_pre_hook(hooks.enter, with_kwargs=True),
                    layer.register_forward_hook(hooks.leave, always_call=True))
         undo.append(lambda handles=handles: [h.remove() for h in handles])
@@ -177,33 +178,72 @@ def _layers(module: nn.Module) -> list[nn.Module]:
     return layers
 
 
+class _Scratch:
+    """Buffers the layers of one component take turns writing their upcast weights into.
+
+    Why: a fresh tensor per weight per forward costs page faults: ViT-g's MLP weights are 35 MB in
+    fp32, above glibc's mmap threshold, so every copy maps new pages (~46 ms a block at full size,
+    against 9 ms into a reused buffer: ~1.4 s of a 448 px image's encode on a 2-core CPU).  Kept
+    between forwards: one layer's worth (~100 MB for a ViT-g block in fp32), more only while
+    threads run different layers at once."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.free: dict[tuple, list[torch.Tensor]] = {}
+
+    def __getstate__(self) -> dict:  # a copied model starts with no buffers of its own
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def copy(self, p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`p` converted to `dtype`, written into a free buffer of its shape (or a new one)."""
+        with self.lock:
+            free = self.free.get((p.shape, dtype, p.device))
+            buffer = free.pop() if free else None
+        if buffer is None:
+            buffer = torch.empty(p.shape, dtype=dtype, device=p.device)
+        return buffer.copy_(p.detach())
+
+    def give_back(self, buffer: torch.Tensor) -> None:
+        with self.lock:
+            self.free.setdefault((buffer.shape, buffer.dtype, buffer.device), []).append(buffer)
+
+
 class _LayerUpcast:
     """Forward hooks that give one layer copies of its weights in `dtype` while it runs, and cast its
     floating-point inputs to `dtype`.  The copies live while any thread is inside the layer (a
-    count under a lock), and go even when the forward raises (`always_call`)."""
+    count under a lock), and go even when the forward raises (`always_call`).  Without autograd
+    recording (inference) they are written into `scratch`'s reused buffers; with it, into fresh
+    tensors (autograd may keep a weight for the backward, which a later layer's copy must not
+    overwrite)."""
 
-    def __init__(self, dtype: torch.dtype):
-        self.dtype = dtype
+    def __init__(self, dtype: torch.dtype, scratch: _Scratch):
+        self.dtype, self.scratch = dtype, scratch
         self.lock = threading.Lock()
         self.inside = 0
         self.stored: list[tuple[nn.Module, str, nn.Parameter]] = []
+        self.borrowed = False
 
     def __getstate__(self) -> dict:  # a copied or pickled model gets its own, idle hooks
-        return {"dtype": self.dtype}
+        return {"dtype": self.dtype, "scratch": self.scratch}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["dtype"])
+        self.__init__(state["dtype"], state["scratch"])
 
     def enter(self, layer: nn.Module, args: tuple, kwargs: dict):
         with self.lock:
             if self.inside == 0:
+                self.borrowed = not torch.is_grad_enabled()
                 for owner in layer.modules():
                     for name, p in owner._parameters.items():
                         if p is not None and p.is_floating_point() and p.dtype != self.dtype:
                             self.stored.append((owner, name, p))
                             # A plain tensor in the parameter's slot: the module reads it as its weight,
                             # and the Parameter (and its storage dtype) is untouched.
-                            owner._parameters[name] = p.detach().to(self.dtype)
+                            owner._parameters[name] = (self.scratch.copy(p, self.dtype) if self.borrowed
+                                                       else p.detach().to(self.dtype))
             self.inside += 1
         return tuple(self._cast(a) for a in args), {k: self._cast(v) for k, v in kwargs.items()}
 
@@ -212,6 +252,8 @@ class _LayerUpcast:
             self.inside -= 1
             if self.inside == 0:
                 for owner, name, p in self.stored:
+                    if self.borrowed:
+                        self.scratch.give_back(owner._parameters[name])
                     owner._parameters[name] = p
                 self.stored = []
 
