@@ -281,30 +281,12 @@ class WideUpcastLinear(nn.Linear):
 def upcast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                   dtype: torch.dtype) -> torch.Tensor:
     """F.linear in `dtype`: x [..., in] -> [..., out], the weight [out, in] converted a slice of
-    output features (at most SLICE_BYTES in `dtype`) at a time.  Without autograd recording, each
-    slice is written into this thread's reused buffer: a fresh 16 MB tensor per slice cost its page
-    faults every time (Phi-2's fc1 at a 65-row prefill: 58 ms against 31 ms reused, on a 2-core
-    AVX2 CPU)."""
+    output features (at most SLICE_BYTES in `dtype`) at a time."""
     x = x.to(dtype)
     step = max(1, SLICE_BYTES // (weight.shape[1] * torch.finfo(dtype).bits // 8))
-    reuse = not torch.is_grad_enabled()  # autograd may keep a slice for the backward: no overwriting
-    parts = []
-    for i in range(0, weight.shape[0], step):
-        part = weight[i:i + step]
-        part = _slice_buffer(part, dtype).copy_(part) if reuse else part.to(dtype)
-        parts.append(F.linear(x, part, None if bias is None else bias[i:i + step].to(dtype)))
+    parts = [F.linear(x, weight[i:i + step].to(dtype), None if bias is None else bias[i:i + step].to(dtype))
+             for i in range(0, weight.shape[0], step)]
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-
-
-_THREAD = threading.local()  # each thread's upcast-slice buffer (threads may prefill at once)
-
-
-def _slice_buffer(like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A [rows, cols] view of this thread's buffer, in `dtype` on `like`'s device (grown on demand)."""
-    buffer = getattr(_THREAD, "buffer", None)
-    if buffer is None or buffer.numel() < like.numel() or buffer.dtype != dtype or buffer.device != like.device:
-        buffer = _THREAD.buffer = torch.empty(like.numel(), dtype=dtype, device=like.device)
-    return buffer[:like.numel()].view(like.shape)
 
 
 def _upcast_wide_linears(llm: nn.Module, policy: devices.ComputePolicy) -> list[Callable[[], None]]:
