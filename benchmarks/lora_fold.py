@@ -19,15 +19,13 @@ import contextlib
 import statistics
 import time
 
-import torch
 from peft.tuners.lora import Linear as PeftLoraLinear
 
 import tinygpt
 from tinygpt.common import device as devices
 from tinygpt.common import dist
-from tinygpt.common.registry import registry
-from tinygpt.common.rng import seed_everything
 from tinygpt.models.lora import FoldedLoraLinear
+from tinygpt.training import build_stage
 
 from . import _common as C
 
@@ -51,10 +49,7 @@ def arm(name: str):
 def measure_stage(path: str, args, device, info) -> dict:
     cfg = tinygpt.load_config(path, [f"run.output_dir={C.workdir('lora_fold')}/{path.replace('/', '_')}",
                                      "run.iters_per_epoch=1000000"])
-    seed_everything(cfg.run.seed)
-    model = tinygpt.build_model(cfg, device)
-    task = registry.get("task", cfg.run.task)(cfg)
-    runner = registry.get("runner", cfg.run.runner)(cfg, model, task, device, info)
+    model, task, runner = build_stage(cfg, device, info)
     batches = task.build_train_loader(info, device)
     runner.ddp.train()
     n_adapters = sum(isinstance(m, FoldedLoraLinear) for m in model.modules())

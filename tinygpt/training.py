@@ -40,13 +40,14 @@ def _cpu_seconds() -> float:
                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
-def _train_one(cfg, device, info) -> dict:
+def build_stage(cfg, device, info):
+    """A stage as it starts training: (model, task, runner), seeded from its config (benchmarks that
+    time a recipe's own steps build it here too)."""
     seed_everything(cfg.run.seed)  # identical initial weights on every rank
     model = tinygpt.build_model(cfg, device)
     seed_everything(cfg.run.seed + info.rank)  # distinct dropout / augmentation streams
     task = registry.get("task", cfg.run.task)(cfg)
-    runner = registry.get("runner", cfg.run.runner)(cfg, model, task, device, info)
-    return runner.train()
+    return model, task, registry.get("runner", cfg.run.runner)(cfg, model, task, device, info)
 
 
 @entry_point("train.py")
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
     info = dist.init_distributed(device)
     try:
         for path, cfg in zip(args.cfg_path, configs):
-            summary = _train_one(cfg, device, info)
+            summary = build_stage(cfg, device, info)[2].train()
             gc.collect()  # the finished stage's model and optimizer state, before the next is built
             now, cpu = time.monotonic(), _cpu_seconds()
             summary.update(config=path, wall_s=round(now - began, 1), cpu_s=round(cpu - began_cpu, 1))

@@ -9,8 +9,8 @@ carries that out per component of the model's `COMPONENTS` table:
   query tokens, projector) computes in one dtype per component, chosen at the rows one image gives
   it (the tower's patch tokens, the Q-Former's queries).  In fp32, the layers of each ModuleList
   inside (the transformer blocks; a ViT-g block is 25M parameters, 100 MB in fp32) hold fp32 copies
-  of their weights only while they run, written into buffers the blocks take turns with; the rest (embeddings, norms, query tokens, projector: 16M
-  parameters at full size) is converted to fp32 once, so the model's own casts to a boundary
+  of their weights only while they run, written into buffers the blocks take turns with; the rest
+  (embeddings, norms, query tokens, projector: 16M parameters at full size) is converted to fp32 once, so the model's own casts to a boundary
   module's weight dtype (`images.to(patch_embedding.weight.dtype)`, transformers' Q-Former input
   cast, `project_queries`) pick fp32 and nothing is rounded to half precision on the way;
 * the LLM decides per call in each Linear: an input of at least `upcast_rows` rows (a prefill, an
