@@ -1,36 +1,14 @@
 """Every registered builder on a tiny fixture written in the released format."""
-import json
 import random
 
 import pytest
 import torch
-from PIL import Image
 
-import tinygpt.datasets  # noqa: F401  (registers the builders)
-from tinygpt.common.config import ConfigError, DatasetConfig, ProcessorConfig
-from tinygpt.common.registry import registry
+from builder_fixtures import S, build, dump, jpg
+from tinygpt.common.config import ConfigError, ProcessorConfig
 from tinygpt.conversation.protocol import CONNECT_SYM, split_sample
 from tinygpt.datasets import DataError, skips
 from tinygpt.datasets.templates import ALIGNMENT, CAPTION, IDENTIFY, REFER, VQA
-
-S = 28
-
-
-def jpg(path, size=(40, 30), color=(200, 30, 30)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, color).save(path, "JPEG")
-    return path
-
-
-def dump(path, obj):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj))
-    return str(path)
-
-
-def build(name, seed=0, **kw):
-    kw.setdefault("vis_processor", ProcessorConfig(name="blip2_image_train", image_size=S, min_scale=1.0))
-    return registry.get("dataset", name)(DatasetConfig(builder=name, **kw), name=name, seed=seed).build()
 
 
 def check(sample, instruction=True, image=True):
@@ -53,7 +31,7 @@ def test_cc_sbu_align(tmp_path):
     ds = build("cc_sbu_align", storage=[str(root)])
     s = check(ds[0])
     assert s["answer"] == "A Red thing. Detailed!"  # descriptions are kept verbatim
-    assert s["instruction_input"].split("</Img> ")[1] in ALIGNMENT and len(ds) == 2
+    assert s["instruction_input"] in [f"<Img><ImageHere></Img> {p}" for p in ALIGNMENT] and len(ds) == 2
 
 
 def test_coco_caption_and_textcaps(tmp_path):
@@ -61,7 +39,7 @@ def test_coco_caption_and_textcaps(tmp_path):
     ann = dump(tmp_path / "coco_karpathy_train.json",
                [{"image": "train2014/COCO_train2014_000000000009.jpg", "caption": "A Man. Riding", "image_id": "coco_9"}])
     s = check(build("coco_caption", storage=[ann], image_root=str(img.parent))[0])
-    assert s["answer"] == "a man riding" and s["instruction_input"].split("</Img> ")[1] in CAPTION
+    assert s["answer"] == "a man riding" and s["instruction_input"] in [f"<Img><ImageHere></Img> {p} " for p in CAPTION]
     jpg(tmp_path / "tc" / "abc.jpg")
     ann = dump(tmp_path / "TextCaps_0.1_train.json",
                {"data": [{"image_id": "abc", "caption_str": "A sign says STOP.", "image_path": "train/abc.jpg"}]})
@@ -82,7 +60,7 @@ def _llava(tmp_path, turns):
 def test_llava_single_turn(tmp_path, name):
     ann = _llava(tmp_path, [("What is shown?", "A bus. It is red."), ("Ignored?", "Yes.")])
     s = check(build(name, storage=[ann], image_root=str(tmp_path / "coco"))[0])
-    assert s["instruction_input"] == "<Img><ImageHere></Img> what is shown?"
+    assert s["instruction_input"] == "<Img><ImageHere></Img> what is shown? "
     assert s["answer"] == "A bus. It is red."
 
 
@@ -92,7 +70,7 @@ def test_multi_turn_conversation(tmp_path, name):
     s = check(build(name, storage=[ann], image_root=str(tmp_path / "coco"))[0])
     assert s["connect_sym"] == CONNECT_SYM
     assert split_sample(s["instruction_input"], s["answer"], s["connect_sym"]).turns == (
-        ("<Img><ImageHere></Img> What is shown?", "A bus."), ("Color?", "Red."))
+        ("<Img><ImageHere></Img> What is shown? ", "A bus."), ("Color? ", "Red."))
     assert s["instruction_input"].count("<ImageHere>") == 1
 
 
@@ -126,20 +104,20 @@ def test_refcoco_refer(tmp_path, name):
     assert len(ds) == 1  # only split "train"
     s = check(ds[0])
     assert s["answer"] == "{<10><10><40><50>}"  # grid of the 100x50 original, not of the 28 px input
-    assert s["instruction_input"].split("</Img> ")[1] in [t.format("the man on the left") for t in REFER]
+    assert s["instruction_input"] in [f"<Img><ImageHere></Img> {t.format('the man on the left')} " for t in REFER]
 
 
 @pytest.mark.parametrize("name", ["invrefcoco", "invrefcocop", "invrefcocog"])
 def test_refcoco_identify(tmp_path, name):
     s = check(build(name, storage=[_refs(tmp_path)], image_root=str(tmp_path / "train2014"))[0])
     assert s["answer"] == "the man on the left"
-    assert s["instruction_input"].split("</Img> ")[1] in [t.format("{<10><10><40><50>}") for t in IDENTIFY]
+    assert s["instruction_input"] in [f"<Img><ImageHere></Img> {t.format('{<10><10><40><50>}')} " for t in IDENTIFY]
 
 
 def test_grounding_refuses_a_cropping_processor(tmp_path):
     with pytest.raises(ConfigError, match=r"datasets\.refcoco\.vis_processor.*min_scale"):
         build("refcoco", storage=[_refs(tmp_path)], image_root=str(tmp_path / "train2014"),
-              vis_processor=ProcessorConfig(name="blip2_image_train", image_size=S, min_scale=0.5))
+              vis_processor=ProcessorConfig(name="lavis_blip2_image_train", image_size=S, min_scale=0.5))
 
 
 def test_refvg(tmp_path):
@@ -165,10 +143,10 @@ def test_flickr_sets(tmp_path):
     assert s["instruction_input"].startswith("<Img><ImageHere></Img> [grounding]") and "runs" in s["answer"]
     for name in ("flickr_caption_to_phrase", "flickr_CaptionToPhrase"):
         s = check(build(name, storage=[c], image_root=root)[0])
-        assert s["instruction_input"] == "<Img><ImageHere></Img> [detection] a dog runs"
+        assert s["instruction_input"] == "<Img><ImageHere></Img> [detection] a dog runs "
     for name in ("flickr_object_to_phrase", "flickr_ObjectToPhrase"):
         s = check(build(name, storage=[p], image_root=root)[0])
-        assert (s["instruction_input"], s["answer"]) == ("<Img><ImageHere></Img> [detection] a dog",
+        assert (s["instruction_input"], s["answer"]) == ("<Img><ImageHere></Img> [detection] a dog ",
                                                         "<p>a dog</p> {<1><2><3><4>}")
 
 
@@ -179,7 +157,7 @@ def test_coco_style_vqa_draws_answers_by_frequency(tmp_path, name):
                                               "image": "train2014/COCO_train2014_000000000001.jpg", "dataset": "vqa"}])
     ds = build(name, storage=[ann], image_root=str(tmp_path / "coco"))
     s = check(ds[0])
-    assert s["instruction_input"].split("</Img> ")[1] in [t.format("is it red?") for t in VQA]
+    assert s["instruction_input"] in [f"<Img><ImageHere></Img> {t.format('is it red?')} " for t in VQA]
     answers = []
     for epoch in range(40):
         ds.set_epoch(epoch)
@@ -248,7 +226,7 @@ def test_prompts_path_replaces_the_pool(tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("# my template\n\n[vqa] Answer briefly: {}\n")
     s = build("gqa", storage=[ann], image_root=str(tmp_path / "gqa"), prompts_path=str(prompts))[0]
-    assert s["instruction_input"] == "<Img><ImageHere></Img> [vqa] Answer briefly: color?"
+    assert s["instruction_input"] == "<Img><ImageHere></Img> [vqa] Answer briefly: color? "
     prompts.write_text("no slot here\n")
     with pytest.raises(ValueError, match=r"p\.txt line 1 must contain exactly one"):
         build("gqa", storage=[ann], image_root=str(tmp_path / "gqa"), prompts_path=str(prompts))
@@ -258,7 +236,7 @@ def test_samples_are_reproducible_and_seed_dependent(tmp_path):
     root = tmp_path / "img"
     jpg(root / "a.jpg", size=(64, 48))
     ann = dump(tmp_path / "q.json", [{"question": "Q?", "answer": "x", "image": "a.jpg"}])
-    crop = ProcessorConfig(name="blip2_image_train", image_size=S, min_scale=0.2)
+    crop = ProcessorConfig(name="lavis_blip2_image_train", image_size=S, min_scale=0.2)
     a = build("gqa", storage=[ann], image_root=str(root), vis_processor=crop)[0]
     b = build("gqa", storage=[ann], image_root=str(root), vis_processor=crop)[0]
     assert torch.equal(a["image"], b["image"]) and a["instruction_input"] == b["instruction_input"]

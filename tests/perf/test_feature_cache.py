@@ -144,8 +144,9 @@ def test_cache_is_exact_for_a_tower_without_a_qformer(tiny_root, tmp_path):
         assert torch.equal(g, ref_grads[name]), name
 
 
-def _auto_task(model, output_dir, min_scale=1.0, processor="blip2_image_train", setting="auto"):
-    """The task a run with one dataset of `processor` would build, model.feature_cache = `setting`."""
+def _auto_task(model, output_dir, min_scale=0.5, processor="blip2_image_train", setting="auto"):
+    """The task a run with one dataset of `processor` would build, model.feature_cache = `setting`
+    (min_scale 0.5: the config default, which TinyGPT-V's blip2_image_train ignores)."""
     from tinygpt.common.config import DatasetConfig, ProcessorConfig
 
     cfg = Config(model=model.cfg)
@@ -184,8 +185,8 @@ def test_auto_is_on_where_exact_beside_the_output_dir_and_equals_uncached(tiny_r
 def test_auto_is_off_where_not_exact_or_asked_off(tiny_root, tmp_path, caplog, case, why):
     model = _model(tiny_root, **({"vision.train": True} if case == "towers train" else {}))
     with caplog.at_level("INFO", logger="tinygpt.tasks.feature_cache"):
-        task = _auto_task(model, tmp_path / "stage", min_scale=0.5 if case == "random crop" else 1.0,
-                          setting=None if case == "null" else "auto")
+        task = _auto_task(model, tmp_path / "stage", setting=None if case == "null" else "auto",
+                          processor="lavis_blip2_image_train" if case == "random crop" else "blip2_image_train")
     assert task.feature_cache is None and not (tmp_path / "feature_cache").exists()
     if why:
         assert "auto: off" in caplog.text and why in caplog.text

@@ -1,6 +1,8 @@
-"""blip2_image_train / blip2_image_eval: shapes, CLIP normalisation, seeded determinism, no-crop mode."""
+"""blip2_image_train (TinyGPT-V's resize) / lavis_blip2_image_train (LAVIS's crop) / blip2_image_eval:
+shapes, CLIP normalisation, seeded determinism, no-crop mode."""
 import random
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -22,7 +24,7 @@ def _gradient(w=90, h=60):
     return img
 
 
-@pytest.mark.parametrize("name", ["blip2_image_train", "blip2_image_eval"])
+@pytest.mark.parametrize("name", ["blip2_image_train", "lavis_blip2_image_train", "blip2_image_eval"])
 def test_shape_dtype_from_any_mode(name):
     proc = build_processor(ProcessorConfig(name=name, image_size=32))
     for img in (_gradient(), _gradient().convert("L"), _gradient().convert("RGBA"), Image.new("P", (7, 300))):
@@ -39,22 +41,32 @@ def test_solid_colour_normalises_to_clip_values(name):
         assert torch.allclose(out[c], torch.full((16, 16), expected[c]), atol=1e-5)
 
 
-def test_train_crop_is_deterministic_given_rng_and_varies_without():
-    proc = build_processor(ProcessorConfig(name="blip2_image_train", image_size=24, min_scale=0.3))
+def test_lavis_crop_is_deterministic_given_rng_and_varies_without():
+    proc = build_processor(ProcessorConfig(name="lavis_blip2_image_train", image_size=24, min_scale=0.3))
     img = _gradient()
     a, b = proc(img, random.Random(7)), proc(img, random.Random(7))
     assert torch.equal(a, b)
     others = [proc(img, random.Random(s)) for s in range(5)]
     assert any(not torch.equal(a, o) for o in others)
+    assert not proc.keeps_whole_image
 
 
-def test_min_scale_one_is_a_plain_resize_equal_to_eval():
-    train = build_processor(ProcessorConfig(name="blip2_image_train", image_size=20, min_scale=1.0))
-    evalp = build_processor(ProcessorConfig(name="blip2_image_eval", image_size=20))
+def test_blip2_image_train_is_tinygpt_v_whole_image_resize_whatever_the_scales():
+    # TinyGPT-V's blip2_image_train: Resize((S, S), bicubic) -> ToTensor -> Normalize(CLIP); it
+    # accepts min_scale/max_scale and ignores them (LAVIS's crop would see other pixels).
     img = _gradient()
-    assert train.keeps_whole_image and evalp.keeps_whole_image
-    assert not build_processor(ProcessorConfig(name="blip2_image_train")).keeps_whole_image
-    assert torch.equal(train(img, random.Random(3)), evalp(img))
+    pixels = np.asarray(img.resize((20, 20), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
+    expected = (torch.from_numpy(pixels).permute(2, 0, 1) - torch.tensor(CLIP_MEAN).view(3, 1, 1)) \
+        / torch.tensor(CLIP_STD).view(3, 1, 1)
+    for scales in ({}, {"min_scale": 0.5}, {"min_scale": 0.2, "max_scale": 0.6}):
+        train = build_processor(ProcessorConfig(name="blip2_image_train", image_size=20, **scales))
+        assert train.keeps_whole_image
+        for seed in range(3):
+            assert torch.allclose(train(img, random.Random(seed)), expected, atol=1e-6)
+    evalp = build_processor(ProcessorConfig(name="blip2_image_eval", image_size=20))
+    lavis_whole = build_processor(ProcessorConfig(name="lavis_blip2_image_train", image_size=20, min_scale=1.0))
+    assert evalp.keeps_whole_image and lavis_whole.keeps_whole_image
+    assert torch.equal(train(img), evalp(img)) and torch.equal(lavis_whole(img, random.Random(3)), evalp(img))
 
 
 def test_denormalize_and_to_pil_invert_the_transform():
@@ -69,8 +81,9 @@ def test_denormalize_and_to_pil_invert_the_transform():
 
 
 def test_bad_config_names_the_field():
-    with pytest.raises(ValueError, match="min_scale"):
-        build_processor(ProcessorConfig(name="blip2_image_train", min_scale=0.9, max_scale=0.5))
+    for name in ("blip2_image_train", "lavis_blip2_image_train"):
+        with pytest.raises(ValueError, match="min_scale"):
+            build_processor(ProcessorConfig(name=name, min_scale=0.9, max_scale=0.5))
     with pytest.raises(ValueError, match="image_size"):
         Blip2ImageTrainProcessor(image_size=0)
     with pytest.raises(KeyError, match="registered processors"):

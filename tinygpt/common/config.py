@@ -190,6 +190,9 @@ class DatasetConfig:
     vis_processor: ProcessorConfig = field(default_factory=lambda: ProcessorConfig(name="blip2_image_train"))
     text_processor: ProcessorConfig = field(default_factory=lambda: ProcessorConfig(name="blip_caption"))
     split: str = "train"
+    # Grounding builders write boxes as TinyGPT-V does (int(100 * x / width), unclamped: a box on the
+    # border reads <100>); true keeps every coordinate in 0..99, the range a model's answer is read in.
+    clamp_boxes: bool = False
 
 
 # ----------------------------------------------------------------------------- run

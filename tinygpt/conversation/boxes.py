@@ -1,4 +1,4 @@
-"""The box grammar of the TinyGPT-V family (MiniGPT-v2's): `{<x1><y1><x2><y2>}` on a 0-99 grid of
+"""The box grammar of the TinyGPT-V family (MiniGPT-v2's): `{<x1><y1><x2><y2>}` on a 100-step grid of
 the image's own width and height (a plain resize, never a crop, so the grid does not depend on the
 pixel size the vision tower sees), phrases as `<p>phrase</p>`, several boxes of one phrase joined by
 `<delim>`:
@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-GRID = 100  # coordinates are int(100 * x / width), clamped into 0..GRID-1
+GRID = 100  # coordinates are int(x / width * 100); what a model writes is read clamped into 0..GRID-1
 
 # One coordinate quadruple; up to three digits each (MiniGPT-v2's eval_ref.py reads `\d{1,3}`).
 _COORDS = r"<\s*(\d{1,3})\s*>\s*<\s*(\d{1,3})\s*>\s*<\s*(\d{1,3})\s*>\s*<\s*(\d{1,3})\s*>"
@@ -64,17 +64,29 @@ def format_box(x1: float, y1: float, x2: float, y2: float) -> str:
     return f"{{<{a}><{b}><{c}><{d}>}}"
 
 
-def grid_box(bbox_xywh: Sequence[float], width: float, height: float) -> tuple[int, int, int, int]:
-    """[x, y, w, h] in pixels of a `width` x `height` image -> (x1, y1, x2, y2) on the grid."""
+def grid_box(bbox_xywh: Sequence[float], width: float, height: float,
+             clamp: bool = True) -> tuple[int, int, int, int]:
+    """[x, y, w, h] in pixels of a `width` x `height` image -> (x1, y1, x2, y2) on the grid:
+    `int(x / width * 100)` per corner (TinyGPT-V's formula, in its order of operations), clamped into
+    0..99 with `clamp`."""
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     x, y, w, h = (float(v) for v in bbox_xywh)
-    return _cell(x, width), _cell(y, height), _cell(x + w, width), _cell(y + h, height)
+    cells = (_cell(x, width), _cell(y, height), _cell(x + w, width), _cell(y + h, height))
+    return tuple(min(GRID - 1, max(0, c)) for c in cells) if clamp else cells  # type: ignore[return-value]
 
 
-def box_from_pixels(bbox_xywh: Sequence[float], width: float, height: float) -> str:
-    """[x, y, w, h] pixels -> `{<x1><y1><x2><y2>}` (what grounding datasets train on)."""
-    return format_box(*grid_box(bbox_xywh, width, height))
+def box_from_pixels(bbox_xywh: Sequence[float], width: float, height: float, clamp: bool = False) -> str:
+    """[x, y, w, h] pixels -> `{<x1><y1><x2><y2>}` (what grounding datasets train on).
+
+    By default exactly what TinyGPT-V's RefCOCO and Visual Genome datasets write: no clamp, no
+    reordering, so a box touching the right or bottom border reads `<100>` and a region that runs past
+    the border more (`{<78><62><109><114>}`).  `clamp` (`datasets.<name>.clamp_boxes`) keeps every
+    coordinate in 0..99 and the corners ordered, as the model's answers are read.
+    """
+    if clamp:
+        return format_box(*grid_box(bbox_xywh, width, height))
+    return "{{<{}><{}><{}><{}>}}".format(*grid_box(bbox_xywh, width, height, clamp=False))
 
 
 def parse_box(text: str) -> Optional[tuple[int, int, int, int]]:
@@ -107,7 +119,7 @@ def grid_point(x: float, y: float, width: float, height: float) -> tuple[int, in
 
 
 def _cell(value: float, size: float) -> int:
-    return min(GRID - 1, max(0, int(value / size * GRID)))
+    return int(value / size * GRID)  # int() truncates toward zero, as the original's int(...)
 
 
 def _clamp(v: float) -> int:

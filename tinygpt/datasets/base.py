@@ -21,8 +21,7 @@ from tinygpt.common.config import ConfigError, DatasetConfig
 from tinygpt.common.errors import UserError
 from tinygpt.common.jsonfile import read_json
 from tinygpt.datasets import skips
-from tinygpt.conversation.protocol import place_image
-from tinygpt.datasets.templates import load_prompts
+from tinygpt.datasets.templates import INSTRUCTION, load_prompts, wrap
 from tinygpt.processors import build_processor
 
 # After this many unreadable images in a row the problem is the configuration, not a bad file.
@@ -105,6 +104,9 @@ class Builder:
     prompt_slot = True  # the templates take the question / phrase / box in "{}"
     needs_whole_image = False  # boxes in the text: a cropping image processor would corrupt them
     uses_images = True
+    instruction_line = INSTRUCTION  # how a template without the image slot is wrapped around it
+    # True: one instruction for the whole batch (TinyGPT-V draws a model-level prompt once per batch)
+    one_instruction_per_batch = False
 
     def __init__(self, cfg: DatasetConfig, name: Optional[str] = None, seed: int = 0):
         self.cfg = cfg
@@ -154,7 +156,7 @@ class Builder:
                 raise ConfigError(
                     f"{self.where('vis_processor')}: {self.cfg.vis_processor.name} with min_scale="
                     f"{self.cfg.vis_processor.min_scale} crops images, which moves the boxes this dataset "
-                    f"puts in its text; set vis_processor.min_scale: 1.0 (resize only) or use blip2_image_eval")
+                    f"puts in its text; use blip2_image_train (resize only, TinyGPT-V's) or min_scale: 1.0")
         return self._vis
 
     @property
@@ -169,7 +171,7 @@ class Builder:
             pool = load_prompts(self.cfg.prompts_path, self.name, self.prompt_slot)
         else:
             pool = list(self.default_prompts)
-        return [place_image(p) for p in pool]
+        return [wrap(p, self.instruction_line) for p in pool]
 
     # ------------------------------------------------------------------ samples
     def image(self, path: str, rng: random.Random) -> torch.Tensor:
@@ -198,7 +200,7 @@ class Builder:
                             f"(split {self.cfg.split!r}): {', '.join(self.cfg.storage)}")
         # Build the processors now, so a bad processor config fails at start-up, not in a worker.
         _ = (self.vis, self.text) if self.uses_images else self.text
-        return RecordDataset(self.name, records, make_sample, self.seed)
+        return RecordDataset(self.name, records, make_sample, self.seed, self.one_instruction_per_batch)
 
     def build(self):  # pragma: no cover - every registered builder overrides it
         raise NotImplementedError
@@ -208,10 +210,14 @@ class RecordDataset(Dataset):
     """One sample per annotation record.  A record whose image is unreadable gives None: it is
     counted once in `skips` each time the epoch reaches it and `collate` leaves it out of its batch
     (no other sample is served twice in its place); randomness (template choice, crop, answer pick) comes from a per-sample generator seeded
-    by (name, seed, epoch, index), so a sample is the same whichever worker or resume produces it."""
+    by (name, seed, epoch, index), so a sample is the same whichever worker or resume produces it.
+    `one_instruction_per_batch` asks the loader's collate to give the whole batch the instruction
+    its first sample drew (a uniform draw per batch, as TinyGPT-V's model-level prompt list)."""
 
-    def __init__(self, name: str, records: Sequence, make_sample: Callable[[Any, random.Random], dict], seed: int = 0):
+    def __init__(self, name: str, records: Sequence, make_sample: Callable[[Any, random.Random], dict], seed: int = 0,
+                 one_instruction_per_batch: bool = False):
         self.name = name
+        self.one_instruction_per_batch = one_instruction_per_batch
         self.records = records
         self.make_sample = make_sample
         self.seed = seed

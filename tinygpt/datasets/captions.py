@@ -14,7 +14,7 @@ import random
 from tinygpt.common.config import ConfigError
 from tinygpt.common.registry import registry
 from tinygpt.datasets.base import Builder, expect_list, first_existing, load_json, require
-from tinygpt.datasets.templates import ALIGNMENT, CAPTION
+from tinygpt.datasets.templates import ALIGNMENT, PROMPT_LINE, CAPTION
 
 
 @registry.register("dataset", "cc_sbu_align")
@@ -23,11 +23,15 @@ class CCSBUAlignBuilder(Builder):
 
     Sample: {"image", "instruction_input": <alignment prompt>, "answer": <detailed description>}.
     The description is used verbatim (MiniGPT-4 does not run it through the caption cleaner: it is a
-    long, cased, punctuated paragraph the model should learn to write).
+    long, cased, punctuated paragraph the model should learn to write).  The prompt is a line of
+    MiniGPT-4's alignment.txt (or of prompts_path), drawn once per batch: TinyGPT-V's dataset has no
+    instruction and its model draws one from its prompt list for each batch.
     """
 
     default_prompts = ALIGNMENT
     prompt_slot = False
+    instruction_line = PROMPT_LINE
+    one_instruction_per_batch = True
 
     def build(self):
         paths = [os.path.join(p, "filter_cap.json") if os.path.isdir(p) else p for p in self.storage()]

@@ -6,7 +6,7 @@ import torch
 from tinygpt.datasets import skips
 
 
-def collate(samples: list[dict | None]) -> dict:
+def collate(samples: list[dict | None], one_instruction: bool = False) -> dict:
     """[{"image": [3,S,S], "answer": str, ...}] * B -> {"image": [B,3,S,S], "answer": [str] * B, ...}.
 
     Every sample of a batch comes from one dataset, so all have the same keys; a mismatch is a bug in
@@ -14,6 +14,8 @@ def collate(samples: list[dict | None]) -> dict:
     may be smaller; a batch of nothing but None is `{}` (the mixing loader draws the next one).
     Skips recorded while this batch was made ride along under skips.SKIPS_KEY (only when there are
     any) so the main process can count them (see tinygpt/datasets/skips.py).
+    `one_instruction`: every sample gets the first sample's "instruction_input" (TinyGPT-V's stage 3
+    draws its alignment prompt once per batch; the first sample's own draw is that uniform draw).
     """
     if not samples:
         raise ValueError("collate: empty batch")
@@ -30,5 +32,7 @@ def collate(samples: list[dict | None]) -> dict:
             raise ValueError(f"collate: sample {i} has keys {sorted(s)}, sample 0 has {sorted(keys)}")
     for key in keys:
         values = [s[key] for s in samples]
+        if one_instruction and key == "instruction_input":
+            values = values[:1] * len(values)
         batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
     return batch

@@ -8,8 +8,10 @@ Images: COCO 2014 train, looked up as `image` then `COCO_train2014_<id>.jpg` und
 
 Single-turn sets (llava_detail, llava_reason) emit the first exchange.  Multi-turn sets
 (llava_conversation, multitask_conversation) emit every exchange, joined the MiniGPT-v2 way:
-    instruction_input = "<Img><ImageHere></Img> q1!@#q2!@#q3", answer = "a1!@#a2!@#a3",
+    instruction_input = "<Img><ImageHere></Img> q1 !@#q2 !@#q3 ", answer = "a1!@#a2!@#a3",
     connect_sym = "!@#"
+with TinyGPT-V's spaces: the first question wrapped as `templates.INSTRUCTION` (trailing space), each
+later one as written plus a space (`value + " "`, never stripped).
 The protocol (conversation/protocol.py, `split_sample`) splits both on `connect_sym` and lays the
 turns out as TinyGPT-V's `tokenize_conversation` does; the loss is on every a_i.  The image placeholder appears once, in the first question.
 
@@ -25,7 +27,8 @@ import random
 
 from tinygpt.common.registry import registry
 from tinygpt.datasets.base import Builder, DataError, first_existing, require
-from tinygpt.conversation.protocol import CONNECT_SYM, place_image
+from tinygpt.conversation.protocol import CONNECT_SYM
+from tinygpt.datasets.templates import INSTRUCTION
 
 
 def _turns(rec, path: str, index: int) -> list[tuple[str, str]]:
@@ -72,9 +75,9 @@ class _LlavaBuilder(Builder):
         turns = rec[1]
         if not self.multi_turn:
             question, answer = turns[0]
-            return {"image": image, "instruction_input": place_image(self.text(self._first_question(question))),
+            return {"image": image, "instruction_input": INSTRUCTION.format(self.text(self._first_question(question))),
                     "answer": answer}
-        questions = [place_image(self._first_question(turns[0][0]))] + [q.strip() for q, _ in turns[1:]]
+        questions = [INSTRUCTION.format(self._first_question(turns[0][0]))] + [q + " " for q, _ in turns[1:]]
         return {"image": image, "instruction_input": CONNECT_SYM.join(questions),
                 "answer": CONNECT_SYM.join(a for _, a in turns), "connect_sym": CONNECT_SYM}
 

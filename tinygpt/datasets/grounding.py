@@ -1,7 +1,9 @@
 """Grounding data: boxes in the answer (refer) or in the instruction (identify).
 
-Boxes are `{<x1><y1><x2><y2>}` on the 0-99 grid of the *original* image (tinygpt/conversation/boxes.py),
-so these builders refuse an image processor that crops (see Builder.needs_whole_image).
+Boxes are `{<x1><y1><x2><y2>}` on the 100-step grid of the *original* image, written with TinyGPT-V's
+formula (tinygpt/conversation/boxes.py `box_from_pixels`: unclamped unless `clamp_boxes`), so these
+builders refuse an image processor that crops (see Builder.needs_whole_image).  Instructions are
+wrapped as every TinyGPT-V dataset wraps them (`templates.INSTRUCTION`, trailing space included).
 
 refcoco / refcocop / refcocog        "[refer] give me the location of {phrase}" -> box
 invrefcoco / invrefcocop / invrefcocog  "[identify] what is it in {box}" -> phrase
@@ -47,7 +49,7 @@ class _BoxBuilder(Builder):
 
     def box_sample(self, path: str, bbox_xywh, name: str, rng: random.Random) -> dict:
         image = open_image(path)
-        box = box_from_pixels(bbox_xywh, image.width, image.height)
+        box = box_from_pixels(bbox_xywh, image.width, image.height, clamp=self.cfg.clamp_boxes)
         name = self.text(name)
         template = rng.choice(self.pool)
         return {"image": self.vis(image, rng),
@@ -154,7 +156,7 @@ class RefVGBuilder(_BoxBuilder):
             for j, reg in enumerate(require(entry, "regions", regions_path, i, list)):
                 where = f"{i}.regions[{j}]"
                 w, h = require(reg, "width", regions_path, where, (int, float)), require(reg, "height", regions_path, where, (int, float))
-                if w <= 0 or h <= 0 or w * h >= self.max_area:
+                if w * h >= self.max_area:  # the original's only filter (a zero-width region stays)
                     continue
                 image_id = require(reg, "image_id", regions_path, where, int)
                 if image_id not in files:
@@ -166,8 +168,9 @@ class RefVGBuilder(_BoxBuilder):
                 boxes.append((require(reg, "x", regions_path, where, (int, float)),
                               require(reg, "y", regions_path, where, (int, float)), w, h))
                 phrases.append(require(reg, "phrase", regions_path, where, str))
+        # float64: float32 would round fractional corners and can move int(100 * x / W) a cell.
         records = _Regions(names, np.asarray(image_of, dtype=np.int32),
-                           np.asarray(boxes, dtype=np.float32).reshape(-1, 4), phrases)
+                           np.asarray(boxes, dtype=np.float64).reshape(-1, 4), phrases)
         self.probe_images(records, self.locate)
         return self.dataset(records, self.sample)
 

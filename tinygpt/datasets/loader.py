@@ -8,6 +8,7 @@ the one home of the host-side DataLoader policy (worker processes, pinned memory
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Iterator, Optional, Sequence
 
@@ -126,7 +127,8 @@ def build_loader(dataset: Dataset, batch_size: int, *, name: str = "dataset", nu
     # Its own generator: iterating a DataLoader draws the workers' base seed from it.  Drawn from the
     # global RNG instead, that draw would land after a resume restored the RNG state and move every
     # dropout mask that follows (MultiSourceLoader reseeds it per epoch, so a resumed epoch matches).
-    common = dict(batch_size=batch_size, num_workers=num_workers, collate_fn=collate, drop_last=drop_last,
+    batch_collate = functools.partial(collate, one_instruction=getattr(dataset, "one_instruction_per_batch", False))
+    common = dict(batch_size=batch_size, num_workers=num_workers, collate_fn=batch_collate, drop_last=drop_last,
                   persistent_workers=False, pin_memory=pin_memory, generator=torch.Generator())
     if isinstance(dataset, IterableDataset):
         if hasattr(dataset, "set_distributed"):

@@ -1,15 +1,26 @@
-"""Instruction templates (MiniGPT-v2's released pools, which TinyGPT-V stage 4 trains on) and the
-prompt-file reader.
+"""Instruction templates (MiniGPT-v2's released pools, which TinyGPT-V stage 4 trains on), how a
+dataset wraps an instruction around the image, and the prompt-file reader.
 
-Every instruction a dataset emits carries the image placeholder (`protocol.place_image`); the
-protocol (conversation/protocol.py) replaces `<ImageHere>` by the visual tokens and wraps the whole
-instruction in the stage's template, so no template text appears here.
+Every instruction a dataset emits carries the image placeholder: a template without it is wrapped as
+TinyGPT-V's dataset classes wrap theirs, `INSTRUCTION` ("<Img><ImageHere></Img> {} ", the trailing
+space included: after the stage template a sample reads `... what color is the bus?  [/INST]`); a
+template that places `<ImageHere>` itself (a prompts_path line, MiniGPT-4's alignment prompts) is
+used as written.  The protocol (conversation/protocol.py) replaces `<ImageHere>` by the visual tokens
+and wraps the whole instruction in the stage's template, so no stage template text appears here.
 A template with `{}` is filled with the question / phrase / box; a dataset's `prompts_path` file
-replaces its default pool (one template per line).
+replaces its default pool (one template per line, its spaces kept).
 """
 from __future__ import annotations
 
 import os
+
+from tinygpt.conversation.protocol import IMAGE_SLOT, IMAGE_TEXT
+
+# `"<Img><ImageHere></Img> {} ".format(instruction)`: every TinyGPT-V dataset with an instruction.
+INSTRUCTION = IMAGE_TEXT + " {} "
+# A line of a model-level prompt file (MiniGPT-4's prompts/alignment.txt, TinyGPT-V's stage 3): the
+# image, a space, the prompt, no trailing space.
+PROMPT_LINE = IMAGE_TEXT + " {}"
 
 VQA = [
     "[vqa] {}",
@@ -47,9 +58,9 @@ CAPTION = [f"[caption] {p}" for p in (
     "Summarize this image in a few words.",
     "A short image caption:",
     "A short image description:",
-    "A photo of",
-    "An image that shows",
-    "Write a short description for the image.",
+    "A photo of ",  # the original's trailing spaces: "[caption] A photo of   [/INST]"
+    "An image that shows ",
+    "Write a short description for the image. ",
     "Write a description for the photo.",
     "Provide a description of what is presented in the photo.",
     "Briefly describe the content of the image.",
@@ -59,7 +70,7 @@ CAPTION = [f"[caption] {p}" for p in (
     "Using language, provide a short account of the image.",
     "Use a few words to illustrate what is happening in the picture.",
 )]
-# MiniGPT-4 / TinyGPT-V stage 3 (cc_sbu_align): prompts/alignment.txt.
+# MiniGPT-4 / TinyGPT-V stage 3 (cc_sbu_align): prompts/alignment.txt, each line PROMPT_LINE.
 ALIGNMENT = [
     "Describe this image in detail.",
     "Take a look at this image and describe what you notice.",
@@ -73,19 +84,26 @@ def all_templates() -> list[str]:
     return VQA + REFER + IDENTIFY + GROUNDED_CAPTION + DETECTION + CAPTION + ALIGNMENT
 
 
+def wrap(template: str, line_format: str = INSTRUCTION) -> str:
+    """A template as a dataset emits it: as written when it places the image, else `line_format`."""
+    return template if IMAGE_SLOT in template else line_format.format(template)
+
+
 def load_prompts(path: str, dataset: str, slot: bool) -> list[str]:
     """Templates from a prompt file: one per line, blank lines and lines starting with '#' ignored.
 
-    With `slot`, every line must contain exactly one `{}` (filled with the question, phrase or box).
-    Errors name the dataset, the file and the line.
+    A line is used as written, its spaces included (the original reads prompt files with
+    `splitlines()`: a trailing space is part of every sample).  With `slot`, every line must contain
+    exactly one `{}` (filled with the question, phrase or box).  Errors name the dataset, the file and
+    the line.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"datasets.{dataset}.prompts_path: {path} does not exist")
     with open(path, encoding="utf-8") as f:
-        lines = [(n, line.strip()) for n, line in enumerate(f, 1)]
+        lines = list(enumerate(f.read().splitlines(), 1))
     prompts = []
     for n, line in lines:
-        if not line or line.startswith("#"):
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
         if slot and line.count("{}") != 1:
             raise ValueError(f"datasets.{dataset}.prompts_path: {path} line {n} must contain exactly one "

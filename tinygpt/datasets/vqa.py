@@ -4,8 +4,11 @@ coco_vqa  `vqa_train.json`, `vqa_val.json`: [{"question_id", "question", "answer
 ok_vqa    `okvqa_train.json`: same format.
 aok_vqa   `aokvqa_v1p0_train.json`: [{"question_id", "question", "direct_answers": [...], "image": ...}]
 gqa       `train_balanced_questions.json` (LAVIS): [{"question_id", "question", "answer": "...", "image": "n123.jpg"}]
+ocrvqa    OCR-VQA's `dataset.json`: {"<id>": {"imageURL", "questions": [...], "answers": [...], "split": 1|2|3,
+          ...}}, one sample per question of the `split` ("train" = 1, "val" = 2, "test" = 3); image
+          `<id><extension of imageURL>` under image_root (TinyGPT-V's XGPTv2 stage-4 set).
 
-Sample: {"image", "instruction_input": "<Img><ImageHere></Img> [vqa] {question}", "answer"}.  With
+Sample: {"image", "instruction_input": "<Img><ImageHere></Img> [vqa] {question} ", "answer"}.  With
 several human answers one is drawn with probability proportional to how many annotators gave it.
 Images are looked up under image_root as given, by file name alone, and (A-OKVQA names COCO 2017
 files) as COCO_train2014_/COCO_val2014_<name>, so one COCO 2014 folder serves all four.
@@ -17,7 +20,7 @@ import random
 from collections import Counter
 
 from tinygpt.common.registry import registry
-from tinygpt.datasets.base import Builder, DataError, first_existing, require
+from tinygpt.datasets.base import Builder, DataError, first_existing, load_json, require
 from tinygpt.datasets.templates import VQA
 
 
@@ -74,3 +77,35 @@ class AOKVQABuilder(_VQABuilder):
 @registry.register("dataset", "gqa")
 class GQABuilder(_VQABuilder):
     """storage: train_balanced_questions.json (LAVIS format); image_root: gqa/images."""
+
+
+@registry.register("dataset", "ocrvqa")
+class OCRVQABuilder(_VQABuilder):
+    """storage: OCR-VQA's dataset.json; image_root: its images folder (`<id>.jpg`, ...)."""
+
+    splits = {"train": 1, "val": 2, "test": 3}
+
+    def build(self):
+        if self.cfg.split not in self.splits:
+            raise DataError(f"{self.where('split')}: {self.cfg.split!r} is not one of {', '.join(self.splits)}")
+        self.root = self.image_root()
+        self.pool = self.prompts()
+        records = []
+        for path in self.storage("file"):
+            books = load_json(path, self.name)
+            if not isinstance(books, dict):
+                raise DataError(f"{path}: expected a JSON object of books keyed by id, got {type(books).__name__}")
+            for key, book in books.items():
+                if require(book, "split", path, key, int) != self.splits[self.cfg.split]:
+                    continue
+                questions = require(book, "questions", path, key, list)
+                answers = require(book, "answers", path, key, list)
+                if len(questions) != len(answers) or not all(isinstance(t, str) for t in questions + answers):
+                    raise DataError(f"{path}: record {key} needs as many string 'answers' as 'questions'")
+                image = key + os.path.splitext(require(book, "imageURL", path, key, str))[1]
+                records += [(image, q, ((a, 1),)) for q, a in zip(questions, answers)]
+        self.probe_images(records, self.locate)
+        return self.dataset(records, self.sample)
+
+    def locate(self, rec) -> str:
+        return first_existing(self.root, [rec[0]])

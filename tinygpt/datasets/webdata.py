@@ -30,6 +30,7 @@ from tinygpt.common.config import ConfigError
 from tinygpt.common.registry import registry
 from tinygpt.datasets import skips
 from tinygpt.datasets.base import Builder, ImageUnreadable
+from tinygpt.datasets.templates import PROMPT_LINE
 
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -88,11 +89,13 @@ def _buffer_shuffle(items, size: int, rng: random.Random):
 
 class ShardStream(IterableDataset):
     """Iterates raw webdataset samples of `shards` and turns each into a sample dict with `to_sample`
-    (which may raise ImageUnreadable, or return None for a sample to skip)."""
+    (which may raise ImageUnreadable, or return None for a sample to skip).  `one_instruction_per_batch`:
+    see RecordDataset."""
 
     def __init__(self, name: str, shards: list[str], to_sample: Callable[[dict, random.Random], Optional[dict]],
-                 seed: int = 0, shuffle_buffer: int = 1000):
+                 seed: int = 0, shuffle_buffer: int = 1000, one_instruction_per_batch: bool = False):
         self.name = name
+        self.one_instruction_per_batch = one_instruction_per_batch
         self.shards = list(shards)
         self.to_sample = to_sample
         self.seed = int(seed)
@@ -169,12 +172,17 @@ class ShardStream(IterableDataset):
 class CaptionShardBuilder(Builder):
     """storage: shard files / globs / brace ranges / directories of .tar.
 
-    Sample: {"image", "answer": text_processor(caption)} plus "instruction_input" (a random line of
-    prompts_path) when prompts_path is set; without it stages 1-2 train plain image->caption.
+    Sample: {"image", "answer": text_processor(caption)} plus "instruction_input" when prompts_path
+    is set; without it stages 1-2 train plain image->caption, as TinyGPT-V's.  TinyGPT-V gives these
+    sets an instruction only through its model's prompt list, so a prompts_path works as that list
+    does: its lines as written (a line without `<ImageHere>` gets the image before it), one drawn per
+    batch.
     """
 
     prompt_slot = False
     shuffle_buffer = 1000
+    instruction_line = PROMPT_LINE
+    one_instruction_per_batch = True
 
     def build(self) -> ShardStream:
         if not self.cfg.storage:
@@ -184,7 +192,8 @@ class CaptionShardBuilder(Builder):
             skips.record(self.name, "missing shard", path)
         self.pool = self.prompts() if self.cfg.prompts_path else []
         _ = self.vis, self.text  # build processors now: a bad processor config fails at start-up
-        return ShardStream(self.name, shards, self.sample, self.seed, self.shuffle_buffer)
+        return ShardStream(self.name, shards, self.sample, self.seed, self.shuffle_buffer,
+                           one_instruction_per_batch=bool(self.pool))
 
     def sample(self, raw: dict, rng: random.Random) -> Optional[dict]:
         where = f"{raw.get('__url__')}:{raw.get('__key__')}"

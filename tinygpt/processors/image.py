@@ -2,12 +2,14 @@
 
 Both processors take a PIL image of any size/mode and return a normalised FloatTensor [3, S, S].
 
-`blip2_image_train`: random resized crop (area fraction in [min_scale, max_scale], aspect ratio in
-[3/4, 4/3], bicubic) -> tensor -> CLIP normalisation.  `min_scale: 1.0` means "keep the whole image,
-just resize": that is what MiniGPT-4/TinyGPT-V's released `blip2_image_train` actually does, and it
-is the only setting under which a box in the answer (refer/grounding data) still points at the
-right pixels, so the grounding builders insist on it (`keeps_whole_image`).
-`blip2_image_eval`: resize to (S, S) bicubic -> tensor -> CLIP normalisation.
+`blip2_image_train`: TinyGPT-V's (MiniGPT-4's) training transform: resize the whole image to (S, S)
+bicubic -> tensor -> normalisation.  Like the original it accepts `min_scale`/`max_scale` and does
+not use them.  No crop, so boxes in the text still point at the right pixels and the frozen towers'
+features of an image never change (the feature cache is exact).
+`lavis_blip2_image_train`: LAVIS's BLIP-2 augmentation, a random resized crop (area fraction in
+[min_scale, max_scale], aspect ratio in [3/4, 4/3], bicubic) -> tensor -> normalisation; only where a
+YAML names it (grounding builders refuse it unless min_scale is 1.0: a crop moves the boxes).
+`blip2_image_eval`: resize to (S, S) bicubic -> tensor -> normalisation.
 """
 from __future__ import annotations
 
@@ -110,20 +112,20 @@ def _check(cfg: ProcessorConfig) -> None:
                          f"got min_scale={cfg.min_scale}, max_scale={cfg.max_scale}")
 
 
-@registry.register("processor", "blip2_image_train")
-class Blip2ImageTrainProcessor:
-    """PIL image -> FloatTensor [3, S, S]: random resized crop (bicubic), CLIP-normalised."""
+@registry.register("processor", "lavis_blip2_image_train")
+class LavisBlip2ImageTrainProcessor:
+    """PIL image -> FloatTensor [3, S, S]: random resized crop (bicubic), normalised (LAVIS's)."""
 
     def __init__(self, image_size: int = 224, min_scale: float = 0.5, max_scale: float = 1.0,
                  mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD):
-        _check(ProcessorConfig(name="blip2_image_train", image_size=image_size, min_scale=min_scale,
+        _check(ProcessorConfig(name="lavis_blip2_image_train", image_size=image_size, min_scale=min_scale,
                                max_scale=max_scale))
         self.image_size = image_size
         self.scale = (float(min_scale), float(max_scale))
         self.mean, self.std = tuple(mean), tuple(std)
 
     @classmethod
-    def from_config(cls, cfg: ProcessorConfig) -> "Blip2ImageTrainProcessor":
+    def from_config(cls, cfg: ProcessorConfig) -> "LavisBlip2ImageTrainProcessor":
         return cls(cfg.image_size, cfg.min_scale, cfg.max_scale, *image_stats(cfg))
 
     @property
@@ -147,11 +149,12 @@ class Blip2ImageTrainProcessor:
 class Blip2ImageEvalProcessor:
     """PIL image -> FloatTensor [3, S, S]: bicubic resize of the whole image, CLIP-normalised."""
 
+    name = "blip2_image_eval"
     keeps_whole_image = True
 
     def __init__(self, image_size: int = 224, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD):
         if image_size <= 0:
-            raise ValueError(f"processor blip2_image_eval: image_size must be positive, got {image_size}")
+            raise ValueError(f"processor {self.name}: image_size must be positive, got {image_size}")
         self.image_size = image_size
         self.mean, self.std = tuple(mean), tuple(std)
 
@@ -165,3 +168,19 @@ class Blip2ImageEvalProcessor:
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         out = rgb.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
         return normalize(to_tensor(out), self.mean, self.std)
+
+
+@registry.register("processor", "blip2_image_train")
+class Blip2ImageTrainProcessor(Blip2ImageEvalProcessor):
+    """TinyGPT-V's `blip2_image_train`: the eval transform (whole-image bicubic resize); `rng` unused.
+
+    MiniGPT-4 replaced LAVIS's random resized crop by this resize and kept the name and the
+    min_scale/max_scale arguments, which it ignores; `lavis_blip2_image_train` is the crop.
+    """
+
+    name = "blip2_image_train"
+
+    @classmethod
+    def from_config(cls, cfg: ProcessorConfig) -> "Blip2ImageTrainProcessor":
+        _check(cfg)  # min_scale/max_scale are unused, but a nonsense range in a YAML still fails at start-up
+        return super().from_config(cfg)

@@ -15,7 +15,8 @@ Keys (so a hit is always the number the uncached path would compute):
   * image key  = blake2b over the *transformed* pixel tensor (dtype, shape, bytes).  Keying on the
                  pixels rather than an image ID makes a random training transform safe (it simply
                  never hits); the cache pays off when the transform is deterministic
-                 (`blip2_image_eval`, or `blip2_image_train` with `min_scale: 1.0`).
+                 (`blip2_image_train` and `blip2_image_eval` resize; `lavis_blip2_image_train`
+                 crops unless `min_scale: 1.0`).
 Entries are written to a temporary file and renamed (several ranks may fill one cache).
 
 When (`model.feature_cache`, `cache_directory`):
