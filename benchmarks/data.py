@@ -8,7 +8,7 @@ Pipelines, built exactly as a run builds them (`build_dataset` + `build_loader`,
 builders, `collate`):
   laion     webdataset shards (`<key>.jpg` + `<key>.json`), a shuffle buffer, JPEG decode, transform
   coco_vqa  a LAVIS JSON annotation file + an image directory (one file open + decode per question)
-both with the training transform `blip2_image_train` (random resized crop, min_scale 0.5, bicubic,
+both with the training transform `blip2_image_train` (TinyGPT-V's whole-image bicubic resize,
 CLIP-normalised) and the `blip_caption` text processor.  Per (pipeline, image size, num_workers):
   startup s   DataLoader iterator creation to an epoch's first batch (worker start, shard open), median
   images/s    steady state: images after each epoch's first batch / the seconds they took

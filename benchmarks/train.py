@@ -43,7 +43,7 @@ from tinygpt.common import device as devices
 from tinygpt.common.config import Config, RunConfig
 from tinygpt.common.optim import build_optimizer
 from tinygpt.conversation.protocol import Dialogue, place_image
-from tinygpt.processors.image import Blip2ImageEvalProcessor, Blip2ImageTrainProcessor
+from tinygpt.processors.image import Blip2ImageTrainProcessor
 from tinygpt.tasks.image_text import ImageTextTask
 
 from . import _common as C
@@ -57,13 +57,12 @@ class Batches:
     of `answer_tokens` = (low, high) tokens, drawn per sample (the benchmark tokenizer is one token
     per word)."""
 
-    def __init__(self, image_size: int, batch: int, pool: int, answer_tokens: tuple[int, int], deterministic: bool,
-                 seed=0):
+    def __init__(self, image_size: int, batch: int, pool: int, answer_tokens: tuple[int, int], seed=0):
         rng = random.Random(seed)
         self.images = [Image.frombytes("RGB", (256, 256), bytes(rng.getrandbits(8) for _ in range(256 * 256 * 3)))
                        for _ in range(pool)]
-        self.transform = (Blip2ImageEvalProcessor(image_size) if deterministic
-                          else Blip2ImageTrainProcessor(image_size, min_scale=0.5))
+        # TinyGPT-V's training transform: a whole-image resize, so an image seen again hits the cache.
+        self.transform = Blip2ImageTrainProcessor(image_size)
         self.batch, self.answer_tokens, self.rng, self.i = batch, answer_tokens, rng, 0
 
     def __next__(self) -> dict:
@@ -142,7 +141,6 @@ def measure(model, device, args, amp_dtype, cache_dir=None) -> dict:
 
     model.train()
     run = RunConfig(init_lr=1e-4)
-    deterministic = args.feature_cache  # both arms of a cache comparison use the same transform
     names = arm_names(args)
     compiled = None
     if args.compile:
@@ -153,8 +151,7 @@ def measure(model, device, args, amp_dtype, cache_dir=None) -> dict:
     arms = {}
     for name in names:
         arms[name] = {
-            "batches": Batches(model.cfg.vision.image_size, args.batch, args.batch * 2, args.answer_tokens,
-                               deterministic),
+            "batches": Batches(model.cfg.vision.image_size, args.batch, args.batch * 2, args.answer_tokens),
             "optimizer": build_optimizer(model, run),
             "cache": feature_cache.FeatureCache(model, cache_dir / name) if name.startswith("cached") else None,
             "pack_length": args.pack_length if name.endswith("packed") else 0,
@@ -208,7 +205,7 @@ def answer_range(text: str) -> tuple[int, int]:
 
 def longest_sample(model, answer_tokens: int) -> int:
     """Tokens of the longest sample `Batches` can draw (the padded batch's widest row)."""
-    probe = Batches(model.cfg.vision.image_size, 1, 1, (answer_tokens, answer_tokens), True)
+    probe = Batches(model.cfg.vision.image_size, 1, 1, (answer_tokens, answer_tokens))
     samples = next(probe)
     dialogue = Dialogue.single(samples["instruction_input"][0], samples["answer"][0])
     return len(model.layouts([dialogue], model.n_visual_tokens)[0][0])
@@ -251,7 +248,7 @@ def main(argv=None) -> int:
         args.pack_length = longest_sample(model, args.answer_tokens[1])
 
     def flops_of(pack_length):
-        probe = Batches(model_cfg.vision.image_size, args.batch, args.batch, args.answer_tokens, True)
+        probe = Batches(model_cfg.vision.image_size, args.batch, args.batch, args.answer_tokens)
         return count_flops(model, probe, device, amp_dtype, pack_length)
 
     flops = {0: flops_of(0), **({args.pack_length: flops_of(args.pack_length)} if args.pack else {})}

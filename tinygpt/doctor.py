@@ -5,8 +5,9 @@ and dtypes tinygpt would use, what an inference model computes in there and why 
 weights upcast to fp32 where half matmuls are slow: the matmul probe's figures, and with a config
 each component's choice), whether bitsandbytes can do an 8-bit matmul here, whether `java` runs
 (pycocoevalcap's METEOR/SPICE need it), gradio / playwright presence, and with a config the files it
-names that do not exist.  It only reports: the exit status is 0 whatever it finds, so it can run in
-any setup script; read the report (or `--json`) to decide.
+names that do not exist, one line per config entry (how many of its paths are missing, the first
+one).  Exit status 0, or 1 when the config cannot run: it does not load, or an entry has none of its
+paths (a shard range with some shards missing still runs: the gaps are skipped and counted).
 """
 from __future__ import annotations
 
@@ -140,8 +141,28 @@ def check_config(cfg_path: str) -> dict[str, Any]:
         return {"path": cfg_path, "error": str(exc), "files": [], "missing": []}
     rows = config_files(cfg)
     return {"path": cfg_path, "error": None, "device": cfg.run.device, "precision": cfg.run.precision,
-            "strategy": cfg.run.distributed_strategy, "files": rows,
-            "missing": [r for r in rows if r["exists"] is False]}
+            "strategy": cfg.run.distributed_strategy, "files": rows, "missing": missing_by_entry(rows)}
+
+
+def missing_by_entry(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Missing paths grouped per config entry: [{key, missing, of, first, fatal}], fatal when the
+    entry has none of its paths (11,749 missing LAION shards are one line, not 11,749)."""
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        group = groups.setdefault(row["key"], {"key": row["key"], "missing": 0, "of": 0, "first": None})
+        group["of"] += 1
+        if row["exists"] is False:
+            group["missing"] += 1
+            group["first"] = group["first"] or row["path"]
+    out = [g for g in groups.values() if g["missing"]]
+    for g in out:
+        g["fatal"] = g["missing"] == g["of"]
+    return out
+
+
+def cannot_run(report: dict[str, Any]) -> bool:
+    cfg = report["config"]
+    return bool(cfg) and (bool(cfg["error"]) or any(g["fatal"] for g in cfg["missing"]))
 
 
 def check_compute(device: torch.device | None, cfg_path: str | None) -> dict[str, Any] | None:
@@ -216,9 +237,13 @@ def format_report(report: dict[str, Any]) -> str:
         if cfg["error"]:
             lines.append(f"config {cfg['path']}: ERROR {cfg['error']}")
         else:
-            lines.append(f"config {cfg['path']}: {len(cfg['files'])} path(s) named, {len(cfg['missing'])} missing")
-            for row in cfg["missing"]:
-                lines.append(f"  MISSING {row['key']}: {row['path']}")
+            missing = sum(g["missing"] for g in cfg["missing"])
+            lines.append(f"config {cfg['path']}: {len(cfg['files'])} path(s) named, {missing} missing")
+            for g in cfg["missing"]:
+                count = f"{g['missing']} of {g['of']} missing, e.g." if g["of"] > 1 else "missing:"
+                lines.append(f"  {'MISSING' if g['fatal'] else 'some missing'} {g['key']}: {count} {g['first']}")
+            if cannot_run(report):
+                lines.append(f"config {cfg['path']} cannot run as it is: an entry above has none of its files")
     return "\n".join(lines)
 
 
@@ -247,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = collect(args.cfg_path)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 0
+    return 1 if cannot_run(report) else 0
 
 
 if __name__ == "__main__":

@@ -61,30 +61,46 @@ def test_config_missing_files(tmp_path, monkeypatch, capsys):
             image_root: images
         run: {device: cpu}
         """))
-    assert doctor.main(["--cfg-path", str(cfg), "--json"]) == 0
+    assert doctor.main(["--cfg-path", str(cfg), "--json"]) == 1  # missing weights: it cannot run
     report = json.loads(capsys.readouterr().out)["config"]
     assert report["error"] is None
-    missing = {(r["key"], r["path"]) for r in report["missing"]}
+    missing = {(g["key"], g["missing"], g["of"], g["first"], g["fatal"]) for g in report["missing"]}
     assert missing == {
-        ("model.qformer.weights", "blip2.pth"),
-        ("model.llm.weights", "phi2/model.safetensors"),
-        ("model.ckpt[0]", "out/stage1.pth"),
-        ("datasets.laion.storage[0]", "shards/s-001.tar"),
-        ("datasets.laion.image_root", "images"),
+        ("model.qformer.weights", 1, 1, "blip2.pth", True),
+        ("model.llm.weights", 1, 1, "phi2/model.safetensors", True),
+        ("model.ckpt[0]", 1, 1, "out/stage1.pth", True),
+        ("datasets.laion.storage[0]", 1, 2, "shards/s-001.tar", False),  # a gap in a range still runs
+        ("datasets.laion.image_root", 1, 1, "images", True),
     }
     remote = [r for r in report["files"] if r["path"].startswith("https://")]
     assert remote and remote[0]["exists"] is None  # cannot be checked, not called missing
+    assert doctor.main(["--cfg-path", str(cfg)]) == 1
+    text = capsys.readouterr().out
+    assert "MISSING model.ckpt[0]: missing: out/stage1.pth" in text and "5 missing" in text
+    assert "some missing datasets.laion.storage[0]: 1 of 2 missing, e.g. shards/s-001.tar" in text
+    assert "cannot run as it is" in text
+
+
+def test_many_missing_shards_are_one_line_and_a_runnable_config_exits_zero(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "00007.tar").write_bytes(b"")
+    cfg = tmp_path / "stage1.yaml"
+    (tmp_path / "phi2").mkdir()
+    cfg.write_text('model: {llm: {hf_config: phi2, tokenizer: phi2}}\n'
+                   'datasets:\n  laion:\n    storage: ["shards/{00000..10488}.tar"]\nrun: {device: cpu}\n')
     assert doctor.main(["--cfg-path", str(cfg)]) == 0
     text = capsys.readouterr().out
-    assert "MISSING model.ckpt[0]: out/stage1.pth" in text and "5 missing" in text
+    assert "some missing datasets.laion.storage[0]: 10488 of 10489 missing, e.g. shards/00000.tar" in text
+    assert len(text.splitlines()) < 40
 
 
-def test_bad_config_is_reported_and_exit_is_still_zero(tmp_path, capsys):
+def test_bad_config_is_reported_and_exits_non_zero(tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("run: {not_a_key: 1}\nmodel: {llm: {hf_config: x}}\n")
-    assert doctor.main(["--cfg-path", str(cfg)]) == 0
+    assert doctor.main(["--cfg-path", str(cfg)]) == 1
     assert "ERROR" in capsys.readouterr().out
-    assert doctor.main(["--cfg-path", str(tmp_path / "absent.yaml"), "--json"]) == 0
+    assert doctor.main(["--cfg-path", str(tmp_path / "absent.yaml"), "--json"]) == 1
     assert "not found" in json.loads(capsys.readouterr().out)["config"]["error"]
 
 
@@ -101,13 +117,13 @@ def test_says_what_each_component_computes_in_and_why(tmp_path, monkeypatch, cap
           llm: {hf_config: phi2, dtype: bf16}
         run: {device: cpu}
         """))
-    assert doctor.main(["--cfg-path", str(cfg)]) == 0
+    assert doctor.main(["--cfg-path", str(cfg)]) == 1  # phi2 is not there: it cannot run, but it says why
     text = capsys.readouterr().out
     assert "compute dtype on cpu, bf16 weights: fp32 (weights upcast on the fly) from 16 rows, bf16 below" in text
     assert "16 rows 10.00 / 1.00 ms" in text  # the figures it was decided from
     assert "visual_encoder (bf16 weights, 1025 rows/image): fp32 -- bf16 matmuls are slow here" in text
     assert "llm (bf16 weights): fp32 from 16 rows (prefill), bf16 below (decoding up to 15 sequences)" in text
-    assert doctor.main(["--cfg-path", str(cfg), "--json"]) == 0
+    assert doctor.main(["--cfg-path", str(cfg), "--json"]) == 1
     rows = {r["component"]: r for r in json.loads(capsys.readouterr().out)["compute"]["components"]}
     assert (rows["qformer"]["storage"], rows["qformer"]["rows_per_image"], rows["qformer"]["compute"]) == \
         ("bf16", 32, "fp32")

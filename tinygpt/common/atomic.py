@@ -15,6 +15,17 @@ from typing import Any, Iterator
 PREFIX = ".tmp-"
 
 
+def _file_mode() -> int:
+    """The mode `open()` would give a new file (0o666 less the umask): mkstemp makes 0600 files,
+    which other users of a shared export or checkpoint could not read."""
+    umask = os.umask(0)  # read-and-restore at import, while no other thread can create files
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     """Yield a temp path in `path`'s directory (created); when the block ends without an error it is
@@ -25,6 +36,7 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, _MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
