@@ -31,7 +31,20 @@ def parse_args(argv=None):
     parser.add_argument("--cfg-path", required=True, nargs="+",
                         help="train_configs/<stage>.yaml; several: trained in this order in one process")
     parser.add_argument("--options", nargs="*", default=[], help="overrides for every config, e.g. run.max_epoch=2")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train into a run.output_dir that holds a finished run (its files are replaced)")
     return parser.parse_args(argv)
+
+
+def refuse_finished_runs(paths, configs, overwrite: bool) -> None:
+    """A run.output_dir holding a finished run (checkpoint_final.safetensors) is not trained into by
+    surprise: that would append to its metrics and replace its checkpoint."""
+    for path, cfg in zip(paths, configs):
+        final = os.path.join(cfg.run.output_dir, "checkpoint_final.safetensors")
+        if os.path.exists(final) and not overwrite and not cfg.run.resume_ckpt_path:
+            raise UserError(f"{path}: run.output_dir {cfg.run.output_dir} holds a finished run ({final}); "
+                            f"train elsewhere (--options run.output_dir=DIR), continue it "
+                            f"(run.resume_ckpt_path=...), or replace it with --overwrite")
 
 
 def _cpu_seconds() -> float:
@@ -59,6 +72,7 @@ def main(argv=None) -> int:
     outputs = [cfg.run.output_dir for cfg in configs]
     if len(set(outputs)) < len(outputs):
         raise UserError(f"--cfg-path: two configs write to the same run.output_dir ({outputs}); each stage needs its own")
+    refuse_finished_runs(args.cfg_path, configs, args.overwrite)
     device = devices.resolve_device(configs[0].run.device)
     for path, cfg in zip(args.cfg_path[1:], configs[1:]):
         if devices.resolve_device(cfg.run.device) != device:

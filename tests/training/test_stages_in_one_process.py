@@ -65,3 +65,18 @@ def test_two_configs_with_one_output_dir_are_refused(tiny_root, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run.output_dir" in err[0]
     assert not (tmp_path / "run" / "a").exists()
+
+
+def test_a_finished_run_is_not_trained_into_unless_asked(tiny_root, tmp_path, capsys):
+    first, _ = write_stages(tiny_root, tmp_path / "run", tmp_path)
+    assert training.main(["--cfg-path", first]) == 0
+    final = tmp_path / "run" / "a" / "checkpoint_final.safetensors"
+    metrics = sorted(p.name for p in final.parent.iterdir())
+    before = final.read_bytes()
+    capsys.readouterr()
+    assert training.main(["--cfg-path", first, "--options", "run.seed=99"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a finished run" in err[0] and "--overwrite" in err[0]
+    assert final.read_bytes() == before and sorted(p.name for p in final.parent.iterdir()) == metrics
+    assert training.main(["--cfg-path", first, "--overwrite", "--options", "run.seed=99"]) == 0
+    assert final.read_bytes() != before  # another seed: other weights, written where asked
