@@ -450,3 +450,26 @@ def test_questions_without_public_answers_are_answered_not_scored(syn, tiny_root
     assert report.unscored == ["vqav2"] and not report.results and not report.errors
     assert len(json.loads((tmp_path / "vqav2/predictions.json").read_text())) == 2
     assert "no public annotations" in (tmp_path / "results.md").read_text()
+
+
+def test_the_checkpoint_setting_is_its_content_not_its_path_or_time(tmp_path):
+    import os
+
+    from tinygpt.common.config import Config
+    from tinygpt.evaluation.runner import settings_of
+
+    first = tmp_path / "output" / "stage4" / "checkpoint_final.safetensors"
+    first.parent.mkdir(parents=True)
+    first.write_bytes(b"weights v1")
+    copy = tmp_path / "elsewhere" / "checkpoint_final.safetensors"
+    copy.parent.mkdir()
+    shutil.copy(first, copy)
+    os.utime(copy, (1, 1))  # copied output/ has other file times
+    cfg = Config()
+    bench = BenchmarkConfig(scorer="vqav2", questions="q.json", annotations="a.json")
+    cfg.model.ckpt = [str(first)]
+    a = settings_of(cfg, bench)
+    cfg.model.ckpt = [str(copy)]
+    assert settings_of(cfg, bench) == a
+    copy.write_bytes(b"weights v2")  # retrained: other answers
+    assert settings_of(cfg, bench)["ckpt"] != a["ckpt"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -60,6 +61,9 @@ def main(argv: Optional[Sequence[str]] = None, *, prog: str = "evaluate.py", fam
             from tinygpt.export import load_exported_config
 
             cfg.model = load_exported_config(args.model).model
+            if not any(o.startswith("evaluation.output_dir=") for o in args.options):
+                # Its own answers and scores, beside the model: never mixed with the config's run.
+                cfg.evaluation.output_dir = os.path.join(args.model, "eval")
         splits = prepare(cfg, select_benchmarks(cfg, names, family))
         device = devices.resolve_device(cfg.run.device)
         info = dist.init_distributed(device)

@@ -25,6 +25,7 @@ the number of ranks was before.  `<label>/settings.json` records what produced t
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -166,11 +167,16 @@ def read_answers(directory: str) -> dict[str, dict]:
     return answers
 
 
-def _file_stamp(path: Optional[str]) -> Optional[list]:
-    if not path or not os.path.exists(path):
+def _file_stamp(path: Optional[str]) -> Optional[str]:
+    """A checkpoint's content digest: the same weights copied or moved elsewhere match, a retrained
+    file does not (file times and paths would say the opposite)."""
+    if not path or not os.path.isfile(path):
         return None
-    st = os.stat(path)
-    return [path, st.st_size, st.st_mtime_ns]
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return "blake2b:" + digest.hexdigest()
 
 
 def settings_of(cfg: Config, bench: BenchmarkConfig) -> dict:
@@ -181,7 +187,7 @@ def settings_of(cfg: Config, bench: BenchmarkConfig) -> dict:
         "num_beams": bench.num_beams, "questions": bench.questions, "annotations": bench.annotations,
         "prompt_template": m.prompt_template, "end_sym": m.end_sym, "image_placeholder": m.image_placeholder,
         "image_after_question": m.image_after_question, "image_size": m.vision.image_size, "llm_weights": m.llm.weights,
-        "ckpt": [_file_stamp(p) or p for p in m.ckpt],
+        "ckpt": [_file_stamp(p) or os.path.basename(p) for p in m.ckpt],
     }
 
 
