@@ -20,7 +20,8 @@ from tinygpt.common.config import Config, ModelConfig
 from tinygpt.models.phi import write_phi_config
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "benchmarks" / "results"  # the project's record (tracked): written only with --record
+SCRATCH = ROOT / "output" / "benchmarks"  # where a run writes otherwise (ignored by git)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 GIB = 1024 ** 3
 
@@ -248,6 +249,18 @@ class Timer:
     def __exit__(self, *exc):
         synchronize(self.device)
         self.seconds = time.perf_counter() - self._t
+
+
+def add_output_args(parser) -> None:
+    """--out / --record: a benchmark never rewrites the tracked record unless asked to."""
+    parser.add_argument("--out", default=None, help="JSON path (default: output/benchmarks/<name>.json)")
+    parser.add_argument("--record", action="store_true",
+                        help="write into benchmarks/results/ instead (the tracked record the docs quote)")
+
+
+def result_path(args, name: str) -> Path:
+    """Where a run's JSON goes: --out, else benchmarks/results/<name> with --record, else output/benchmarks/."""
+    return Path(args.out) if args.out else (RESULTS if args.record else SCRATCH) / name
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> Path:

@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-images", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--options", nargs="*", default=[])
-    parser.add_argument("--out", default=None)
+    C.add_output_args(parser)
     args = parser.parse_args(argv)
     if any(n not in (1, 2, 3) for n in args.objects):
         parser.error("--objects takes 1, 2 or 3 (the generator puts at most 3 objects in a scene)")
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
                "task": args.task, "question_first": args.question_first, "pretrained": args.pretrained,
                "cell_classes": cfg.model.qformer.cell_classes, "steps": args.steps,
                "train_images": args.train_images, "eval_images": args.eval_images, "seed": args.seed, "arms": arms}
-    path = C.write_json(args.out or C.RESULTS / f"binding_{args.task}.json", payload)
+    path = C.write_json(C.result_path(args, f"binding_{args.task}.json"), payload)
     print(f"wrote {path}")
     return 0
 

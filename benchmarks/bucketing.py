@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default=None, help="which entry of datasets: (default: the first)")
     parser.add_argument("--batches", type=int, default=30, help="timed steps per arm")
     parser.add_argument("--options", nargs="*", default=[])
-    parser.add_argument("--out", default=None)
+    C.add_output_args(parser)
     args = parser.parse_args(argv)
 
     cfg = tinygpt.load_config(args.cfg_path, args.options + ["model.ckpt=[]"])
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     payload = {"benchmark": "bucketing", "machine": C.machine(), "device": str(device), "dtype": "fp32",
                "torch": torch.__version__, "config": args.cfg_path, "dataset": name, "options": args.options,
                "rows": rows}
-    path = C.write_json(args.out or C.RESULTS / f"bucketing_{name}.json", payload)
+    path = C.write_json(C.result_path(args, f"bucketing_{name}.json"), payload)
     print(f"wrote {path}")
     return 0
 

@@ -74,7 +74,7 @@ def main(argv=None) -> int:
                         help="which arms to run (default both; one arm re-measures it without the other's cost)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default torch's)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/chat_<label>.json)")
+    C.add_output_args(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     slug = ("full" if args.full_size else args.preset) + f"_{args.dtype or 'auto'}_{model_cfg.vision.image_size}px"
     slug += "_b" + "-".join(map(str, args.batches)) + (f"_{args.threads}thread" if args.threads else "")
     slug += "" if len(args.arms) == 2 else f"_{args.arms[0]}_only"
-    out = C.write_json(args.out or C.RESULTS / f"chat_{slug}.json", result)
+    out = C.write_json(C.result_path(args, f"chat_{slug}.json"), result)
     print(f"wrote {out}")
     return 0
 

@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32, help="the tiny recipe's batch_size_train")
     parser.add_argument("--images", type=int, default=800, help="images per measurement (several epochs)")
     parser.add_argument("--repeats", type=int, default=3, help="round-robin repeats of every setting; median reported")
-    parser.add_argument("--out", default=None)
+    C.add_output_args(parser)
     args = parser.parse_args(argv)
     if not os.path.isdir(os.path.join(args.data, "train")):
         parser.error(f"{args.data} has no train/ shards: run `python dataset/make_synthetic.py --out {args.data} "
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     result = {"benchmark": "data", "machine": info, "torch": torch.__version__, "data": args.data,
               "batch": args.batch, "images_per_measurement": args.images, "rows": rows, "appetite": need,
               "tiny_step_samples_per_s": tiny_rate}
-    out = C.write_json(args.out or C.RESULTS / "data.json", result)
+    out = C.write_json(C.result_path(args, "data.json"), result)
     print(f"wrote {out}")
     return 0
 

@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's, one per core); 1 resists a shared host")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default=None)
+    C.add_output_args(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
               "num_workers": args.num_workers, "precision": str(devices.autocast_dtype(device, args.precision)),
               "torch_threads": torch.get_num_threads(),
               "build_s": build_s, "rows": rows}
-    out = C.write_json(args.out or C.RESULTS / "eval_vqa_tiny.json", result)
+    out = C.write_json(C.result_path(args, "eval_vqa_tiny.json"), result)
     print(f"wrote {out}")
     return 0
 

@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's, one per core); 1 resists a shared host")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/generate_<label>.json)")
+    C.add_output_args(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
               f"{peak * 1e9 / C.GIB:.2f} GiB vs 8 GB (10^9) / 8 GiB (2^30)")
     slug = "full_" + (args.dtype or "auto") if args.full_size else (args.preset if not args.cfg_path else "cfg")
     slug += ("_trainbuild" if args.training_build else "") + (f"_{args.threads}thread" if args.threads else "")
-    out = C.write_json(args.out or C.RESULTS / f"generate_{slug}.json", result)
+    out = C.write_json(C.result_path(args, f"generate_{slug}.json"), result)
     print(f"wrote {out}")
     return 0
 

@@ -10,7 +10,7 @@ that load from other processes (and the feature cache filling) hits both alike; 
 per-round ratios beside it.  Both arms train the same model in turn (its weights move on; the time
 of a step does not depend on them).  The fold changes nothing in what is computed:
 tests/models/test_lora_fold.py checks losses and gradients equal.
-The JSON (benchmarks/results/lora_fold.json) records the machine, the load and the commit.
+The JSON (output/benchmarks/lora_fold.json; with --record benchmarks/results/) records the machine, the load and the commit.
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=40, help="steps per arm per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--out", default=None)
+    C.add_output_args(parser)
     args = parser.parse_args(argv)
     info_machine, commit = C.machine(), C.git_commit()
     device = devices.resolve_device("auto")
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     result = {"benchmark": "lora_fold", **commit, "machine": info_machine,
               "loadavg_at_end": C.machine()["loadavg_at_start"], "device": str(device), "steps": args.steps,
               "rounds": args.rounds, "warmup": args.warmup, "rows": rows}
-    print(f"wrote {C.write_json(args.out or C.RESULTS / 'lora_fold.json', result)}")
+    print(f"wrote {C.write_json(C.result_path(args, 'lora_fold.json'), result)}")
     return 0
 
 

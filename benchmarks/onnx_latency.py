@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--options", nargs="*", default=["model.ckpt=[]", "run.device=cpu"])
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--out", default=str(C.RESULTS / "onnx_latency.json"))
+    C.add_output_args(p)
     args = p.parse_args(argv)
     import tinygpt
     from tinygpt.export import export_onnx
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
               "repeats": args.repeats, "median_s": {k: round(v, 4) for k, v in med.items()},
               "onnx_speedup": round(med["torch"] / med["onnxruntime"], 2)}
     print(json.dumps(result, indent=2))
-    C.write_json(args.out, result)
+    C.write_json(C.result_path(args, "onnx_latency.json"), result)
     return 0
 
 

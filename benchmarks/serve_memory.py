@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     p.add_argument("--side", type=int, default=4096)
     p.add_argument("--bursts", type=int, default=3)
     p.add_argument("--port", type=int, default=7911)
-    p.add_argument("--out", default=str(C.RESULTS / "serve_memory.json"))
+    C.add_output_args(p)
     args = p.parse_args(argv)
     import httpx
 
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         "peak_over_idle": round(peak[0] / idle, 3), "held_over_idle": [round(h / idle, 3) for h in held],
     }
     print(json.dumps(result, indent=2))
-    C.write_json(args.out, result)
+    C.write_json(C.result_path(args, "serve_memory.json"), result)
     return 0
 
 

@@ -225,7 +225,7 @@ def main(argv=None) -> int:
                         help="run.pack_length of the packed arms (default: the longest possible sample)")
     parser.add_argument("--compile", action="store_true", help="also measure with run.compile (torch.compile'd LLM)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default=None)
+    C.add_output_args(parser)
     args = parser.parse_args(argv)
 
     import tinygpt
@@ -310,7 +310,7 @@ def main(argv=None) -> int:
         "params": total, "trainable": trainable, "matmul_peak_flops": peak, "flops": flops, "arms": arms,
     }
     suffix = ("_cache" if args.feature_cache else "") + ("_pack" if args.pack else "") + ("_compile" if args.compile else "")
-    out = C.write_json(args.out or C.RESULTS / f"train_{args.preset}_{args.precision}{suffix}.json", result)
+    out = C.write_json(C.result_path(args, f"train_{args.preset}_{args.precision}{suffix}.json"), result)
     print(f"wrote {out}")
     return 0
 
