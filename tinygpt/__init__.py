@@ -6,7 +6,9 @@
     model(samples)["answer_nll"]                 # per-sample answer NLL of TinyGPT-V's sample dict
                                                  # (tinygpt.tasks: the loss a training step minimises)
     model.generate(images, prompts)              # list[str]
-    model = tinygpt.from_pretrained("exported/tiny")   # a `python -m tinygpt.export` directory
+
+    model = tinygpt.from_pretrained("output/tiny/stage4")   # or an export dir, or a YAML
+    model.answer("photo.png", "[vqa] what colour is the square?")   # preprocessing inside
 """
 from __future__ import annotations
 
@@ -52,9 +54,10 @@ def build_model(cfg, device=None, **kwargs):
     return _build(cfg, device, **kwargs)
 
 
-def from_pretrained(directory, device=None):
-    """An inference model from a directory written by `python -m tinygpt.export` (no YAML needed)."""
-    from .export import from_pretrained as _load
+def from_pretrained(source, device=None, **kwargs):
+    """A model that answers: `.answer(image, question)`, `.chat()`, `.model` (tinygpt/api.py).
+    `source`: an exported directory, a training output folder (output/tiny/stage4) or a YAML."""
+    from .api import from_pretrained as _load
 
     register_all()
-    return _load(directory, device)
+    return _load(source, device, **kwargs)

@@ -71,7 +71,7 @@ def test_round_trip_gives_identical_outputs(trained, tmp_path, keep_lora):
     assert "Prompt style: template '[INST] {} [/INST]'" in (tmp_path / "exported" / "README.md").read_text()
 
     reference = tinygpt.build_model(cfg, "cpu", training=False)
-    loaded = tinygpt.from_pretrained(out, "cpu")
+    loaded = tinygpt.from_pretrained(out, "cpu").model
     (v1, l1), (v2, l2) = outputs(reference), outputs(loaded)
     torch.testing.assert_close(v2, v1, rtol=0, atol=1e-6)
     torch.testing.assert_close(l2, l1, rtol=0, atol=1e-5)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import PretrainedConfig
+from transformers import LogitsProcessorList, PretrainedConfig, RepetitionPenaltyLogitsProcessor
 
 from ..common.config import ModelConfig
 from ..common.registry import registry
@@ -241,10 +241,15 @@ class TinyGPTV(nn.Module):
         embeds, mask, _ = self.embed_inputs(list(prompts), visual)
         options = dict(
             max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
-            repetition_penalty=repetition_penalty, length_penalty=length_penalty,
-            min_new_tokens=min_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+            length_penalty=length_penalty, min_new_tokens=min_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id, streamer=streamer,
         )
+        if repetition_penalty != 1.0:
+            # Given as a processor: from inputs_embeds the ids it sees are the generated ones (what
+            # TinyGPT-V penalises).  The `repetition_penalty` kwarg warns on every call and, for
+            # left-padded rows, skips as many *generated* tokens as the row has padding, so an
+            # answer would depend on its batch.
+            options["logits_processor"] = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(repetition_penalty)])
         if do_sample:
             options.update(temperature=temperature, top_p=top_p)
         style = self.style
