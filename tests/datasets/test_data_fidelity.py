@@ -217,3 +217,16 @@ def test_prompt_file_lines_keep_their_spaces(tmp_path):
               prompts_path=str(_one_line(tmp_path / "p.txt", "[vqa] {}  ")))[0]
     assert s["instruction_input"] == "<Img><ImageHere></Img> [vqa] q?   "
     assert torch.is_tensor(s["image"])
+
+
+def test_a_recipe_may_draw_the_stage3_prompt_per_sample(tmp_path):
+    root = tmp_path / "cc_sbu_align"
+    for i in range(16):
+        jpg(root / "image" / f"{i}.jpg")
+    dump(root / "filter_cap.json", {"annotations": [{"image_id": str(i), "caption": f"Text {i}."} for i in range(16)]})
+    ds = build("cc_sbu_align", storage=[str(root)], one_instruction_per_batch=False)
+    loader = build_loader(ds, 8, name="cc_sbu_align", seed=0)
+    order = list(loader.sampler)
+    batches = [b["instruction_input"] for b in loader]
+    assert batches == [[ds[i]["instruction_input"] for i in order[k:k + 8]] for k in (0, 8)]  # each its own draw
+    assert any(len(set(b)) > 1 for b in batches)

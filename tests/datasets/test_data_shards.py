@@ -159,5 +159,5 @@ def test_prompts_give_an_instruction(tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("Describe the picture.\n")
     s = next(iter(build("laion", [shard], prompts_path=str(prompts))))
-    assert s["instruction_input"] == "<Img><ImageHere></Img> Describe the picture."
+    assert s["instruction_input"] == "<Img><ImageHere></Img> Describe the picture. "  # a caption set's wrap
     assert collate([s, s])["instruction_input"] == [s["instruction_input"]] * 2

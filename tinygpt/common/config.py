@@ -193,6 +193,9 @@ class DatasetConfig:
     # Grounding builders write boxes as TinyGPT-V does (int(100 * x / width), unclamped: a box on the
     # border reads <100>); true keeps every coordinate in 0..99, the range a model's answer is read in.
     clamp_boxes: bool = False
+    # One instruction for the whole batch (true) or one per sample (false); null = the builder's
+    # default, TinyGPT-V's: per batch for cc_sbu_align (its stage-3 prompt list), per sample elsewhere.
+    one_instruction_per_batch: Optional[bool] = None
 
 
 # ----------------------------------------------------------------------------- run

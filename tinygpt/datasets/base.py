@@ -200,7 +200,9 @@ class Builder:
                             f"(split {self.cfg.split!r}): {', '.join(self.cfg.storage)}")
         # Build the processors now, so a bad processor config fails at start-up, not in a worker.
         _ = (self.vis, self.text) if self.uses_images else self.text
-        return RecordDataset(self.name, records, make_sample, self.seed, self.one_instruction_per_batch)
+        per_batch = self.cfg.one_instruction_per_batch
+        return RecordDataset(self.name, records, make_sample, self.seed,
+                             self.one_instruction_per_batch if per_batch is None else per_batch)
 
     def build(self):  # pragma: no cover - every registered builder overrides it
         raise NotImplementedError

@@ -30,7 +30,6 @@ from tinygpt.common.config import ConfigError
 from tinygpt.common.registry import registry
 from tinygpt.datasets import skips
 from tinygpt.datasets.base import Builder, ImageUnreadable
-from tinygpt.datasets.templates import PROMPT_LINE
 
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -89,13 +88,11 @@ def _buffer_shuffle(items, size: int, rng: random.Random):
 
 class ShardStream(IterableDataset):
     """Iterates raw webdataset samples of `shards` and turns each into a sample dict with `to_sample`
-    (which may raise ImageUnreadable, or return None for a sample to skip).  `one_instruction_per_batch`:
-    see RecordDataset."""
+    (which may raise ImageUnreadable, or return None for a sample to skip)."""
 
     def __init__(self, name: str, shards: list[str], to_sample: Callable[[dict, random.Random], Optional[dict]],
-                 seed: int = 0, shuffle_buffer: int = 1000, one_instruction_per_batch: bool = False):
+                 seed: int = 0, shuffle_buffer: int = 1000):
         self.name = name
-        self.one_instruction_per_batch = one_instruction_per_batch
         self.shards = list(shards)
         self.to_sample = to_sample
         self.seed = int(seed)
@@ -172,17 +169,13 @@ class ShardStream(IterableDataset):
 class CaptionShardBuilder(Builder):
     """storage: shard files / globs / brace ranges / directories of .tar.
 
-    Sample: {"image", "answer": text_processor(caption)} plus "instruction_input" when prompts_path
-    is set; without it stages 1-2 train plain image->caption, as TinyGPT-V's.  TinyGPT-V gives these
-    sets an instruction only through its model's prompt list, so a prompts_path works as that list
-    does: its lines as written (a line without `<ImageHere>` gets the image before it), one drawn per
-    batch.
+    Sample: {"image", "answer": text_processor(caption)} plus "instruction_input" (a line of
+    prompts_path drawn per sample, wrapped as TinyGPT-V's caption datasets wrap their instructions)
+    when prompts_path is set; without it stages 1-2 train plain image->caption, as TinyGPT-V's.
     """
 
     prompt_slot = False
     shuffle_buffer = 1000
-    instruction_line = PROMPT_LINE
-    one_instruction_per_batch = True
 
     def build(self) -> ShardStream:
         if not self.cfg.storage:
@@ -192,8 +185,7 @@ class CaptionShardBuilder(Builder):
             skips.record(self.name, "missing shard", path)
         self.pool = self.prompts() if self.cfg.prompts_path else []
         _ = self.vis, self.text  # build processors now: a bad processor config fails at start-up
-        return ShardStream(self.name, shards, self.sample, self.seed, self.shuffle_buffer,
-                           one_instruction_per_batch=bool(self.pool))
+        return ShardStream(self.name, shards, self.sample, self.seed, self.shuffle_buffer)
 
     def sample(self, raw: dict, rng: random.Random) -> Optional[dict]:
         where = f"{raw.get('__url__')}:{raw.get('__key__')}"
