@@ -90,3 +90,13 @@ def test_the_repetition_penalty_does_not_depend_on_the_batch(trained, image):
     together = model.generate(images, prompts, **opts)
     alone = [model.generate(images[i:i + 1], prompts[i:i + 1], **opts)[0] for i in range(2)]
     assert together == alone
+
+
+def test_a_model_load_logs_one_line(trained, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="tinygpt"):
+        tinygpt.from_pretrained(str(trained), "cpu")
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("model on cpu: ") and "LoRA layers merged" in lines[0] and "[INST] {} [/INST]" in lines[0]

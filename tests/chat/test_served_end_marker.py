@@ -30,7 +30,7 @@ def test_stage4_checkpoint_is_served_with_its_end_marker(tmp_path, tiny_root, ca
     serve_cfg = tiny_model_config(tiny_root)  # prompt_template / end_sym left unset, as eval configs do
     serve_cfg.llm.train = True
     serve_cfg.ckpt = [str(ckpt)]
-    with caplog.at_level(logging.INFO, logger="tinygpt.models.build"):
+    with caplog.at_level(logging.DEBUG, logger="tinygpt.models.build"):
         model = build_model(serve_cfg, "cpu", training=False)
     assert (model.style.template, model.style.end_sym) == ("[INST] {} [/INST]", "###")
     assert f"prompt style from {ckpt}" in caplog.text

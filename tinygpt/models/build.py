@@ -81,18 +81,29 @@ def build_model(cfg: Config | ModelConfig, device: torch.device | str | None = N
     if training:
         _prepare_for_training(model, model_cfg)
     _norms_in_fp32(model)
-    if load_weights:
-        # Loading still sees the YAML's trainable set: checkpoints are checked against it.
-        _load_all(model, model_cfg, source)
-    if not training:
-        _to_inference(model)
+    reports = _load_all(model, model_cfg, source) if load_weights else []  # checked against the YAML's trainable set
+    merged = None if training else _to_inference(model)
     if model_cfg.llm.load_in_8bit and not on_meta:
         from .quantize import quantize_llm_8bit
 
         quantize_llm_8bit(model, device)
+    computes = []
     if not training and not on_meta:  # each component's compute dtype for this device
-        compute_dtype.apply(model, device, model_cfg.compute_dtype)
+        computes = compute_dtype.apply(model, device, model_cfg.compute_dtype).choices
+    if not on_meta:
+        log.info("%s", _summary(model, device, reports, merged, computes))
     return model
+
+
+def _summary(model, device, reports, merged, computes) -> str:
+    """The one line a model load prints (the details are logged at DEBUG)."""
+    loaded = (f"{sum(len(r.loaded) for r in reports)} tensors from {len(reports)} file(s)" if reports
+              else "no weight files (random init)")
+    use = "training" if merged is None else f"inference ({merged} LoRA layers merged, frozen)"
+    kinds = sorted({c.compute for c in computes})
+    compute = f", computes in {'/'.join(kinds)}" if kinds else ""
+    style = model.style.describe() if model.style is not None else "prompt style from the tokenizer"
+    return f"model on {device}: {loaded}, {use}{compute}; {style}"
 
 
 def _where(cfg: Config | ModelConfig, device, source: str | None) -> tuple[ModelConfig, torch.device, str]:
@@ -128,7 +139,7 @@ def _template_from_tokenizer(cfg: ModelConfig, tokenizer) -> None:
     cfg.prompt_template = template
     if cfg.end_sym is None:
         cfg.end_sym = end_sym
-    log.info("prompt template from the tokenizer's chat template: %r, end marker %r", template, cfg.end_sym)
+    log.debug("prompt template from the tokenizer's chat template: %r, end marker %r", template, cfg.end_sym)
 
 
 def _instantiate(cfg: ModelConfig, llm_config, tokenizer, device: torch.device, training: bool, source: str):
@@ -201,17 +212,17 @@ def resolve_prompt_style(cfg: ModelConfig, source: str, *, warn: bool,
         if warn and field in recorded and recorded[field] != value:
             log.warning("%s: model.%s is %r but %s was trained with %r", source, key, value, where, recorded[field])
     if cfg.prompt_template == FROM_TOKENIZER:  # no tokenizer here (meta device): counted, never prompted
-        log.info("prompt style: the tokenizer's chat template (rendered when the tokenizer loads)")
+        log.debug("prompt style: the tokenizer's chat template (rendered when the tokenizer loads)")
         return None
     style = PromptStyle.from_config(cfg)
     told = " and ".join(sorted(origins)) or source
     if origins and len(unset) < len(optional):
         told += f" (the rest from {source})"
-    log.info("prompt style from %s: %s", told, style.describe())
+    log.debug("prompt style from %s: %s", told, style.describe())
     return style
 
 
-def _to_inference(model) -> None:
+def _to_inference(model) -> int:
     """Fold LoRA into the base weights (one Linear per projection instead of three matmuls) and
     freeze everything; the model is then inference-only (its trainable set no longer exists)."""
     from .lora import merge_lora
@@ -220,7 +231,8 @@ def _to_inference(model) -> None:
         merged = merge_lora(model.llm)
     model.requires_grad_(False)
     model.eval()
-    log.info("inference model: %d LoRA layers merged, all parameters frozen", merged)
+    log.debug("inference model: %d LoRA layers merged, all parameters frozen", merged)
+    return merged
 
 
 def _load_all(model, cfg: ModelConfig, source: str) -> list:
@@ -242,5 +254,7 @@ def _load_all(model, cfg: ModelConfig, source: str) -> list:
     for i, path in enumerate(cfg.ckpt):
         reports.append(weights.load_checkpoint(model, require_file(source, f"model.ckpt[{i}]", path)))
     for report in reports:
-        log.info("%s", report.summary())
+        # A clean load is a detail (logging DEBUG / -v); ignored, initialised or kept keys are news.
+        notable = report.ignored or report.initialised or report.kept or not report.ok
+        log.log(logging.INFO if notable else logging.DEBUG, "%s", report.summary())
     return reports

@@ -79,7 +79,7 @@ def apply(model: nn.Module, device: torch.device | str, requested: str = "auto")
     for component, part, rows in _parts(model):
         policy = devices.compute_policy(device, _storage(part), requested)
         choices.append(_choose(component.attribute, rows, policy))
-        log.info("compute dtype: %s", choices[-1].describe())
+        log.debug("compute dtype: %s", choices[-1].describe())
         if rows is None:
             if policy.upcast_rows is not None:
                 undo += _upcast_wide_linears(part, policy)
