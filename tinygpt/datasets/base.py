@@ -26,7 +26,7 @@ from tinygpt.datasets.templates import load_prompts
 from tinygpt.processors import build_processor
 
 # After this many unreadable images in a row the problem is the configuration, not a bad file.
-_PROBE = 20  # records whose images are looked for at build time
+PROBE = 20  # records whose images are looked for at build time
 
 
 class DataError(UserError):
@@ -39,6 +39,15 @@ class ImageUnreadable(Exception):
     def __init__(self, kind: str, detail: str):
         super().__init__(f"{kind}: {detail}")
         self.kind, self.detail = kind, detail
+
+
+class BadRecord(ImageUnreadable):
+    """A record that cannot become a sample (not JSON, a field missing or of the wrong type): the
+    formats read lazily (jsonl_vqa.py, llava_mix.py, hf_formats.py) find it only when the epoch reaches it, so it is
+    skipped and counted like an unreadable image instead of ending the run."""
+
+    def __init__(self, detail: str):
+        super().__init__("malformed record", detail)
 
 
 def open_image(path: str) -> Image.Image:
@@ -180,7 +189,7 @@ class Builder:
 
         (One missing image is a skip; twenty out of twenty is a configuration error.)
         """
-        sample = records[:_PROBE]
+        sample = records[:PROBE]
         misses = []
         for rec in sample:
             try:

@@ -1,0 +1,88 @@
+"""The formats users bring (docs/own-data.md), as registered dataset types: records read lazily,
+bad records skipped and counted (never a crash mid-epoch), samples made by the existing builders'
+record -> sample path."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from own_data import QUESTION, vis, write_images, write_vqa_jsonl
+from tinygpt.common.config import DatasetConfig, ProcessorConfig
+from tinygpt.common.registry import registry
+from tinygpt.datasets import skips
+from tinygpt.datasets.base import PROBE
+from tinygpt.datasets.loader import build_loader
+
+
+def dataset_config(storage, image_root=None, **kw) -> DatasetConfig:
+    cfg = DatasetConfig(storage=[str(s) for s in storage], image_root=image_root and str(image_root), **kw)
+    cfg.vis_processor = ProcessorConfig(**vis())
+    return cfg
+
+
+def build(kind: str, cfg: DatasetConfig, name: str = "mine"):
+    import tinygpt.datasets  # noqa: F401  (registers the builders)
+
+    return registry.get("dataset", kind)(cfg, name=name, seed=0).build()
+
+
+def drain_epoch(ds, batch_size: int = 2):
+    """Every batch of one epoch as the training loader collates it, and what it skipped."""
+    counter = skips.SkipCounter()
+    batches = [counter.absorb(b) for b in build_loader(ds, batch_size, shuffle=False, drop_last=False)]
+    return [b for b in batches if b], counter
+
+
+def test_vqa_jsonl_skips_and_counts_bad_lines_and_serves_the_rest(tmp_path):
+    images = write_images(tmp_path, 2)
+    write_vqa_jsonl(tmp_path / "train.jsonl", images)
+    ds = build("vqa_jsonl", dataset_config([tmp_path / "train.jsonl"]))  # image_root: the file's folder
+    assert len(ds) == 8 + 3
+    batches, counter = drain_epoch(ds)
+    answers = [a for b in batches for a in b["answer"]]
+    assert sorted(answers) == sorted(colour for _, colour in images)
+    assert all(b["image"].shape[1:] == (3, 28, 28) for b in batches)
+    assert counter.counts() == {"mine": {"malformed record": 2, "missing image": 1}}
+
+
+def test_vqa_jsonl_makes_coco_vqas_sample_from_the_same_record(tmp_path):
+    images = write_images(tmp_path, 1)
+    rel, colour = images[0]
+    (tmp_path / "train.jsonl").write_text(json.dumps({"image": rel, "question": QUESTION,
+                                                      "answer": [colour, colour, "pink"]}) + "\n")
+    (tmp_path / "vqa.json").write_text(json.dumps([{"question_id": 1, "image": rel, "question": QUESTION,
+                                                   "answer": [colour, colour, "pink"]}]))
+    ours = build("vqa_jsonl", dataset_config([tmp_path / "train.jsonl"]))
+    theirs = build("coco_vqa", dataset_config([tmp_path / "vqa.json"], tmp_path), name="mine")
+    for epoch in range(4):
+        ours.set_epoch(epoch)
+        theirs.set_epoch(epoch)
+        a, b = ours[0], theirs[0]
+        assert a.keys() == b.keys() and a["answer"] == b["answer"] and a["instruction_input"] == b["instruction_input"]
+        assert torch.equal(a["image"], b["image"])
+
+
+def test_vqa_jsonl_reads_lines_only_when_the_epoch_reaches_them(tmp_path, monkeypatch):
+    write_vqa_jsonl(tmp_path / "train.jsonl", write_images(tmp_path, 8), awkward=False)
+    from tinygpt.datasets import jsonl_vqa
+
+    parsed = []
+    real = jsonl_vqa.parse_line
+    monkeypatch.setattr(jsonl_vqa, "parse_line", lambda line: parsed.append(line[1]) or real(line))
+    ds = build("vqa_jsonl", dataset_config([tmp_path / "train.jsonl"]))
+    assert len(ds) == 32 and parsed == list(range(1, PROBE + 1))  # the build probes a few images only
+    parsed.clear()
+    ds[5]
+    assert parsed == [6]
+
+
+def test_a_record_that_turns_bad_between_build_and_epoch_is_a_skip_not_a_crash(tmp_path):
+    images = write_images(tmp_path, 1)
+    write_vqa_jsonl(tmp_path / "train.jsonl", images, awkward=False)
+    ds = build("vqa_jsonl", dataset_config([tmp_path / "train.jsonl"]))
+    (tmp_path / images[2][0]).write_bytes(b"not a png")
+    skips.drain()
+    assert ds[2] is None
+    assert [(k, d.split(" (")[0]) for _, k, d in skips.drain()] == [("unreadable image", str(tmp_path / images[2][0]))]
+    assert ds[1]["answer"] == images[1][1]
