@@ -58,3 +58,33 @@ def write_stage(path: Path, root: Path, datasets: dict, *, template: str = "[INS
 def vis(size: int = 28) -> dict:
     """A resize-only image processor (a crop could cut the colour out: not here, but keep it whole)."""
     return {"name": "blip2_image_train", "image_size": size, "min_scale": 1.0}
+
+
+def write_llava_mix(path: Path, root: Path) -> dict:
+    """A llava_v1_5_mix665k-shaped file under `root` with what real mix files hold: images in
+    sub-folders of different sources, ids of every type, `<image>` before or after the question,
+    multi-turn records, text-only ShareGPT records, and (counted skips) a record whose first turn
+    is the model's and one whose image is missing.  Returns what each builder should make of it."""
+    sources = ["coco/train2017", "gqa/images", "ocr_vqa/images", "textvqa/train_images", "vg/VG_100K"]
+    records, expect = [], {"image": [], "text": [], "bad": 2}
+    for k, (source, (colour, rgb)) in enumerate(zip(sources, list(COLOURS.items()) * 2)):
+        (root / source).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (28, 28), rgb).save(root / source / f"{k}.jpg")
+        first = f"<image>\n{QUESTION}" if k % 2 else f"{QUESTION}\n<image>"
+        turns = [("human", first), ("gpt", colour)]
+        if k % 2:
+            turns += [("human", "is it dark?"), ("gpt", "no")]
+        records.append({"id": [k, f"{k:012d}", f"ocr_{k}"][k % 3], "image": f"{source}/{k}.jpg",
+                        "conversations": [{"from": who, "value": text} for who, text in turns]})
+        expect["image"].append((f"<Img><ImageHere></Img> {QUESTION}" + ("!@#is it dark?" if k % 2 else ""),
+                                colour + ("!@#no" if k % 2 else "")))
+    for k in range(2):
+        records.append({"id": f"i6IyJda_{k}", "model": "",
+                        "conversations": [{"from": "human", "value": f"say {k}"}, {"from": "gpt", "value": f"{k}"}]})
+        expect["text"].append((f"say {k}", f"{k}"))
+    records.append({"id": 99, "image": "coco/train2017/0.jpg",
+                    "conversations": [{"from": "gpt", "value": "red"}, {"from": "human", "value": "?"}]})
+    records.append({"id": 100, "image": "coco/train2017/missing.jpg",
+                    "conversations": [{"from": "human", "value": "<image>\nwhat?"}, {"from": "gpt", "value": "x"}]})
+    path.write_text(json.dumps(records))
+    return expect

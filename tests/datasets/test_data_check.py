@@ -47,8 +47,8 @@ def test_check_prints_records_shares_skips_lengths_and_rendered_samples(jsonl_st
     assert re.search(r"token lengths .*: p50 \d+  p90 \d+  p99 \d+  max \d+", out)
     samples = re.findall(r"^<\|endoftext\|>\[INST\] <Img><image x4></Img> \[vqa\] .*" + re.escape(QUESTION)
                          + r" \[/INST\]\[\[(\w+)###\]\]$", out, re.M)
-    assert len(samples) == 2 and set(samples) <= {"red", "green", "blue", "yellow"}
-    assert out.count("end marker '###' closes each answer's labels") == 2
+    assert len(samples) == 4 and set(samples) <= {"red", "green", "blue", "yellow"}  # 2 per entry
+    assert out.count("end marker '###' closes each answer's labels") == 4
     assert "ok: nothing found that would make training wrong" in out
 
 
@@ -114,3 +114,23 @@ def test_a_config_that_does_not_build_is_one_line_and_exit_2(tmp_path, tiny_root
     assert err == [f"python -m tinygpt.datasets check: error: datasets.mine.storage: file {tmp_path}/nope.jsonl does not exist"]
     assert datasets_main([]) == 2  # no subcommand: usage
 
+
+
+def test_check_of_a_llava_mix_file_in_two_entries(tmp_path, tiny_root, capsys):
+    from own_data import write_llava_mix
+
+    write_llava_mix(tmp_path / "mix.json", tmp_path)
+    entry = {"storage": [str(tmp_path / "mix.json")], "batch_size": 2, "vis_processor": vis()}
+    stage = write_stage(tmp_path / "stage.yaml", tiny_root,
+                        {"mix": {**entry, "builder": "llava_mix", "image_root": str(tmp_path), "sample_ratio": 5},
+                         "mix_text": {**entry, "builder": "llava_mix_text", "sample_ratio": 1}},
+                        max_txt_len=64)
+    assert check(["--cfg-path", str(stage), "--samples", "4"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  mix +llava_mix +7 records  share +83\.3%.*\(5 of 7 read usable\)", out, re.M)
+    assert re.search(r"^  mix_text +llava_mix_text +2 records  share +16\.7%.*\(2 of 2 read usable\)", out, re.M)
+    assert "mix: malformed record: " in out and "expected a 'human' turn, got 'gpt'" in out
+    assert f"mix: missing image: {tmp_path}/coco/train2017/missing.jpg" in out
+    # A multi-turn sample: both answers supervised, the second question (after the BOS text) masked.
+    assert re.search(r"\[\[\w+###\]\]<\|endoftext\|>\[INST\] is it dark\? \[/INST\]\[\[no###\]\]$", out, re.M)
+    assert re.search(r"^<\|endoftext\|>\[INST\] say \d \[/INST\]\[\[\d###\]\]$", out, re.M)  # text only: no image

@@ -86,3 +86,43 @@ def test_a_record_that_turns_bad_between_build_and_epoch_is_a_skip_not_a_crash(t
     assert ds[2] is None
     assert [(k, d.split(" (")[0]) for _, k, d in skips.drain()] == [("unreadable image", str(tmp_path / images[2][0]))]
     assert ds[1]["answer"] == images[1][1]
+
+
+def test_llava_mix_serves_image_records_multi_turn_and_leaves_text_only_ones_to_llava_mix_text(tmp_path):
+    from own_data import write_llava_mix
+
+    expect = write_llava_mix(tmp_path / "mix.json", tmp_path)
+    images = build("llava_mix", dataset_config([tmp_path / "mix.json"], tmp_path))
+    texts = build("llava_mix_text", dataset_config([tmp_path / "mix.json"]), name="mine")
+    assert (len(images), len(texts)) == (5 + 2, 2)
+    batches, counter = drain_epoch(images, batch_size=3)
+    got = [(q, a) for b in batches for q, a in zip(b["instruction_input"], b["answer"])]
+    assert got == expect["image"]
+    assert all(sym == "!@#" for b in batches for sym in b["connect_sym"])
+    assert counter.counts() == {"mine": {"malformed record": 1, "missing image": 1}}
+    batches, counter = drain_epoch(texts)
+    assert [(q, a) for b in batches for q, a in zip(b["instruction_input"], b["answer"])] == expect["text"]
+    assert all("image" not in b for b in batches) and counter.total() == 0
+
+
+def test_sharegpt4v_captions_in_both_shapes(tmp_path):
+    from own_data import write_llava_mix
+
+    write_llava_mix(tmp_path / "mix.json", tmp_path)
+    records = [{"id": "sa_1", "image": "coco/train2017/0.jpg", "caption": "A Red square.\n\nNothing else."},
+               {"id": 2, "image": "gqa/images/1.jpg", "conversations": [
+                   {"from": "human", "value": "<image>\nWhat do you see happening in this image?"},
+                   {"from": "gpt", "value": "A Green square."}, {"from": "human", "value": "more?"},
+                   {"from": "gpt", "value": "no"}]},
+               {"id": 3, "caption": "no image"}]
+    (tmp_path / "share.json").write_text(json.dumps(records))
+    ds = build("sharegpt4v", dataset_config([tmp_path / "share.json"], tmp_path))
+    first, second, third = ds[0], ds[1], ds[2]
+    from tinygpt.datasets.templates import ALIGNMENT
+
+    assert first["answer"] == "A Red square.\n\nNothing else."  # verbatim, like cc_sbu_align
+    assert first["instruction_input"] in [f"<Img><ImageHere></Img> {p}" for p in ALIGNMENT]
+    assert (second["instruction_input"], second["answer"]) == (
+        "<Img><ImageHere></Img> what do you see happening in this image?", "A Green square.")  # first exchange
+    assert third is None
+    assert [k for _, k, _ in skips.drain()] == ["malformed record"]

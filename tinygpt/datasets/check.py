@@ -10,7 +10,7 @@ the LLM receives (tests/datasets/test_data_check.py asserts it against the model
 
 It reads every record of every entry (images decoded and transformed, as an epoch would) and prints
 records and mixing share per entry, every skipped record (file, record, reason), N samples with the
-image slot as `<image xQ>` and supervised tokens in `[[...]]`, where the end marker falls, the
+image slot as `<image xQ>` and supervised tokens in `[[...]]` (N per entry), where the end marker falls, the
 truncation rate at max_txt_len / max_context_len, token-length percentiles and steps per pass.
 
 Exit status 1, with one `problem:` line each on stderr, when training would learn the wrong thing:
@@ -259,21 +259,23 @@ def run(cfg, samples: int, max_records: Optional[int], new_style: bool, out=prin
             problems.append(f"datasets.{f.name}: {len(f.unencodable)} sample(s) cannot be laid out; e.g. record "
                             f"{index}: {reason}")
 
-    out(f"\n{samples} sample(s) as the LLM receives them (training order; [[...]] = supervised tokens):")
-    shown = 0
-    for _ in range(max(1, samples) * 4 if samples else 0):
-        if shown >= samples:
-            break
-        name, batch = mixed.next_with_source()
-        try:
-            rows = checker.layouts(batch)
-        except ValueError:
-            continue  # counted above
-        for layout in rows[: samples - shown]:
-            shown += 1
-            out(f"--- #{shown} {name} ({len(layout)} tokens)")
-            out(checker.render(layout))
-            out(f"    {checker.end_marker_note(layout)}")
+    out(f"\n{samples} sample(s) per entry as the LLM receives them (the entry's training batches; "
+        f"[[...]] = supervised tokens):")
+    for name, loader in zip(mixed.names, mixed.loaders):
+        shown = 0
+        for batch in islice(loader, samples * 4):
+            if shown >= samples:
+                break
+            batch = mixed.skips.absorb(batch)
+            try:
+                rows = checker.layouts(batch) if batch else []
+            except ValueError:
+                continue  # counted above
+            for layout in rows[: samples - shown]:
+                shown += 1
+                out(f"--- {name} #{shown} ({len(layout)} tokens)")
+                out(checker.render(layout))
+                out(f"    {checker.end_marker_note(layout)}")
     return problems
 
 
