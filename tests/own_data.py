@@ -5,6 +5,7 @@ Images are flat colour squares whose colour is the answer, so a few dozen steps 
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -88,3 +89,42 @@ def write_llava_mix(path: Path, root: Path) -> dict:
                     "conversations": [{"from": "human", "value": "<image>\nwhat?"}, {"from": "gpt", "value": "x"}]})
     path.write_text(json.dumps(records))
     return expect
+
+
+def png(rgb) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (28, 28), rgb).save(out, format="PNG")
+    return out.getvalue()
+
+
+def write_imagefolder(folder: Path, metadata: str = "jsonl") -> list[str]:
+    """A Hugging Face imagefolder: images in sub-folders + metadata.jsonl (`file_name`,
+    `conversations`) or metadata.csv (`file_name`, `text`, with one row naming a missing image).
+    Returns the answers (jsonl) or captions (csv) of the usable rows."""
+    images = write_images(folder, 2, folder="photos")  # not "train/": the library reads that as a split
+    if metadata == "jsonl":
+        rows = [{"file_name": rel, "conversations": [{"from": "human", "value": f"<image>\n{QUESTION}"},
+                                                     {"from": "gpt", "value": colour}]} for rel, colour in images]
+        (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return [colour for _, colour in images]
+    lines = ["file_name,text"] + [f"{rel},a {colour} square" for rel, colour in images]
+    lines.append("photos/red/missing.png,a red square")
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return [f"a {colour} square" for _, colour in images]
+
+
+def write_parquet(path: Path, rows: int = 8, corrupt: bool = True) -> list[str]:
+    """Parquet with image bytes in `{"bytes", "path"}` cells, `question`, `answer`; with `corrupt`,
+    a row whose bytes are not an image and a row whose question is null (2 skips).  Returns the
+    usable rows' answers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    colours = [list(COLOURS)[k % len(COLOURS)] for k in range(rows)]
+    cells = [{"bytes": png(COLOURS[c]), "path": None} for c in colours]
+    questions = [QUESTION] * rows
+    if corrupt:
+        cells[1] = {"bytes": b"\x89PNG\r\n\x1a\n garbage", "path": None}
+        questions[2] = None
+    pq.write_table(pa.table({"image": cells, "question": questions, "answer": colours}), path)
+    return [c for k, c in enumerate(colours) if not (corrupt and k in (1, 2))]

@@ -134,3 +134,26 @@ def test_check_of_a_llava_mix_file_in_two_entries(tmp_path, tiny_root, capsys):
     # A multi-turn sample: both answers supervised, the second question (after the BOS text) masked.
     assert re.search(r"\[\[\w+###\]\]<\|endoftext\|>\[INST\] is it dark\? \[/INST\]\[\[no###\]\]$", out, re.M)
     assert re.search(r"^<\|endoftext\|>\[INST\] say \d \[/INST\]\[\[\d###\]\]$", out, re.M)  # text only: no image
+
+
+def test_check_of_parquet_and_imagefolder_entries(tmp_path, tiny_root, capsys, monkeypatch):
+    import datasets
+    from own_data import write_imagefolder, write_parquet
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    write_parquet(tmp_path / "train.parquet")
+    write_imagefolder(tmp_path / "folder", "csv")
+    stage = write_stage(tmp_path / "stage.yaml", tiny_root,
+                        {"table": {"builder": "parquet", "storage": [str(tmp_path / "train.parquet")],
+                                   "vis_processor": vis()},
+                         "folder": {"builder": "imagefolder", "storage": [str(tmp_path / "folder")],
+                                    "vis_processor": vis()}})
+    assert check(["--cfg-path", str(stage), "--samples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  table +parquet +8 records  share +50\.0%.*\(6 of 8 read usable\)", out, re.M)
+    assert re.search(r"^  folder +imagefolder +9 records  share +50\.0%.*\(8 of 9 read usable\)", out, re.M)
+    assert f"table: unreadable image: {tmp_path}/train.parquet: row 1: OSError: Truncated File Read" in out
+    assert f"table: malformed record: {tmp_path}/train.parquet: record row 2 field 'question' is NoneType" in out
+    assert f"folder: missing image: {tmp_path}/folder: row 8: {tmp_path}/folder/photos/red/missing.png" in out
+    assert re.search(r"^<\|endoftext\|>\[INST\] <Img><image x4></Img> \[caption\] .* \[/INST\]\[\[a \w+ square###\]\]$",
+                     out, re.M)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from own_data import QUESTION, vis, write_images, write_vqa_jsonl
-from tinygpt.common.config import DatasetConfig, ProcessorConfig
+from tinygpt.common.config import ConfigError, DatasetConfig, ProcessorConfig
 from tinygpt.common.registry import registry
 from tinygpt.datasets import skips
 from tinygpt.datasets.base import PROBE
@@ -126,3 +127,76 @@ def test_sharegpt4v_captions_in_both_shapes(tmp_path):
         "<Img><ImageHere></Img> what do you see happening in this image?", "A Green square.")  # first exchange
     assert third is None
     assert [k for _, k, _ in skips.drain()] == ["malformed record"]
+
+
+@pytest.fixture()
+def hf_cache(tmp_path, monkeypatch):
+    """The `datasets` library's cache in the test's folder (it converts parquet/imagefolder there)."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+
+
+def answers_of(ds, batch_size=3):
+    batches, counter = drain_epoch(ds, batch_size)
+    return sorted(a for b in batches for a in b["answer"]), batches, counter
+
+
+def test_parquet_with_image_bytes_skips_the_corrupt_rows(tmp_path, hf_cache):
+    from own_data import write_parquet
+
+    expect = write_parquet(tmp_path / "train.parquet")
+    ds = build("parquet", dataset_config([tmp_path / "*.parquet"]))
+    assert len(ds) == 8
+    got, batches, counter = answers_of(ds)
+    assert got == sorted(expect)
+    assert all(q.endswith(QUESTION) and "<ImageHere>" in q for b in batches for q in b["instruction_input"])
+    assert counter.counts() == {"mine": {"malformed record": 1, "unreadable image": 1}}
+    assert len(ds.lengths) == 8  # bucketing's length proxy from the text columns
+
+
+def test_arrow_files_and_a_saved_dataset_folder(tmp_path, hf_cache):
+    import datasets
+    from own_data import write_parquet
+
+    expect = write_parquet(tmp_path / "train.parquet", corrupt=False)
+    table = datasets.load_dataset("parquet", data_files=str(tmp_path / "train.parquet"), split="train")
+    table.save_to_disk(str(tmp_path / "saved"))
+    arrow_file = sorted((tmp_path / "saved").glob("*.arrow"))
+    for storage in ([tmp_path / "saved"], arrow_file):
+        got, _, counter = answers_of(build("arrow", dataset_config(storage)))
+        assert got == sorted(expect) and counter.total() == 0, storage
+
+
+def test_imagefolder_with_conversations_in_metadata_jsonl(tmp_path, hf_cache):
+    from own_data import write_imagefolder
+
+    expect = write_imagefolder(tmp_path / "folder", "jsonl")
+    ds = build("imagefolder", dataset_config([tmp_path / "folder"]))
+    got, batches, counter = answers_of(ds)
+    assert got == sorted(expect) and counter.total() == 0
+    # llava_mix's sample: multi-turn layout (connect_sym), the image placed before the question
+    assert {q for b in batches for q in b["instruction_input"]} == {f"<Img><ImageHere></Img> {QUESTION}"}
+    assert all(b["connect_sym"] for b in batches)
+
+
+def test_imagefolder_with_captions_in_metadata_csv(tmp_path, hf_cache):
+    from own_data import write_imagefolder
+    from tinygpt.datasets.templates import CAPTION
+
+    expect = write_imagefolder(tmp_path / "folder", "csv")
+    ds = build("imagefolder", dataset_config([tmp_path / "folder"]))
+    assert len(ds) == len(expect) + 1
+    got, batches, counter = answers_of(ds)
+    assert got == sorted(expect)  # coco_caption's sample: a [caption] prompt, the caption cleaned
+    assert {q for b in batches for q in b["instruction_input"]} <= {f"<Img><ImageHere></Img> {p}" for p in CAPTION}
+    assert counter.counts() == {"mine": {"missing image": 1}}
+
+
+def test_a_table_without_usable_columns_is_a_config_error_naming_the_key(tmp_path, hf_cache):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"image": [b"x"], "label": [1]}), tmp_path / "t.parquet")
+    with pytest.raises(ConfigError, match=r"datasets\.mine\.storage: .*t\.parquet needs 'question' \+ 'answer'"):
+        build("parquet", dataset_config([tmp_path / "t.parquet"]))

@@ -201,6 +201,23 @@ class Builder:
             raise ConfigError(f"{self.where('image_root')}: none of the first {len(sample)} images exists "
                               f"(e.g. {misses[0]}); is image_root right?")
 
+    def probe_parsed(self, raw: Sequence, parse: Callable[[Any], Any], locate: Callable[[Any], str]) -> None:
+        """probe_images for the formats parsed lazily: over the first records that parse (the
+        malformed ones are the epoch's to skip and count); none parsing is a wrong format."""
+        good, first_error = [], None
+        for rec in raw[:5 * PROBE]:
+            try:
+                good.append(parse(rec))
+            except BadRecord as exc:
+                first_error = first_error or exc.detail
+                continue
+            if len(good) == PROBE:
+                break
+        if raw and not good:
+            raise DataError(f"datasets.{self.name}: none of the first {min(len(raw), 5 * PROBE)} records is "
+                            f"usable, e.g. {first_error}")
+        self.probe_images(good, locate)
+
     def dataset(self, records: Sequence, make_sample: Callable[[Any, random.Random], dict]) -> "RecordDataset":
         if not records:
             raise DataError(f"datasets.{self.name}: the annotation files hold no usable record "

@@ -20,7 +20,7 @@ import random
 from collections import Counter
 
 from tinygpt.common.registry import registry
-from tinygpt.datasets.base import PROBE, BadRecord, DataError, first_existing, require
+from tinygpt.datasets.base import BadRecord, DataError, first_existing, require
 from tinygpt.datasets.vqa import _VQABuilder
 
 
@@ -49,6 +49,19 @@ def parse_line(line: tuple[str, int, str]) -> tuple[dict, str]:
     return obj, where
 
 
+def vqa_fields(obj: dict, path: str, where: str) -> tuple[str, tuple]:
+    """(question, ((answer, weight), ...)) of a record; BadRecord naming file, record and field."""
+    try:
+        question = require(obj, "question", path, where, str)
+        answers = require(obj, "answer", path, where, (str, list))
+    except DataError as e:
+        raise BadRecord(str(e)) from None
+    answers = [answers] if isinstance(answers, str) else answers
+    if not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+        raise BadRecord(f"{path}: record {where} field 'answer' must be a non-empty string or list of them")
+    return question, tuple(Counter(answers).items())
+
+
 @registry.register("dataset", "vqa_jsonl")
 class JsonlVQABuilder(_VQABuilder):
     """storage: one or more .jsonl files; image_root: where `image` paths start (default: the
@@ -59,37 +72,17 @@ class JsonlVQABuilder(_VQABuilder):
         self.root = self.image_root(os.path.dirname(os.path.abspath(paths[0])))
         self.pool = self.prompts()
         lines = read_lines(paths)
-        self.probe_images(self._parsable(lines), self.locate)
+        self.probe_parsed(lines, self.parse, self.locate)
         return self.dataset(lines, self.sample)
-
-    def _parsable(self, lines) -> list:
-        """The first records that parse, as many as probe_images looks at (the rest wait)."""
-        good = []
-        for line in lines[:100]:
-            try:
-                good.append(self.parse(line))
-            except BadRecord:
-                continue
-            if len(good) == PROBE:
-                break
-        if lines and not good:
-            raise DataError(f"datasets.{self.name}: none of the first {min(len(lines), 100)} lines of "
-                            f"{lines[0][0]} is a record {{\"image\", \"question\", \"answer\"}}")
-        return good
 
     def parse(self, line) -> tuple[str, str, tuple]:
         """One line -> coco_vqa's record (image, question, ((answer, weight), ...))."""
         obj, where = parse_line(line)
         try:
             image = require(obj, "image", line[0], where, str)
-            question = require(obj, "question", line[0], where, str)
-            answers = require(obj, "answer", line[0], where, (str, list))
         except DataError as e:
             raise BadRecord(str(e)) from None
-        answers = [answers] if isinstance(answers, str) else answers
-        if not answers or not all(isinstance(a, str) and a.strip() for a in answers):
-            raise BadRecord(f"{line[0]}: record {where} field 'answer' must be a non-empty string or list of them")
-        return image, question, tuple(Counter(answers).items())
+        return (image, *vqa_fields(obj, line[0], where))
 
     def locate(self, rec) -> str:
         # Exactly the given path: a user's folders may reuse a file name (cat/1.jpg, dog/1.jpg).

@@ -31,7 +31,7 @@ import random
 
 from tinygpt.common.registry import registry
 from tinygpt.conversation.protocol import CONNECT_SYM
-from tinygpt.datasets.base import PROBE, BadRecord, DataError, require
+from tinygpt.datasets.base import BadRecord, DataError, require
 from tinygpt.datasets.conversation import _LlavaBuilder, _turns
 from tinygpt.datasets.templates import ALIGNMENT
 
@@ -61,19 +61,8 @@ class _MixBuilder(_LlavaBuilder):
                         "storage)", self.name, other, other + len(records), "lack" if self.with_image else "have",
                         self.partner)
         if self.with_image:
-            self.probe_images(self._parsable(records), self.locate)
+            self.probe_parsed(records, self.parse, self.locate)
         return self.dataset(records, self.sample)
-
-    def _parsable(self, records) -> list:
-        good = []
-        for raw in records[:100]:
-            try:
-                good.append(self.parse(raw))
-            except BadRecord:
-                continue
-            if len(good) == PROBE:
-                break
-        return good
 
     def parse(self, raw) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
         """(path, index, record) -> the llava builders' record ((image names), [(question, answer)])."""
