@@ -162,20 +162,21 @@ def percentiles(values: list[int]) -> str:
     return f"p50 {pick(0.5)}  p90 {pick(0.9)}  p99 {pick(0.99)}  max {ordered[-1]}"
 
 
-def prompt_style(cfg, new_style: bool, problems: list[str]) -> tuple[object, PromptStyle]:
-    """(tokenizer, the PromptStyle training would use); a configured field that differs from the
-    checkpoint's record is a problem unless `new_style`."""
+def prompt_style(cfg, new_style: bool, problems: list[str]) -> tuple[object, PromptStyle, str]:
+    """(tokenizer, the PromptStyle training would use, the checkpoint that records one or ""); a
+    configured field that differs from the checkpoint's record is a problem unless `new_style`."""
     from tinygpt.models import weights
     from tinygpt.models.build import _template_from_tokenizer, load_tokenizer, resolve_prompt_style
     from tinygpt.common.config import require_file
 
-    model_cfg = cfg.model
+    model_cfg, origin = cfg.model, ""
     tokenizer = load_tokenizer(require_file(cfg.source, "model.llm.tokenizer", model_cfg.llm.tokenizer))
     _template_from_tokenizer(model_cfg, tokenizer)
     for path in reversed(model_cfg.ckpt):
         recorded = weights.recorded_style(require_file(cfg.source, "model.ckpt", path))
         if not recorded:
             continue
+        origin = path
         for name, key in PromptStyle.CONFIG_KEYS.items():
             value = getattr(model_cfg, key)
             if name in recorded and value is not None and value != recorded[name] and not new_style:
@@ -183,7 +184,7 @@ def prompt_style(cfg, new_style: bool, problems: list[str]) -> tuple[object, Pro
                                 f"fine-tune would teach a new prompt format (leave it unset to take the "
                                 f"checkpoint's; --new-style if the stage changes it on purpose)")
         break
-    return tokenizer, resolve_prompt_style(model_cfg, cfg.source, warn=False)
+    return tokenizer, resolve_prompt_style(model_cfg, cfg.source, warn=False), origin
 
 
 def run(cfg, samples: int, max_records: Optional[int], new_style: bool, out=print) -> list[str]:
@@ -193,9 +194,10 @@ def run(cfg, samples: int, max_records: Optional[int], new_style: bool, out=prin
     # Visual tokens per image, from the architecture itself (on meta: no memory, no weights); a
     # copy, because building fills the config's unset prompt-style fields with defaults.
     n_query = tinygpt.build_model(copy.deepcopy(cfg), "meta").n_visual_tokens
-    tokenizer, style = prompt_style(cfg, new_style, problems)
+    tokenizer, style, origin = prompt_style(cfg, new_style, problems)
     checker = Checker(cfg, tokenizer, style, n_query)
     out(f"check {cfg.source}")
+    out(f"checkpoint to fine-tune: {origin or 'none recording a prompt style'}")
     out(f"prompt style: {style.describe()}; max_txt_len {style.max_txt_len}, max_context_len "
         f"{style.max_context_len}; {n_query} visual tokens per image")
     if style.template and IMAGE_SLOT in style.template:
