@@ -200,3 +200,15 @@ def test_a_table_without_usable_columns_is_a_config_error_naming_the_key(tmp_pat
     pq.write_table(pa.table({"image": [b"x"], "label": [1]}), tmp_path / "t.parquet")
     with pytest.raises(ConfigError, match=r"datasets\.mine\.storage: .*t\.parquet needs 'question' \+ 'answer'"):
         build("parquet", dataset_config([tmp_path / "t.parquet"]))
+
+
+def test_a_turn_holding_the_turn_separator_or_a_text_record_marking_an_image_is_skipped(tmp_path):
+    records = [{"id": 1, "conversations": [{"from": "human", "value": "what is !@# in bash?"},
+                                           {"from": "gpt", "value": "nothing"}]},
+               {"id": 2, "conversations": [{"from": "human", "value": "<ImageHere> hi"}, {"from": "gpt", "value": "x"}]},
+               {"id": 3, "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}]
+    (tmp_path / "mix.json").write_text(json.dumps(records))
+    ds = build("llava_mix_text", dataset_config([tmp_path / "mix.json"]))
+    batches, counter = drain_epoch(ds)
+    assert [b["answer"] for b in batches] == [["hello"]]  # the training step would split "!@#" as a turn
+    assert counter.counts() == {"mine": {"malformed record": 2}}

@@ -30,8 +30,9 @@ from tinygpt.common.config import ConfigError
 from tinygpt.common.registry import registry
 from tinygpt.datasets.base import BadRecord, Builder, DataError, ImageUnreadable, RecordDataset, _text_chars
 from tinygpt.datasets.captions import _ShortCaptionBuilder
-from tinygpt.datasets.conversation import _LlavaBuilder, _turns
+from tinygpt.datasets.conversation import _LlavaBuilder
 from tinygpt.datasets.jsonl_vqa import vqa_fields
+from tinygpt.datasets.llava_mix import checked_turns
 from tinygpt.datasets.vqa import _VQABuilder
 
 IMAGE_COLUMN = "image"
@@ -86,10 +87,7 @@ class _RowConversation(_RowImage, _LlavaBuilder):
                 turns = json.loads(turns)
             except ValueError:
                 raise BadRecord(f"{path}: record {where} field 'conversations' is not JSON") from None
-        try:
-            return cell, _turns({"conversations": turns}, path, where)
-        except DataError as e:
-            raise BadRecord(str(e)) from None
+        return cell, checked_turns({"conversations": turns}, path, where)
 
 
 class _RowCaption(_RowImage, _ShortCaptionBuilder):

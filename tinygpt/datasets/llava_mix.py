@@ -30,12 +30,24 @@ import logging
 import random
 
 from tinygpt.common.registry import registry
-from tinygpt.conversation.protocol import CONNECT_SYM
+from tinygpt.conversation.protocol import CONNECT_SYM, IMAGE_SLOT
 from tinygpt.datasets.base import BadRecord, DataError, require
 from tinygpt.datasets.conversation import _LlavaBuilder, _turns
 from tinygpt.datasets.templates import ALIGNMENT
 
 log = logging.getLogger(__name__)
+
+
+def checked_turns(rec, path: str, index) -> list[tuple[str, str]]:
+    """The (question, answer) exchanges of a LLaVA-format record (conversation.py's reading), or
+    BadRecord: also for text that holds the turn separator, which would mis-pair the turns."""
+    try:
+        turns = _turns(rec, path, index)
+    except DataError as e:
+        raise BadRecord(str(e)) from None
+    if any(CONNECT_SYM in text for pair in turns for text in pair):
+        raise BadRecord(f"{path}: record {index} holds {CONNECT_SYM!r}, the separator multi-turn samples join turns with")
+    return turns
 
 
 def has_image(rec) -> bool:
@@ -67,8 +79,8 @@ class _MixBuilder(_LlavaBuilder):
     def parse(self, raw) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
         """(path, index, record) -> the llava builders' record ((image names), [(question, answer)])."""
         path, index, rec = raw
+        turns = checked_turns(rec, path, index)
         try:
-            turns = _turns(rec, path, index)
             image = require(rec, "image", path, index, str) if self.with_image else ""
         except DataError as e:
             raise BadRecord(str(e)) from None
@@ -98,8 +110,8 @@ class LlavaMixTextBuilder(_MixBuilder):
 
     def sample(self, raw, rng: random.Random) -> dict:
         _, turns = self.parse(raw)
-        if any("<image>" in q for q, _ in turns):
-            raise BadRecord(f"{raw[0]}: record {raw[1]} has no 'image' but its conversation holds <image>")
+        if any(mark in q for q, _ in turns for mark in ("<image>", IMAGE_SLOT)):
+            raise BadRecord(f"{raw[0]}: record {raw[1]} has no 'image' but its conversation marks one")
         return {"instruction_input": CONNECT_SYM.join(q.strip() for q, _ in turns),
                 "answer": CONNECT_SYM.join(a for _, a in turns), "connect_sym": CONNECT_SYM}
 
