@@ -77,6 +77,7 @@ def _checkpoint_with_style(path: Path, **style) -> str:
 @pytest.mark.parametrize("change, problem", [
     ({"end_sym": "<|endoftext|>"}, r"datasets\.mine: 12 sample\(s\) lack the end marker '<\|endoftext\|>' in their labels"),
     ({"max_txt_len": 2}, r"datasets\.mine: 12 sample\(s\) lack the end marker '###' in their labels"),
+    ({"vision_size": 56}, r"datasets\.mine\.vis_processor\.image_size gives 56 px images but model\.vision\.image_size is 28"),
     ({"ckpt": "stage3"}, r"model\.prompt_template is '\[INST\] \{\} \[/INST\]' but .*base\.safetensors was trained "
                          r"with '###Human: \{\} ###Assistant: '"),
 ])
@@ -85,10 +86,11 @@ def test_what_would_make_training_wrong_exits_1_with_one_line_each(tmp_path, tin
     data.mkdir()
     write_vqa_jsonl(data / "train.jsonl", write_images(data, 3), awkward=False)
     options = dict(change)
+    size = options.pop("vision_size", 28)
     if options.pop("ckpt", None):
         options["ckpt"] = [_checkpoint_with_style(tmp_path / "base.safetensors", template="###Human: {} ###Assistant: ")]
     stage = write_stage(tmp_path / "stage.yaml", tiny_root,
-                        {"mine": {"builder": "vqa_jsonl", "storage": [str(data / "train.jsonl")], "vis_processor": vis()}},
+                        {"mine": {"builder": "vqa_jsonl", "storage": [str(data / "train.jsonl")], "vis_processor": vis(size)}},
                         **options)
     assert check(["--cfg-path", str(stage), "--samples", "1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -16,7 +16,7 @@ truncation rate at max_txt_len / max_context_len, token-length percentiles and s
 Exit status 1, with one `problem:` line each on stderr, when training would learn the wrong thing:
 a sample with no supervised token, an answer whose labels lack the end marker (cut by max_txt_len,
 or an end marker the layout masks, such as a pad token), an instruction without the image slot, no
-readable record, or a prompt style that differs from the checkpoint being fine-tuned (pass
+readable record, images of another size than the tower's, or a prompt style that differs from the checkpoint being fine-tuned (pass
 `--new-style` when a stage changes it on purpose, as TinyGPT-V's stage 4 does).  Exit 2: a
 config that does not build (one line, as train.py would fail).
 """
@@ -61,6 +61,7 @@ class EntryFigures:
     no_labels: list = field(default_factory=list)  # record indices
     no_end: list = field(default_factory=list)
     unencodable: list = field(default_factory=list)  # (index, reason)
+    image_sizes: set = field(default_factory=set)  # what vis_processor made of the images
 
 
 class Checker:
@@ -106,6 +107,8 @@ class Checker:
             batch = collate([sample])  # what a batch of this record is (skips ride along)
             figures.skipped += [(kind, detail) for _, kind, detail in batch.pop(skips.SKIPS_KEY, [])]
             if batch:
+                if "image" in batch:
+                    figures.image_sizes.add(tuple(batch["image"].shape[-2:]))
                 self.measure(figures, index, batch)
 
     def measure(self, figures: EntryFigures, index: int, batch: dict) -> None:
@@ -256,6 +259,10 @@ def run(cfg, samples: int, max_records: Optional[int], new_style: bool, out=prin
                              f"masked): the model would not learn to stop", f.no_end)):
             if found:
                 problems.append(f"datasets.{f.name}: {len(found)} sample(s) {what}; e.g. record {found[0]}")
+        size = cfg.model.vision.image_size
+        if f.image_sizes - {(size, size)}:
+            problems.append(f"datasets.{f.name}.vis_processor.image_size gives {sorted(f.image_sizes)[0][0]} px images "
+                            f"but model.vision.image_size is {size}")
         if f.unencodable:
             index, reason = f.unencodable[0]
             problems.append(f"datasets.{f.name}: {len(f.unencodable)} sample(s) cannot be laid out; e.g. record "
