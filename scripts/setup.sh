@@ -12,13 +12,14 @@ fi
 if ! .venv/bin/python -c "
 import importlib.util, sys
 sys.exit(any(importlib.util.find_spec(m) is None for m in
-             ('tinygpt', 'torch', 'transformers', 'peft', 'gradio', 'openai', 'onnx', 'onnxscript', 'onnxruntime')))
+             ('tinygpt', 'torch', 'transformers', 'peft', 'gradio', 'openai', 'onnx', 'onnxscript', 'onnxruntime',
+              'datasets')))
 " 2>/dev/null; then
   .venv/bin/pip install -q --upgrade pip
   # Pinned CPU build: an unpinned torch would resolve to a multi-GB CUDA wheel.  GPU/NPU users
   # install their own torch first (README "Install"); a torch already present is kept.
   .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
-  .venv/bin/pip install -q -e '.[serve,quant,dev]'
+  .venv/bin/pip install -q -e '.[serve,quant,dev,data]'
 fi
 if [ "${1:-}" = "--browser" ] && [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -12,7 +12,7 @@ from tinygpt.evaluation.runner import benchmark, family_members
 def test_every_benchmark_is_one_complete_module():
     names = benchmark_names()
     assert set(names) == {"vqav2", "okvqa", "gqa", "vizwiz", "iconqa", "vsr", "hateful_memes",
-                          "refcoco", "refcoco+", "refcocog", "coco_caption"}
+                          "refcoco", "refcoco+", "refcocog", "coco_caption", "vqa_jsonl"}
     for name in names:
         cls = benchmark(name)
         assert issubclass(cls, Scorer) and cls.name == name

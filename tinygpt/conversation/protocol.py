@@ -288,6 +288,12 @@ def encode(style: PromptStyle, tokenizer, dialogue: Dialogue, n_query: int) -> L
     return Layout(ids, labels, attention, image_at)
 
 
+def encode_all(style: PromptStyle, tokenizer, dialogues: Sequence[Dialogue], n_query: int) -> list[Layout]:
+    """The layout of each dialogue, `n_query` visual slots where it has an image: what the model's
+    training step and the data dry run (`python -m tinygpt.datasets check`) both lay out."""
+    return [encode(style, tokenizer, d, n_query if d.has_image else 0) for d in dialogues]
+
+
 def _tokens(tokenizer, text: str, specials: bool = False) -> list[int]:
     if not text and not specials:
         return []

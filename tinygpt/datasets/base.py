@@ -25,7 +25,7 @@ from tinygpt.datasets.templates import INSTRUCTION, load_prompts, wrap
 from tinygpt.processors import build_processor
 
 # After this many unreadable images in a row the problem is the configuration, not a bad file.
-_PROBE = 20  # records whose images are looked for at build time
+PROBE = 20  # records whose images are looked for at build time
 
 
 class DataError(UserError):
@@ -38,6 +38,15 @@ class ImageUnreadable(Exception):
     def __init__(self, kind: str, detail: str):
         super().__init__(f"{kind}: {detail}")
         self.kind, self.detail = kind, detail
+
+
+class BadRecord(ImageUnreadable):
+    """A record that cannot become a sample (not JSON, a field missing or of the wrong type): the
+    formats read lazily (jsonl_vqa.py, llava_mix.py, hf_formats.py) find it only when the epoch reaches it, so it is
+    skipped and counted like an unreadable image instead of ending the run."""
+
+    def __init__(self, detail: str):
+        super().__init__("malformed record", detail)
 
 
 def open_image(path: str) -> Image.Image:
@@ -182,7 +191,7 @@ class Builder:
 
         (One missing image is a skip; twenty out of twenty is a configuration error.)
         """
-        sample = records[:_PROBE]
+        sample = records[:PROBE]
         misses = []
         for rec in sample:
             try:
@@ -193,6 +202,23 @@ class Builder:
         if sample:
             raise ConfigError(f"{self.where('image_root')}: none of the first {len(sample)} images exists "
                               f"(e.g. {misses[0]}); is image_root right?")
+
+    def probe_parsed(self, raw: Sequence, parse: Callable[[Any], Any], locate: Callable[[Any], str]) -> None:
+        """probe_images for the formats parsed lazily: over the first records that parse (the
+        malformed ones are the epoch's to skip and count); none parsing is a wrong format."""
+        good, first_error = [], None
+        for rec in raw[:5 * PROBE]:
+            try:
+                good.append(parse(rec))
+            except BadRecord as exc:
+                first_error = first_error or exc.detail
+                continue
+            if len(good) == PROBE:
+                break
+        if raw and not good:
+            raise DataError(f"datasets.{self.name}: none of the first {min(len(raw), 5 * PROBE)} records is "
+                            f"usable, e.g. {first_error}")
+        self.probe_images(good, locate)
 
     def dataset(self, records: Sequence, make_sample: Callable[[Any, random.Random], dict]) -> "RecordDataset":
         if not records:

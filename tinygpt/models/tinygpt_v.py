@@ -20,7 +20,7 @@ from transformers import LogitsProcessorList, PretrainedConfig, RepetitionPenalt
 from ..common.config import ModelConfig
 from ..common.registry import registry
 from ..conversation.packing import pack_rows
-from ..conversation.protocol import Dialogue, PromptStyle, encode, pad_rows, sample_dialogues
+from ..conversation.protocol import Dialogue, PromptStyle, encode_all, pad_rows, sample_dialogues
 from . import components, sequences
 from .components import Component
 from .connectors import build_connector
@@ -162,8 +162,7 @@ class TinyGPTV(nn.Module):
         if self.tokenizer is None:
             raise RuntimeError("this model was built without a tokenizer (model.llm.tokenizer is not set)")
         dialogues = [Dialogue.single(d) if isinstance(d, str) else d for d in dialogues]
-        style = self.style
-        rows = [encode(style, self.tokenizer, d, n_query if d.has_image else 0) for d in dialogues]
+        rows = encode_all(self.style, self.tokenizer, dialogues, n_query)
         generating = dialogues[0].generating
         if any(d.generating != generating for d in dialogues):
             raise ValueError("a batch mixes generation prompts and training samples")
