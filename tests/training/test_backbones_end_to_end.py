@@ -4,10 +4,12 @@ tinygpt config, loads with every key placed, trains (the loss falls), resumes ex
 through `model.generate` with the prompt style its checkpoint records."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 import torch
+from safetensors import safe_open
 
 import tinygpt
 from backbones import save_llm, save_tower
@@ -91,6 +93,11 @@ def test_backbone_loads_trains_resumes_and_answers(tiny_root, tmp_path, family, 
     curve = [float(line.split('"loss": ')[1].split(",")[0])
              for line in open(tmp_path / "full" / "metrics.jsonl")]
     assert curve[-1] < curve[0], curve
+    # Both checkpoint kinds record which Linears carry LoRA (models/lora.py).
+    with safe_open(summary["checkpoint"], "pt") as f:
+        assert json.loads(f.metadata()["lora_targets"]) == list(model.lora_targets.modules)
+    step = torch.load(tmp_path / "full" / "checkpoint_step0000008.pt", weights_only=True)
+    assert step["lora_targets"] == json.dumps(list(model.lora_targets.modules))
 
     # Killed after step 5 (mid-epoch), resumed from step 4's checkpoint: the same final weights.
     part = runner(backbone_config(tiny_root, tmp_path, family, tower, connector, tmp_path / "part"))

@@ -100,8 +100,9 @@ class LoRAConfig:
     r: int = ranged(0, 0)  # 0 = no LoRA (TinyGPT-V stage 1)
     alpha: int = 16
     dropout: float = ranged(0.05, 0.0, 1.0, below=True)
-    # Module names to adapt; null = the LLM family's attention projections (models/llm.py), plus its
-    # MLP projections with `mlp: true` (TinyGPT-V's Phi: query_key_value, dense).
+    # Linear names to adapt; null = the defaults (models/lora.py): TinyGPT-V's Phi: query_key_value,
+    # dense (+ fc1, fc2 with `mlp`); any other LLM: peft's default for its model_type, else (and with
+    # `mlp: true`) every Linear but the LM head (peft's all-linear: attention and MLP blocks).
     targets: Optional[list[str]] = None
     mlp: bool = False
 

@@ -67,7 +67,8 @@ class TinyGPTV(nn.Module):
         if cfg.llm.family == AUTO_FAMILY:
             keep_norms_fp32(self.llm)  # TinyGPT-V's Phi has fp32 norm classes of its own
         self.llm.get_output_embeddings().register_forward_pre_hook(_contiguous_input)
-        inject_lora(self.llm, cfg.llm.lora, family_of(self.llm), source)
+        # Which Linears carry LoRA (None without): recorded in checkpoints, shown by tinygpt.inspect.
+        self.lora_targets = inject_lora(self.llm, cfg.llm.lora, family_of(self.llm), source)
         self.apply_trainable()
 
     # ------------------------------------------------------------------ what trains
