@@ -103,8 +103,11 @@ def adapted_modules(named: dict[str, object] | nn.Module) -> tuple[str, ...]:
     """Last name components of the modules carrying LoRA, from a module or from parameter names
     (`...q_proj.lora_A.default.weight` -> `q_proj`), sorted."""
     if isinstance(named, nn.Module):
-        return tuple(sorted({n.rpartition(".")[2] for n, m in named.named_modules() if isinstance(m, LoraLayer)}))
-    return tuple(sorted({n.split(".lora_")[0].rpartition(".")[2] for n in named if ".lora_" in n}))
+        paths = [n for n, m in named.named_modules() if isinstance(m, LoraLayer)]
+    else:
+        paths = [n.split(".lora_")[0] for n in named if ".lora_" in n]
+    # A wrapper nested in another (peft's MoE expert tensors) names the same module.
+    return tuple(sorted({p.replace(".base_layer", "").rpartition(".")[2] for p in paths}))
 
 
 def _peft_default(llm: nn.Module, model_type: str) -> list[str] | str | None:
@@ -147,7 +150,11 @@ def inject_lora(llm: nn.Module, cfg: LoRAConfig, family: str, source: str = "<co
     spec, origin = choose_targets(llm, cfg, family, source)
     lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=spec, bias="none")
     lora._register_custom_module({nn.Linear: FoldedLoraLinear})  # peft's hook for a custom LoRA layer class
-    inject_adapter_in_model(lora, llm)
+    try:
+        inject_adapter_in_model(lora, llm)
+    except ValueError as exc:  # peft refuses a module (e.g. Mamba's out_proj): the user picks others
+        raise UserError(f"{source}: LoRA on {origin}: peft refuses it ({' '.join(str(exc).split())}); set "
+                        f"{TARGETS_KEY} to the modules to adapt") from None
     targets = LoraTargets(adapted_modules(llm), origin)
     log.info("LoRA r %d on the %s LLM's %s (%s)", cfg.r, family, ", ".join(targets.modules), origin)
     return targets
@@ -157,7 +164,9 @@ def merge_lora(llm: nn.Module) -> int:
     """Fold every injected LoRA adapter into its base Linear and put the plain Linear back.
     Returns the number of layers merged."""
     wrapped = [(name, m) for name, m in llm.named_modules() if isinstance(m, LoraLayer)]
-    for name, module in wrapped:
+    # Innermost first: peft nests its wrappers of MoE expert tensors (`experts.base_layer.base_layer`),
+    # and an outer one unwrapped first would leave the inner one pointing back at its own base.
+    for name, module in reversed(wrapped):
         module.merge(safe_merge=True)  # safe_merge: refuse (raise) if the merge produced NaNs
         parent_name, _, child = name.rpartition(".")
         setattr(llm.get_submodule(parent_name) if parent_name else llm, child, module.get_base_layer())
