@@ -1,4 +1,5 @@
-"""Every model type of transformers' causal-LM auto mapping as `model.llm` (benchmarks/backbones.py):
+"""Every model type of transformers' causal-LM auto mapping as `model.llm`, and a list of vision
+models as `model.vision.kind: hf` (benchmarks/backbones.py):
 a tiny random config of its own class, saved with save_pretrained, joined to a tiny tower, LoRA with
 the defaults, train steps on a fixed batch (loss finite and falling), saved, rebuilt for inference
 from the files (the same loss), generating.  Each type must do what docs/backbones.md's table
@@ -7,14 +8,10 @@ reason is printed.  A type the table does not know yet must work or be one trans
 make tiny.  After a transformers upgrade: `python -m benchmarks.backbones --record`."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from benchmarks.backbones import RECORDED, causal_lm_types, walk_llm
-
-ROWS = {r["family"]: r for r in json.loads(RECORDED.read_text())["rows"]}
+from benchmarks.backbones import TOWER_TYPES, causal_lm_types, recorded, walk_llm, walk_tower
 # transformers itself cannot give (or run) a tiny model of the type
 NOT_OURS = ("tiny config", "instantiate", "transformers' own forward")
 
@@ -28,15 +25,25 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def check(row: dict, recorded_row: dict | None) -> None:
+    print(f"{row['family']}: {'works' if row['works'] else row['stage'] + ': ' + row['why']} ({row['seconds']} s)")
+    if recorded_row is None:
+        assert row["works"] or row["stage"] in NOT_OURS, row
+    else:
+        assert (row["works"], row["stage"]) == (recorded_row["works"], recorded_row["stage"]), (row, recorded_row)
+    if row["works"]:
+        assert row["lora"] and "lm_head" not in row["lora"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", causal_lm_types())
 def test_every_causal_lm_family(family, tmp_path, one_thread):
-    row = walk_llm(family, tmp_path)
-    print(f"{family}: {'works' if row['works'] else row['stage'] + ': ' + row['why']} ({row['seconds']} s)")
-    recorded = ROWS.get(family)
-    if recorded is None:
-        assert row["works"] or row["stage"] in NOT_OURS, row
-    else:
-        assert (row["works"], row["stage"]) == (recorded["works"], recorded["stage"]), (row, recorded)
-    if row["works"]:
-        assert row["lora"] and "lm_head" not in row["lora"]
+    check(walk_llm(family, tmp_path), recorded("llm").get(family))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tower", TOWER_TYPES)
+def test_vision_towers_through_kind_hf(tower, tmp_path, one_thread):
+    """Each tower's features are transformers' own penultimate hidden states without the prefix
+    tokens, and it trains, reloads and answers (benchmarks/backbones.py walk_tower)."""
+    check(walk_tower(tower, tmp_path), recorded("towers").get(tower))

@@ -32,7 +32,11 @@ COMBOS = [
     ("gemma2", "clip", "mlp"),
     ("stablelm", "eva_vit_g", "qformer"),
     ("phi", "eva_vit_g", "mlp"),
+    # An `hf` tower (DINOv2 with registers, width 24) into a Llama of width 48 through a resampler.
+    ("llama", "dinov2", "resampler"),
 ]
+HF_TOWERS = {"dinov2": dict(hidden_size=24, num_register_tokens=4)}  # tower -> its shape; kind `hf`
+WIDER_LLM = dict(hidden_size=48)  # the LLM's width beside an `hf` tower: every width differs
 FAST = {COMBOS[0], COMBOS[2]}
 
 
@@ -41,14 +45,16 @@ def backbone_config(root, tmp, family: str, tower: str, connector: str, out, **r
     cfg = tiny_config(root)
     llm_dir, tower_dir = tmp / f"llm-{family}", tmp / f"tower-{tower}"
     if not llm_dir.exists():
-        save_llm(family, llm_dir, vocab_size=VOCAB)
+        save_llm(family, llm_dir, vocab_size=VOCAB, **(WIDER_LLM if tower in HF_TOWERS else {}))
     m = cfg.model
     m.llm.family, m.llm.hf_config, m.llm.weights = "auto", str(llm_dir), str(llm_dir)
     m.llm.lora.dropout = 0.0  # dropout masks would differ between the runs compared
-    m.vision.kind = tower
+    m.vision.kind = "hf" if tower in HF_TOWERS else tower
+    if tower in HF_TOWERS:
+        m.vision.normalization = "clip"
     if tower != "eva_vit_g":
         if not tower_dir.exists():
-            save_tower(tower, tower_dir)
+            save_tower(tower, tower_dir, **HF_TOWERS.get(tower, {}))
         m.vision.hf_config = m.vision.weights = str(tower_dir)
         m.vision.ln_vision, m.vision.keep_cls = False, False  # LLaVA's recipe: patch tokens only
     m.connector.kind = connector

@@ -29,7 +29,7 @@ from .lora import inject_lora
 from .projector import Projector
 from .qformer import CELL_HEAD, build_qformer
 from .sequences import splice_visual
-from .vision import LN_VISION_EPS, build_vision_tower, n_patch_tokens, tower_features
+from .vision import LN_VISION_EPS, build_vision_tower, n_patch_tokens, prefix_tokens, tower_features
 
 
 @registry.register("model", "tinygpt_v")
@@ -129,7 +129,8 @@ class TinyGPTV(nn.Module):
         if self.qformer is not None:
             return self.cfg.qformer.num_query_tokens
         v = self.cfg.vision
-        return self.projector.n_visual_tokens(n_patch_tokens(v.kind, v.image_size, v.patch_size, v.keep_cls))
+        return self.projector.n_visual_tokens(n_patch_tokens(v.kind, v.image_size, v.patch_size, v.keep_cls,
+                                                             prefix_tokens(self.visual_encoder, v.kind)))
 
     @property
     def max_positions(self) -> int:

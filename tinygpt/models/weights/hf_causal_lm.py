@@ -9,7 +9,7 @@ A directory with `model.safetensors`, a sharded `model.safetensors.index.json` o
   * rotary `inv_freq` buffers (older files): recomputed from the config, ignored.
 Keys a family's files spell differently from its module names (GPT-NeoX's `embed_out` for `lm_head`,
 legacy prefixes) are renamed by transformers' own checkpoint renamings for that model
-(`conversion_mapping`).  Persistent buffers the file holds (Gemma-4's `layer_scalar`, MoE routers'
+(weights/hf_names.py).  Persistent buffers the file holds (Gemma-4's `layer_scalar`, MoE routers'
 `e_score_correction_bias`) are copied into the model's buffers after the parameters.  A directory
 whose layout needs transformers' tensor *conversions* (MoE files keep one tensor per expert, the
 model fuses them) is read by transformers itself (`from_pretrained`, which applies them), and its
@@ -24,10 +24,9 @@ import os
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
-from transformers.conversion_mapping import get_model_conversion_mapping
-from transformers.core_model_loading import WeightRenaming, apply_renamings
 
 from .files import TensorSource, open_weights
+from .hf_names import renamer
 from .plan import Plan, apply, check
 from .report import WeightLoadError
 
@@ -43,9 +42,9 @@ def ties_head(llm: nn.Module) -> bool:
 
 def plan_hf_causal_lm(source: TensorSource, model: nn.Module) -> Plan:
     plan = Plan("hf-causal-lm")
-    tied, renamings, buffers = ties_head(model.llm), _renamings(model.llm), _persistent_buffers(model.llm)
+    tied, rename, buffers = ties_head(model.llm), renamer(model.llm), _persistent_buffers(model.llm)
     for key in source.keys():
-        name = apply_renamings(key, renamings)
+        name = rename(key)
         if tied and name == "lm_head.weight":
             plan.ignored[key] = "tied to model.embed_tokens.weight (tie_word_embeddings)"
         elif name.endswith("rotary_emb.inv_freq"):
@@ -58,11 +57,6 @@ def plan_hf_causal_lm(source: TensorSource, model: nn.Module) -> Plan:
     return plan
 
 
-def _renamings(llm: nn.Module) -> list[WeightRenaming]:
-    """transformers' key renamings for this model's checkpoints (file key -> module name)."""
-    return [t for t in get_model_conversion_mapping(llm) if isinstance(t, WeightRenaming)]
-
-
 def _persistent_buffers(llm: nn.Module) -> dict[str, torch.Tensor]:
     """The buffers a state dict of `llm` holds (inv_freq-style ones are not persistent), by the name
     they have without LoRA (a router `gate` Linear carrying LoRA keeps its buffer under `base_layer`)."""
@@ -72,8 +66,8 @@ def _persistent_buffers(llm: nn.Module) -> dict[str, torch.Tensor]:
 
 def _load(model: nn.Module, source: TensorSource, plan: Plan):
     """Check and copy the parameters, then the buffers (shapes checked before anything is copied)."""
-    buffers, renamings = _persistent_buffers(model.llm), _renamings(model.llm)
-    copies = {apply_renamings(k, renamings): k for k, why in plan.ignored.items() if why == BUFFER}
+    buffers, rename = _persistent_buffers(model.llm), renamer(model.llm)
+    copies = {rename(k): k for k, why in plan.ignored.items() if why == BUFFER}
     wrong = [f"{k} {list(source.shape(k))} -> llm.{n} {list(buffers[n].shape)}"
              for n, k in copies.items() if tuple(source.shape(k)) != tuple(buffers[n].shape)]
     if wrong:
