@@ -6,31 +6,22 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (
-    AutoModel,
-    ConvNextConfig,
-    DeiTConfig,
-    Dinov2WithRegistersConfig,
-    LlamaConfig,
-    ViTConfig,
-)
+import transformers as tf
 
-from backbones import perturbed
+from backbones import TOWER, perturbed
 from models.test_llm_families import Holder
 from tinygpt.common.config import ConfigError, VisionConfig
 from tinygpt.models import vision
 from tinygpt.models.weights import load_hf_vision
 
-SIZES = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=28,
-             patch_size=14)
 # config, tokens in front of the 2 x 2 patch grid
-TOWERS = {"vit": (ViTConfig(**SIZES), 1), "deit": (DeiTConfig(**SIZES), 2),
-          "dinov2_registers": (Dinov2WithRegistersConfig(**SIZES, num_register_tokens=4), 5)}
+TOWERS = {"vit": (tf.ViTConfig(**TOWER), 1), "deit": (tf.DeiTConfig(**TOWER), 2),
+          "dinov2_registers": (tf.Dinov2WithRegistersConfig(**TOWER, num_register_tokens=4), 5)}
 
 
 def saved(name, directory):
     torch.manual_seed(0)
-    model = perturbed(AutoModel.from_config(TOWERS[name][0]))
+    model = perturbed(tf.AutoModel.from_config(TOWERS[name][0]))
     model.save_pretrained(directory)
     return model
 
@@ -63,9 +54,7 @@ def test_features_are_the_towers_hidden_states(name, keep_cls, layer, tmp_path):
 
 
 def test_a_full_models_vision_config_is_taken_and_sizes_must_agree(tmp_path):
-    from transformers import CLIPConfig
-
-    CLIPConfig(vision_config={**SIZES}, text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+    tf.CLIPConfig(vision_config={**TOWER}, text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                                            num_attention_heads=4)).save_pretrained(tmp_path)
     tower = vision.build_vision_tower(cfg(tmp_path))
     assert tower.config.model_type == "clip_vision_model" and vision.prefix_tokens(tower, "hf") == 1
@@ -76,9 +65,9 @@ def test_a_full_models_vision_config_is_taken_and_sizes_must_agree(tmp_path):
 
 
 @pytest.mark.parametrize("config,why", [
-    (LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4),
+    (tf.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4),
      "does not take images as pixel_values"),
-    (ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, image_size=28, patch_size=14),
+    (tf.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, image_size=28, patch_size=14),
      r"does not return hidden states \[B, N, D\]"),
 ])
 def test_a_config_that_is_no_vit_style_tower_is_a_config_error(config, why, tmp_path):
