@@ -1,6 +1,6 @@
 """Tiny random backbones of every supported family, saved as Hugging Face directories (what a user
-brings), for the backbone tests: LLMs from each family's own transformers config class, CLIP and
-SigLIP towers."""
+brings), for the backbone tests: LLMs from each family's own transformers config class, CLIP,
+SigLIP and (as an `hf` tower) DINOv2-with-registers towers."""
 from __future__ import annotations
 
 import torch
@@ -8,6 +8,8 @@ from torch import nn
 from transformers import (
     CLIPVisionConfig,
     CLIPVisionModel,
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
     Gemma2Config,
     Gemma2ForCausalLM,
     LlamaConfig,
@@ -41,7 +43,9 @@ FAMILIES = {
 # width 32, 2 blocks of 4 heads, 28 px images in 14 px patches: a 2 x 2 grid.
 TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=28,
              patch_size=14)
-TOWERS = {"clip": (CLIPVisionConfig, CLIPVisionModel), "siglip": (SiglipVisionConfig, SiglipVisionModel)}
+# `dinov2`: a `model.vision.kind: hf` tower with 1 CLS + 4 register tokens in front of its patches.
+TOWERS = {"clip": (CLIPVisionConfig, CLIPVisionModel), "siglip": (SiglipVisionConfig, SiglipVisionModel),
+          "dinov2": (Dinov2WithRegistersConfig, Dinov2WithRegistersModel)}
 
 
 def perturbed(model: nn.Module) -> nn.Module:
@@ -66,7 +70,7 @@ def save_llm(family: str, directory, **shape) -> nn.Module:
 
 
 def save_tower(kind: str, directory, **shape) -> nn.Module:
-    """A vision-only CLIP / SigLIP tower saved with save_pretrained."""
+    """A vision-only CLIP / SigLIP / DINOv2-with-registers tower saved with save_pretrained."""
     config_class, model_class = TOWERS[kind]
     torch.manual_seed(0)
     model = perturbed(model_class(config_class(**{**TOWER, **shape})))

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 
 from .common import atomic
 from .common.checkpoint import save_weights
-from .common.config import Config, ConfigError, ModelConfig, load_config, to_yaml
+from .common.config import Config, ConfigError, ModelConfig, image_statistics, load_config, to_yaml
 from .common.errors import entry_point
 from .conversation.protocol import STYLE_KEY
 
@@ -132,7 +132,7 @@ def export_onnx(cfg: Config, out: str) -> str:
     tok = model.tokenizer
     model.tokenizer.save_pretrained(out)
     style = model.style
-    mean, std = IMAGE_STATS[cfg.model.vision.kind]
+    mean, std = IMAGE_STATS[image_statistics(cfg.model.vision)]
     manifest = {"image_size": size, "mean": list(mean), "std": list(std),
                 "style": {**json.loads(style.record()), "max_txt_len": style.max_txt_len,
                           "max_context_len": style.max_context_len},

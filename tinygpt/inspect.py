@@ -1,4 +1,5 @@
-"""Count a config's parameters per component on the meta device (seconds, no memory).
+"""Count a config's parameters per component on the meta device (seconds, no memory), and name the
+LLM's Linears that carry LoRA and why they were chosen (models/lora.py).
 
     python -m tinygpt.inspect --cfg-path train_configs/tinygptv_stage2.yaml [--json]
 """
@@ -39,12 +40,15 @@ def main(argv=None) -> int:
     cfg = tinygpt.load_config(args.cfg_path, args.options)
     model = tinygpt.build_model(cfg, "meta")
     rows = count_parameters(model)
+    lora = model.lora_targets
     if args.json:
-        print(json.dumps({"config": args.cfg_path, "parameters": rows}, indent=2))
+        targets = {"modules": list(lora.modules), "origin": lora.origin} if lora else None
+        print(json.dumps({"config": args.cfg_path, "parameters": rows, "lora_targets": targets}, indent=2))
         return 0
     print(f"{'component':<16}{'total':>16}{'trainable':>16}")
     for name, row in rows.items():
         print(f"{name:<16}{row['total']:>16,}{row['trainable']:>16,}")
+    print(f"LoRA targets: {', '.join(lora.modules)} ({lora.origin})" if lora else "LoRA targets: none (model.llm.lora.r is 0)")
     return 0
 
 

@@ -32,6 +32,9 @@ def test_every_tinygptv_yaml_keeps_the_tinygptv_backbone(path):
     ("  connector: {kind: perceiver}\n", "key 'model.connector.kind' is 'perceiver'; expected one of qformer, mlp"),
     ("  connector: {kind: resampler, num_queries: 0}\n", "key 'model.connector.num_queries' is 0; it must be >= 1"),
     ("  vision: {keep_cls: maybe}\n", "key 'model.vision.keep_cls'"),
+    ("  vision: {kind: hf}\n", "key 'model.vision.normalization' must be set for model.vision.kind hf"),
+    ("  vision: {normalization: imagenet}\n", "key 'model.vision.normalization' is 'imagenet'; expected one of "
+                                              "eva_vit_g, clip, siglip"),
 ])
 def test_bad_backbone_keys_name_file_and_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match="cfg.yaml: " + message):
@@ -45,3 +48,13 @@ def test_a_siglip_mlp_recipe_and_the_tokenizers_chat_template_are_accepted(tmp_p
     assert cfg.model.prompt_template == "chat_template"
     assert cfg.model.vision == VisionConfig(kind="siglip", hf_config="s.json", image_size=384, ln_vision=False)
     assert cfg.model.connector.kind == "mlp"
+
+
+def test_the_image_statistics_key_chooses_every_processors_mean_and_std(tmp_path):
+    from tinygpt.processors.build import eval_processor
+    from tinygpt.processors.image import IMAGE_STATS
+
+    model = load_config(write(tmp_path, "  vision: {kind: hf, normalization: siglip}\n")).model
+    assert (eval_processor(model).mean, eval_processor(model).std) == IMAGE_STATS["siglip"]
+    model.vision.kind, model.vision.normalization = "siglip", None  # unset: the kind's own
+    assert (eval_processor(model).mean, eval_processor(model).std) == IMAGE_STATS["siglip"]

@@ -71,3 +71,32 @@ def test_siglip_so400m_to_qwen2_5_0_5b_counted_by_hand():
     resampler = queries + kv_proj + 2 * layer + 2 * 896 + (896 * 896 + 896)  # + final LayerNorm, output Linear
     assert resampler == 21_190_400
     assert count(ConnectorConfig(kind="resampler", num_queries=64, depth=2, heads=8), siglip, qwen) == resampler
+
+
+# ----------------------------------------------------------------------------- in the model
+@pytest.mark.parametrize("kind", ["qformer", "mlp", "linear", "resampler"])
+def test_every_connector_joins_a_tower_and_an_llm_of_other_widths(kind, tiny_root, tmp_path):
+    """A DINOv2 tower of width 24 (1 CLS + 4 registers + 2 x 2 patches), the tiny Phi of width 64, a
+    Q-Former of width 32: visual tokens of the LLM's width, gradients to every connector weight."""
+    from backbones import save_tower
+    from tiny import mean_loss, tiny_model_config
+    from tinygpt.models.build import build_model
+
+    save_tower("dinov2", tmp_path / "dinov2", hidden_size=24, num_register_tokens=4)
+    cfg = tiny_model_config(tiny_root)
+    v = cfg.vision
+    v.kind, v.hf_config, v.ln_vision, v.keep_cls = "hf", str(tmp_path / "dinov2"), False, kind != "mlp"
+    cfg.connector.kind, cfg.connector.num_queries, cfg.connector.heads = kind, 3, 4
+    torch.manual_seed(0)
+    model = build_model(cfg, "cpu", load_weights=False).train()
+    assert (model.visual_encoder.config.hidden_size, model.llm.config.hidden_size) == (24, 64)
+    visual = model.encode_images(torch.randn(2, 3, 28, 28))
+    tokens = {"qformer": 4, "mlp": 4, "linear": 5 + 4, "resampler": 3}[kind]  # mlp: patches only
+    assert visual.shape == (2, tokens, 64) == (2, model.n_visual_tokens, 64)
+    mean_loss(model, {"image": torch.randn(2, 3, 28, 28), "answer": ["red", "blue"],
+                      "instruction_input": ["<Img><ImageHere></Img> colour?"] * 2}).backward()
+    connector = [model.projector] + ([model.qformer] if kind == "qformer" else [])
+    for part in connector:
+        for name, p in part.named_parameters():
+            if p.requires_grad:
+                assert p.grad is not None and p.grad.abs().sum() > 0, name

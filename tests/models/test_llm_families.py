@@ -1,13 +1,12 @@
 """Any HF causal LM as `model.llm` (tinygpt/models/llm.py, weights/hf_causal_lm.py): for each family a
 tiny random model from the family's own transformers config class, saved with save_pretrained, built
 with build_causal_lm and loaded through our loader: every key placed, logits equal to transformers'
-own; its LoRA targets exist and inject; its norms found and kept in fp32.
+own; its norms found and kept in fp32 (LoRA targets: test_lora_targets.py).
 """
 from __future__ import annotations
 
 import pytest
 import torch
-from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import save_file
 from torch import nn
 
@@ -106,21 +105,6 @@ def test_unreadable_config_is_a_user_error(tmp_path):
         llms.build_causal_lm(tmp_path / "config.json")
 
 
-# ----------------------------------------------------------------------------- LoRA targets
-# LoRA of rank r on a Linear(in, out) adds r * (in + out) parameters; r = 2, H = 32, k/v width 16,
-# MLP width 64, 2 layers.
-LORA_COUNTS = {
-    # q 2*(32+32) + k 2*(32+16) + v 2*(32+16) + dense 2*(32+32) = 448; fc1 2*(32+64) + fc2 = 384
-    "phi": (2 * 448, 2 * (448 + 384)),
-    # qkv_proj 2*(32+64) + o_proj 2*(32+32) = 320; gate_up_proj 2*(32+128) + down_proj 2*(64+32) = 512
-    "phi3": (2 * 320, 2 * (320 + 512)),
-    # q 128 + k 96 + v 96 + o 128 = 448; gate 2*(32+64) + up 192 + down 2*(64+32) = 576
-    **{family: (2 * 448, 2 * (448 + 576)) for family in ("qwen2", "llama", "gemma2", "stablelm")},
-    # TinyGPT-V's Phi (4 k/v heads): query_key_value 2*(32+96) + dense 128 = 384; fc1 2*(32+128) + fc2 = 640
-    "tinygptv_phi": (2 * 384, 2 * (384 + 640)),
-}
-
-
 def tinygptv_phi(tmp_path) -> nn.Module:
     config = phi.load_phi_config(str(phi.write_phi_config(tmp_path / "phi.json", 128, 32, 2, 4)))
     return phi.TinyGPTVPhiForCausalLM(config)
@@ -128,26 +112,6 @@ def tinygptv_phi(tmp_path) -> nn.Module:
 
 def family_model(family, tmp_path) -> nn.Module:
     return tinygptv_phi(tmp_path) if family == "tinygptv_phi" else reference(family)
-
-
-@pytest.mark.parametrize("family", LORA_COUNTS)
-@pytest.mark.parametrize("include_mlp", [False, True])
-def test_lora_targets_exist_and_inject(family, include_mlp, tmp_path):
-    model = family_model(family, tmp_path)
-    assert llms.family_of(model) == family
-    targets = llms.lora_targets(family, include_mlp)
-    leaves = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-    assert set(targets) <= leaves, f"{family}: {set(targets) - leaves} are not Linear modules"
-    inject_adapter_in_model(LoraConfig(r=2, lora_alpha=4, target_modules=targets), model)
-    lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
-    assert lora == LORA_COUNTS[family][include_mlp]
-
-
-def test_lora_targets_override_and_unknown_family():
-    assert llms.lora_targets("qwen2", include_mlp=True, override=["q_proj"]) == ["q_proj"]
-    assert llms.lora_targets("mamba", include_mlp=False, override=["in_proj"]) == ["in_proj"]
-    with pytest.raises(UserError, match="'mamba'.*set model.llm.lora.targets"):
-        llms.lora_targets("mamba", include_mlp=False)
 
 
 # ----------------------------------------------------------------------------- norms

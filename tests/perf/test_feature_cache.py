@@ -126,13 +126,16 @@ def test_trainable_towers_are_refused(tiny_root, tmp_path, flag):
     assert _task(_model(tiny_root)).feature_cache is None
 
 
-def test_cache_is_exact_for_a_tower_without_a_qformer(tiny_root, tmp_path):
-    # SigLIP + MLP: the cache holds the tower's features (what the connector starts from).
+@pytest.mark.parametrize("tower,kind,connector", [("siglip", "siglip", "mlp"), ("dinov2", "hf", "resampler")])
+def test_cache_is_exact_for_a_tower_without_a_qformer(tiny_root, tmp_path, tower, kind, connector):
+    # SigLIP + MLP, and a DINOv2 `hf` tower of width 24 + a resampler into the width-64 Phi: the cache
+    # holds the tower's features (what the connector starts from).
     from backbones import save_tower
 
-    save_tower("siglip", tmp_path / "siglip")
-    model = _model(tiny_root, **{"vision.kind": "siglip", "vision.hf_config": str(tmp_path / "siglip"),
-                                 "vision.ln_vision": False, "connector.kind": "mlp"})
+    save_tower(tower, tmp_path / tower, **({"hidden_size": 24} if tower == "dinov2" else {}))
+    model = _model(tiny_root, **{"vision.kind": kind, "vision.hf_config": str(tmp_path / tower),
+                                 "vision.ln_vision": False, "connector.kind": connector,
+                                 "connector.num_queries": 3, "connector.heads": 4})
     samples = _samples(model)
     ref_loss, ref_grads = _loss_and_grads(_task(model), model, samples)
     task = _task(model, tmp_path / "cache")

@@ -4,10 +4,12 @@ tinygpt config, loads with every key placed, trains (the loss falls), resumes ex
 through `model.generate` with the prompt style its checkpoint records."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 import torch
+from safetensors import safe_open
 
 import tinygpt
 from backbones import save_llm, save_tower
@@ -30,7 +32,11 @@ COMBOS = [
     ("gemma2", "clip", "mlp"),
     ("stablelm", "eva_vit_g", "qformer"),
     ("phi", "eva_vit_g", "mlp"),
+    # An `hf` tower (DINOv2 with registers, width 24) into a Llama of width 48 through a resampler.
+    ("llama", "dinov2", "resampler"),
 ]
+HF_TOWERS = {"dinov2": dict(hidden_size=24, num_register_tokens=4)}  # tower -> its shape; kind `hf`
+WIDER_LLM = dict(hidden_size=48)  # the LLM's width beside an `hf` tower: every width differs
 FAST = {COMBOS[0], COMBOS[2]}
 
 
@@ -39,14 +45,16 @@ def backbone_config(root, tmp, family: str, tower: str, connector: str, out, **r
     cfg = tiny_config(root)
     llm_dir, tower_dir = tmp / f"llm-{family}", tmp / f"tower-{tower}"
     if not llm_dir.exists():
-        save_llm(family, llm_dir, vocab_size=VOCAB)
+        save_llm(family, llm_dir, vocab_size=VOCAB, **(WIDER_LLM if tower in HF_TOWERS else {}))
     m = cfg.model
     m.llm.family, m.llm.hf_config, m.llm.weights = "auto", str(llm_dir), str(llm_dir)
     m.llm.lora.dropout = 0.0  # dropout masks would differ between the runs compared
-    m.vision.kind = tower
+    m.vision.kind = "hf" if tower in HF_TOWERS else tower
+    if tower in HF_TOWERS:
+        m.vision.normalization = "clip"
     if tower != "eva_vit_g":
         if not tower_dir.exists():
-            save_tower(tower, tower_dir)
+            save_tower(tower, tower_dir, **HF_TOWERS.get(tower, {}))
         m.vision.hf_config = m.vision.weights = str(tower_dir)
         m.vision.ln_vision, m.vision.keep_cls = False, False  # LLaVA's recipe: patch tokens only
     m.connector.kind = connector
@@ -91,6 +99,11 @@ def test_backbone_loads_trains_resumes_and_answers(tiny_root, tmp_path, family, 
     curve = [float(line.split('"loss": ')[1].split(",")[0])
              for line in open(tmp_path / "full" / "metrics.jsonl")]
     assert curve[-1] < curve[0], curve
+    # Both checkpoint kinds record which Linears carry LoRA (models/lora.py).
+    with safe_open(summary["checkpoint"], "pt") as f:
+        assert json.loads(f.metadata()["lora_targets"]) == list(model.lora_targets.modules)
+    step = torch.load(tmp_path / "full" / "checkpoint_step0000008.pt", weights_only=True)
+    assert step["lora_targets"] == json.dumps(list(model.lora_targets.modules))
 
     # Killed after step 5 (mid-epoch), resumed from step 4's checkpoint: the same final weights.
     part = runner(backbone_config(tiny_root, tmp_path, family, tower, connector, tmp_path / "part"))

@@ -39,15 +39,20 @@ def ranged(default, low=None, high=None, *, above=False, below=False):
 class VisionConfig:
     """The vision tower (models/vision.py).  `eva_vit_g` (the default): EVA ViT-g/14 as BLIP-2 uses it
     (39 of EVA-CLIP-g's 40 blocks), or a tiny stand-in, shaped by width/depth/heads/mlp_dim here;
-    `clip` / `siglip`: transformers' towers shaped by the config.json at `hf_config`."""
-    kind: str = "eva_vit_g"  # eva_vit_g | clip | siglip
-    hf_config: Optional[str] = None  # clip / siglip: a config.json (full model or vision-only), or its directory
-    image_size: int = ranged(224, 1)  # clip / siglip: must equal the hf_config's
+    `clip` / `siglip`: transformers' towers shaped by the config.json at `hf_config`; `hf`: any
+    transformers vision model returning hidden states (ViT, DINOv2, AIMv2, ...) by that config.json."""
+    kind: str = "eva_vit_g"  # eva_vit_g | clip | siglip | hf
+    hf_config: Optional[str] = None  # clip / siglip / hf: a config.json (full model or vision-only), or its directory
+    image_size: int = ranged(224, 1)  # clip / siglip / hf: must equal the hf_config's
     patch_size: int = ranged(14, 1)
     # Features: hidden state `feature_layer` (-1 last block, -2 penultimate: LLaVA's
     # mm_vision_select_layer), CLS token kept or dropped (LLaVA's "patch"; SigLIP has none).
     feature_layer: int = -1
     keep_cls: bool = True
+    # The image statistics (processors/image.py IMAGE_STATS entry: eva_vit_g, clip, siglip) images are
+    # normalised with; null = the kind's own.  Required for `hf`: the one whose mean/std its
+    # preprocessor_config.json gives.
+    normalization: Optional[str] = None
     ln_vision: bool = True  # BLIP-2's LayerNorm on the tower output: only the EVA recipe has it
     width: int = 1408
     depth: int = 39
@@ -100,8 +105,9 @@ class LoRAConfig:
     r: int = ranged(0, 0)  # 0 = no LoRA (TinyGPT-V stage 1)
     alpha: int = 16
     dropout: float = ranged(0.05, 0.0, 1.0, below=True)
-    # Module names to adapt; null = the LLM family's attention projections (models/llm.py), plus its
-    # MLP projections with `mlp: true` (TinyGPT-V's Phi: query_key_value, dense).
+    # Linear names to adapt; null = the defaults (models/lora.py): TinyGPT-V's Phi: query_key_value,
+    # dense (+ fc1, fc2 with `mlp`); any other LLM: peft's default for its model_type, else (and with
+    # `mlp: true`) every Linear but the LM head (peft's all-linear: attention and MLP blocks).
     targets: Optional[list[str]] = None
     mlp: bool = False
 
@@ -328,7 +334,7 @@ _CHOICES = {
     "run.precision": ("auto", "fp32", "bf16", "fp16"),
     "run.distributed_strategy": ("ddp", "fsdp"),
     "model.loss_reduction": ("token", "sample"),
-    "model.vision.kind": ("eva_vit_g", "clip", "siglip"),
+    "model.vision.kind": ("eva_vit_g", "clip", "siglip", "hf"),
     "model.llm.family": ("tinygptv_phi", "auto"),
     "model.connector.kind": ("qformer", "mlp", "linear", "resampler"),
     "model.vision.dtype": ("auto", "fp32", "bf16", "fp16"),
@@ -342,6 +348,13 @@ def _check_choices(cfg: Config) -> None:
         value = OmegaConf.select(OmegaConf.structured(cfg), dotted)
         if value not in allowed:
             raise ConfigError(f"{cfg.source}: key '{dotted}' is {value!r}; expected one of {', '.join(allowed)}")
+    vision = cfg.model.vision
+    if vision.normalization not in (None, *_STATS):
+        raise ConfigError(f"{cfg.source}: key 'model.vision.normalization' is {vision.normalization!r}; expected one "
+                          f"of {', '.join(_STATS)}")
+    if vision.kind == "hf" and vision.normalization is None:
+        raise ConfigError(f"{cfg.source}: key 'model.vision.normalization' must be set for model.vision.kind hf: "
+                          f"the image statistics its preprocessor_config.json gives ({', '.join(_STATS)})")
     _check_ranges(cfg, "", cfg.source)
     if cfg.model.prompt_template not in (None, FROM_TOKENIZER):
         try:
@@ -351,6 +364,14 @@ def _check_choices(cfg: Config) -> None:
     if IMAGE_SLOT not in cfg.model.image_placeholder:
         raise ConfigError(f"{cfg.source}: key 'model.image_placeholder' must contain {IMAGE_SLOT}; "
                           f"got {cfg.model.image_placeholder!r}")
+
+
+_STATS = ("eva_vit_g", "clip", "siglip")  # processors/image.py IMAGE_STATS' entries
+
+
+def image_statistics(vision: VisionConfig) -> str:
+    """The IMAGE_STATS entry a model's images are normalised with (`model.vision.normalization`)."""
+    return vision.normalization or vision.kind
 
 
 def _check_ranges(obj, prefix: str, source: str) -> None:

@@ -15,7 +15,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
-from tinygpt.common.config import Config, ConfigError
+from tinygpt.common.config import Config, ConfigError, image_statistics
 from tinygpt.common.registry import registry
 from tinygpt.datasets import skips
 from tinygpt.datasets.collate import collate
@@ -149,7 +149,7 @@ def build_dataset(name: str, cfg: Config, seed: Optional[int] = None, section: s
 
     dcfg = getattr(cfg, section)[name]
     # Images are normalised with the statistics of the model's own tower unless the YAML says otherwise.
-    dcfg.vis_processor.normalization = dcfg.vis_processor.normalization or cfg.model.vision.kind
+    dcfg.vis_processor.normalization = dcfg.vis_processor.normalization or image_statistics(cfg.model.vision)
     builder = registry.get("dataset", dcfg.builder or name)
     return builder(dcfg, name=name, seed=cfg.run.seed if seed is None else seed).build()
 

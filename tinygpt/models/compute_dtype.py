@@ -118,7 +118,9 @@ def _rows(cfg: ModelConfig, component) -> int | None:
     if component.attribute == LLM:
         return None
     if component.group == "vision":
-        return n_patch_tokens(cfg.vision.kind, cfg.vision.image_size, cfg.vision.patch_size, cfg.vision.keep_cls)
+        # An `hf` tower's prefix (CLS, registers) is a handful of rows: the grid decides the policy.
+        return n_patch_tokens(cfg.vision.kind, cfg.vision.image_size, cfg.vision.patch_size, cfg.vision.keep_cls,
+                              prefix=1 if cfg.vision.kind == "hf" else None)
     return cfg.qformer.num_query_tokens
 
 

@@ -1,19 +1,15 @@
-"""Any Hugging Face causal LM as the model's language model: built from its config.json, its LoRA
-targets per family, and its norm layers found (and kept in fp32) whatever their class.
+"""Any Hugging Face causal LM as the model's language model: built from its config.json, and its
+norm layers found (and kept in fp32) whatever their class.
 
     input_ids [B, T] or inputs_embeds [B, T, D_llm] -> logits [B, T, vocab]
 
 The family is the HF config's `model_type`; TinyGPT-V's own Phi subclass (models/phi.py, fused
-`query_key_value`) is the family "tinygptv_phi" (`family_of`).  Module names in `LORA_TARGETS` are
-those of transformers 5.x's modeling files (models/<type>/modeling_<type>.py); tests build every
-family and inject LoRA on them.
+`query_key_value`) is the family "tinygptv_phi" (`family_of`).  Its LoRA targets: models/lora.py.
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import nn
@@ -25,48 +21,15 @@ from .phi import TinyGPTVPhiForCausalLM, load_phi_config
 
 log = logging.getLogger(__name__)
 
-LORA_TARGETS_KEY = "model.llm.lora.targets"
 TINYGPTV_FAMILY = "tinygptv_phi"  # `model.llm.family`: TinyGPT-V's Phi-2 subclass (models/phi.py)
 AUTO_FAMILY = "auto"  # `model.llm.family`: any Hugging Face causal LM, by its config.json's model_type
 
 
-@dataclass(frozen=True)
-class LoraTargets:
-    """The Linear module names (last name component, as peft matches them) LoRA goes on."""
-
-    attention: tuple[str, ...]
-    mlp: tuple[str, ...]
-
-
-LORA_TARGETS: dict[str, LoraTargets] = {
-    # TinyGPT-V's Phi: one fused q/k/v projection, so one LoRA A shared by q, k and v.
-    "tinygptv_phi": LoraTargets(("query_key_value", "dense"), ("fc1", "fc2")),
-    "phi": LoraTargets(("q_proj", "k_proj", "v_proj", "dense"), ("fc1", "fc2")),
-    # Phi-3 fuses q/k/v and gate/up in its own checkpoints.
-    "phi3": LoraTargets(("qkv_proj", "o_proj"), ("gate_up_proj", "down_proj")),
-    **{family: LoraTargets(("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj"))
-       for family in ("qwen2", "llama", "gemma2", "stablelm")},  # llama: TinyLlama, SmolLM2
-}
-
-
 def family_of(llm: nn.Module) -> str:
-    """The `LORA_TARGETS` key of a built LLM."""
+    """A built LLM's family: "tinygptv_phi" for TinyGPT-V's Phi subclass, else its `model_type`."""
     if isinstance(llm, TinyGPTVPhiForCausalLM):
         return TINYGPTV_FAMILY
     return llm.config.model_type
-
-
-def lora_targets(model_type: str, include_mlp: bool, override: Optional[list[str]] = None) -> list[str]:
-    """Module names for peft's `target_modules`: `override` when given (the YAML's
-    `model.llm.lora.targets`), else the family's attention projections (+ MLP ones with `include_mlp`).
-    An unknown family without an override is a UserError naming the key to set."""
-    if override:
-        return list(override)
-    if model_type not in LORA_TARGETS:
-        raise UserError(f"no default LoRA targets for the LLM family {model_type!r} (known: "
-                        f"{', '.join(sorted(LORA_TARGETS))}); set {LORA_TARGETS_KEY} to its projection names")
-    targets = LORA_TARGETS[model_type]
-    return list(targets.attention + (targets.mlp if include_mlp else ()))
 
 
 def load_llm_config(family: str, hf_config_path: str, attn_implementation: str = "sdpa") -> PretrainedConfig:

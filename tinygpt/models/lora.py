@@ -4,17 +4,57 @@ base weights (inference, 8-bit loading, export).
 Adapters are injected in place with peft (no PeftModel wrapper), so parameter names stay
 `llm.model.layers.N...` (`...base_layer.weight` beside `lora_A/lora_B`): a stage-1 checkpoint's norm
 keys load into a LoRA stage-2 model unchanged, and the weight loader maps both spellings.
+
+Which Linears get adapters (`choose_targets`), in order: `model.llm.lora.targets` when set;
+TinyGPT-V's Phi: its fused `query_key_value` and `dense` (one LoRA A shared by q, k and v), + `fc1,
+fc2` with `lora.mlp`; with `lora.mlp`, every Linear of the LLM but its LM head (peft's `all-linear`:
+the attention and MLP blocks; embeddings are not Linears); else peft's own per-model-type default
+(`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`: Llama, Qwen2/3, Mistral, Gemma, GPT-NeoX, ...),
+and for a model type peft has none for (or whose default names no module of this model) `all-linear`.
+No table of our own: a new transformers family gets adapters without a code change.  The modules
+chosen are logged, kept on the model (`model.lora_targets`), recorded in every checkpoint
+(`RECORD_KEY`) and shown by `python -m tinygpt.inspect`.
 """
 from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import Linear as LoraLinear
+from peft.tuners.lora import LoraLayer
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from ..common.config import LoRAConfig
 from ..common.errors import UserError
-from .llm import LORA_TARGETS_KEY, lora_targets
+from .llm import TINYGPTV_FAMILY
+
+log = logging.getLogger(__name__)
+
+TARGETS_KEY = "model.llm.lora.targets"
+RECORD_KEY = "lora_targets"  # checkpoint_final's metadata entry / the training checkpoint's key
+ALL_LINEAR = "all-linear"  # peft's shorthand: every Linear / Conv1D but the output layer
+# TinyGPT-V's lora_target_modules: the fused q/k/v projection and the attention output; + its MLP.
+TINYGPTV_TARGETS = ("query_key_value", "dense")
+TINYGPTV_MLP = ("fc1", "fc2")
+_LINEARS = (nn.Linear, Conv1D)  # what peft's LoRA wraps (GPT-2-style models use Conv1D)
+
+
+@dataclass(frozen=True)
+class LoraTargets:
+    """The Linears that carry adapters (last name components, sorted) and why they were chosen."""
+
+    modules: tuple[str, ...]
+    origin: str
+
+    def record(self) -> dict[str, str]:
+        """The checkpoint metadata entry (safetensors metadata is str -> str)."""
+        return {RECORD_KEY: json.dumps(list(self.modules))}
 
 
 class FoldedLoraLinear(LoraLinear):
@@ -54,30 +94,79 @@ class FoldedLoraLinear(LoraLinear):
         return name
 
 
-def inject_lora(llm: nn.Module, cfg: LoRAConfig, family: str, source: str = "<config>") -> None:
-    """Wrap the target Linears with LoRA adapters (r, alpha, dropout); r = 0: none.  Targets are
-    `cfg.targets` when set, else the LLM family's attention projections (+ MLP with `cfg.mlp`;
-    models/llm.py's table).  A target name the LLM does not have is a UserError naming the key."""
+def linear_names(llm: nn.Module) -> set[str]:
+    """Last name components of the LLM's Linear (and Conv1D) modules: what a target name can match."""
+    return {name.rpartition(".")[2] for name, m in llm.named_modules() if isinstance(m, _LINEARS)}
+
+
+def adapted_modules(named: dict[str, object] | nn.Module) -> tuple[str, ...]:
+    """Last name components of the modules carrying LoRA, from a module or from parameter names
+    (`...q_proj.lora_A.default.weight` -> `q_proj`), sorted."""
+    if isinstance(named, nn.Module):
+        paths = [n for n, m in named.named_modules() if isinstance(m, LoraLayer)]
+    else:
+        paths = [n.split(".lora_")[0] for n in named if ".lora_" in n]
+    # A wrapper nested in another (peft's MoE expert tensors) names the same module.
+    return tuple(sorted({p.replace(".base_layer", "").rpartition(".")[2] for p in paths}))
+
+
+def _peft_default(llm: nn.Module, model_type: str) -> list[str] | str | None:
+    """peft's default `target_modules` for this model type, if it has one and it names modules this
+    model has (a list: every name a Linear; a regex: matching at least one module's full name)."""
+    default = PEFT_DEFAULTS.get(model_type)
+    if isinstance(default, str):
+        hit = any(re.fullmatch(default, name) for name, m in llm.named_modules() if isinstance(m, _LINEARS))
+        return default if hit else None
+    if default and set(default) <= linear_names(llm):
+        return list(default)
+    return None
+
+
+def choose_targets(llm: nn.Module, cfg: LoRAConfig, family: str, source: str = "<config>") -> tuple[list[str] | str, str]:
+    """peft's `target_modules` for this LLM (names, a regex, or "all-linear") and where they came
+    from (the module docstring's order).  A `targets` name the LLM lacks is a UserError naming the key."""
+    if cfg.targets:
+        missing = [t for t in cfg.targets if t not in linear_names(llm)]
+        if missing:
+            raise UserError(f"{source}: key '{TARGETS_KEY}': the {family} LLM has no Linear named "
+                            f"{', '.join(missing)} (its Linears: {', '.join(sorted(linear_names(llm)))})")
+        return list(cfg.targets), TARGETS_KEY
+    if family == TINYGPTV_FAMILY:
+        return list(TINYGPTV_TARGETS + (TINYGPTV_MLP if cfg.mlp else ())), "TinyGPT-V's fused q/k/v + dense"
+    if cfg.mlp:
+        return ALL_LINEAR, "model.llm.lora.mlp: every Linear but the LM head (peft's all-linear)"
+    default = _peft_default(llm, family)
+    if default is not None:
+        return default, f"peft's default for {family}"
+    why = "has no default" if family not in PEFT_DEFAULTS else "has a default naming no module of this model"
+    return ALL_LINEAR, f"every Linear but the LM head (peft's all-linear: peft {why} for {family})"
+
+
+def inject_lora(llm: nn.Module, cfg: LoRAConfig, family: str, source: str = "<config>") -> LoraTargets | None:
+    """Wrap the chosen Linears (`choose_targets`) with LoRA adapters (r, alpha, dropout) and log
+    them; r = 0: none (returns None)."""
     if cfg.r <= 0:
-        return
-    targets = lora_targets(family, cfg.mlp, cfg.targets)
-    present = {name.rpartition(".")[2] for name, m in llm.named_modules() if isinstance(m, nn.Linear)}
-    missing = [t for t in targets if t not in present]
-    if missing:
-        raise UserError(f"{source}: key '{LORA_TARGETS_KEY}': the {family} LLM has no Linear named "
-                        f"{', '.join(missing)} (its Linears: {', '.join(sorted(present))})")
-    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, bias="none")
+        return None
+    spec, origin = choose_targets(llm, cfg, family, source)
+    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=spec, bias="none")
     lora._register_custom_module({nn.Linear: FoldedLoraLinear})  # peft's hook for a custom LoRA layer class
-    inject_adapter_in_model(lora, llm)
+    try:
+        inject_adapter_in_model(lora, llm)
+    except ValueError as exc:  # peft refuses a module (e.g. Mamba's out_proj): the user picks others
+        raise UserError(f"{source}: LoRA on {origin}: peft refuses it ({' '.join(str(exc).split())}); set "
+                        f"{TARGETS_KEY} to the modules to adapt") from None
+    targets = LoraTargets(adapted_modules(llm), origin)
+    log.info("LoRA r %d on the %s LLM's %s (%s)", cfg.r, family, ", ".join(targets.modules), origin)
+    return targets
 
 
 def merge_lora(llm: nn.Module) -> int:
     """Fold every injected LoRA adapter into its base Linear and put the plain Linear back.
     Returns the number of layers merged."""
-    from peft.tuners.lora import LoraLayer
-
     wrapped = [(name, m) for name, m in llm.named_modules() if isinstance(m, LoraLayer)]
-    for name, module in wrapped:
+    # Innermost first: peft nests its wrappers of MoE expert tensors (`experts.base_layer.base_layer`),
+    # and an outer one unwrapped first would leave the inner one pointing back at its own base.
+    for name, module in reversed(wrapped):
         module.merge(safe_merge=True)  # safe_merge: refuse (raise) if the merge produced NaNs
         parent_name, _, child = name.rpartition(".")
         setattr(llm.get_submodule(parent_name) if parent_name else llm, child, module.get_base_layer())

@@ -29,7 +29,7 @@ from .lora import inject_lora
 from .projector import Projector
 from .qformer import CELL_HEAD, build_qformer
 from .sequences import splice_visual
-from .vision import LN_VISION_EPS, build_vision_tower, n_patch_tokens, tower_features
+from .vision import LN_VISION_EPS, build_vision_tower, n_patch_tokens, prefix_tokens, tower_features
 
 
 @registry.register("model", "tinygpt_v")
@@ -67,7 +67,8 @@ class TinyGPTV(nn.Module):
         if cfg.llm.family == AUTO_FAMILY:
             keep_norms_fp32(self.llm)  # TinyGPT-V's Phi has fp32 norm classes of its own
         self.llm.get_output_embeddings().register_forward_pre_hook(_contiguous_input)
-        inject_lora(self.llm, cfg.llm.lora, family_of(self.llm), source)
+        # Which Linears carry LoRA (None without): recorded in checkpoints, shown by tinygpt.inspect.
+        self.lora_targets = inject_lora(self.llm, cfg.llm.lora, family_of(self.llm), source)
         self.apply_trainable()
 
     # ------------------------------------------------------------------ what trains
@@ -128,7 +129,8 @@ class TinyGPTV(nn.Module):
         if self.qformer is not None:
             return self.cfg.qformer.num_query_tokens
         v = self.cfg.vision
-        return self.projector.n_visual_tokens(n_patch_tokens(v.kind, v.image_size, v.patch_size, v.keep_cls))
+        return self.projector.n_visual_tokens(n_patch_tokens(v.kind, v.image_size, v.patch_size, v.keep_cls,
+                                                             prefix_tokens(self.visual_encoder, v.kind)))
 
     @property
     def max_positions(self) -> int:

@@ -10,6 +10,12 @@
 * `clip` / `siglip` -- transformers' `CLIPVisionModel` / `SiglipVisionModel`, shaped by the HF config at
   `model.vision.hf_config` (a full CLIPModel / SiglipModel config.json, whose `vision_config` is taken,
   or a vision-only one); weights from HF files (weights/hf_vision.py).
+* `hf` -- any transformers vision model that takes `pixel_values` [B, 3, S, S] and returns hidden
+  states [B, N, D] (ViT, DeiT, DINOv2 with or without registers, AIMv2, I-JEPA, BEiT, CLIP, SigLIP,
+  ...): `AutoModel` from the config.json at `hf_config` (a full model's `vision_config` taken).  Its
+  features are `hidden_states[feature_layer]` (never `last_hidden_state`, which some kinds normalise),
+  and `keep_cls: false` drops every token in front of the patch grid (CLS, DeiT's distillation token,
+  DINOv2's registers), counted once on the meta device (`prefix_tokens`).
 
 Features are LLaVA's `mm_vision_select_layer`: hidden state `feature_layer` (-1 the last block's
 output, -2 the penultimate), with or without the CLS token (LLaVA's "patch" drops it; SigLIP has
@@ -24,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import (
+    AutoConfig,
+    AutoModel,
     Blip2VisionConfig,
     Blip2VisionModel,
     CLIPVisionConfig,
@@ -56,11 +64,16 @@ TOWERS = {
 }
 
 
+AUTO_KIND = "hf"  # any transformers vision model (build_auto_tower)
+
+
 def build_vision_tower(cfg: VisionConfig, source: str = "<config>") -> PreTrainedModel:
     """The tower of `cfg.kind`; `source` (the YAML) is named in config errors.  Its width D_vision is
     `tower.config.hidden_size`."""
     if cfg.kind == "eva_vit_g":
         return build_eva_vit(cfg)
+    if cfg.kind == AUTO_KIND:
+        return build_auto_tower(cfg, source)
     return build_hf_tower(cfg, source)
 
 
@@ -117,11 +130,7 @@ def build_hf_tower(cfg: VisionConfig, source: str = "<config>") -> PreTrainedMod
     spec = TOWERS[cfg.kind]
     path = require_file(source, "model.vision.hf_config", cfg.hf_config)
     config = load_tower_config(cfg.kind, path, source)
-    for key in ("image_size", "patch_size"):
-        ours, theirs = getattr(cfg, key), getattr(config, key)
-        if ours != theirs:
-            raise ConfigError(f"{source}: key 'model.vision.{key}' is {ours} but the {cfg.kind} tower at {path} "
-                              f"has {theirs}; set model.vision.{key}: {theirs}")
+    _check_sizes(cfg, config, path, source)
     if cfg.kind == "siglip":
         config.vision_use_head = False  # the pooling head reads the post-norm output we never use
     config._attn_implementation = "sdpa"
@@ -130,11 +139,81 @@ def build_hf_tower(cfg: VisionConfig, source: str = "<config>") -> PreTrainedMod
     return tower
 
 
-def n_patch_tokens(kind: str, image_size: int, patch_size: int, keep_cls: bool = True) -> int:
+def _check_sizes(cfg: VisionConfig, config, path: str, source: str) -> None:
+    """`model.vision.image_size` / `patch_size` must be the tower config's: the position embeddings are
+    sized by it (and the processors and the prompt style read image_size)."""
+    for key in ("image_size", "patch_size"):
+        ours, theirs = getattr(cfg, key), getattr(config, key, None)
+        if theirs is not None and ours != theirs:
+            raise ConfigError(f"{source}: key 'model.vision.{key}' is {ours} but the {cfg.kind} tower at {path} "
+                              f"has {theirs}; set model.vision.{key}: {theirs}")
+
+
+def load_auto_tower_config(path: str, source: str = "<config>"):
+    """The vision config of any HF config.json (file or directory): a full model's `vision_config`
+    (CLIP, SigLIP, AIMv2, ...), or a vision model's own config as it is (ViT, DINOv2, ...)."""
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{source}: key 'model.vision.hf_config': {path} is not a readable config.json "
+                          f"({str(exc).splitlines()[0]})") from None
+    return getattr(config, "vision_config", None) or config
+
+
+def build_auto_tower(cfg: VisionConfig, source: str = "<config>") -> PreTrainedModel:
+    """Any transformers vision model from `cfg.hf_config` (module docstring): images [B, 3, S, S] ->
+    hidden states [B, prefix + (S/patch)^2, hidden_size]; `tower.prefix_tokens` is its prefix."""
+    path = require_file(source, "model.vision.hf_config", cfg.hf_config)
+    config = load_auto_tower_config(path, source)
+    _check_sizes(cfg, config, path, source)
+    try:
+        tower = AutoModel.from_config(config, attn_implementation="sdpa")
+    except ValueError as exc:
+        if "attention implementation" not in str(exc) and "sdpa" not in str(exc).lower():
+            raise ConfigError(f"{source}: key 'model.vision.hf_config': {path} describes a {config.model_type!r} "
+                              f"model transformers cannot build as a tower ({str(exc).splitlines()[0]})") from None
+        tower = AutoModel.from_config(config, attn_implementation="eager")  # a kind without an SDPA path
+    tower.prefix_tokens = _prefix_tokens(config, cfg.image_size, cfg.patch_size, path, source)
+    return tower
+
+
+def _prefix_tokens(config, image_size: int, patch_size: int, path: str, source: str) -> int:
+    """Tokens in front of the patch grid (CLS, distillation, registers): the hidden states' length,
+    from a forward on the meta device (no memory, no compute), less the (S // patch)^2 grid."""
+    try:
+        with torch.device("meta"):
+            outputs = AutoModel.from_config(config)(pixel_values=torch.empty(1, 3, image_size, image_size),
+                                                    output_hidden_states=True)
+    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. an LLM's config, or SigLIP2's patch input
+        raise ConfigError(f"{source}: key 'model.vision.hf_config': the {config.model_type!r} model at {path} does "
+                          f"not take images as pixel_values [B, 3, S, S] ({str(exc).splitlines()[0]})") from None
+    hidden = getattr(outputs, "hidden_states", None)
+    if not hidden or hidden[-1].dim() != 3:
+        raise ConfigError(f"{source}: key 'model.vision.hf_config': the {config.model_type!r} model at {path} does "
+                          f"not return hidden states [B, N, D] (a hierarchical or convolutional tower?)")
+    prefix = hidden[-1].shape[1] - (image_size // patch_size) ** 2
+    if prefix < 0:
+        raise ConfigError(f"{source}: key 'model.vision.patch_size' is {patch_size} but the {config.model_type!r} "
+                          f"tower at {path} gives {hidden[-1].shape[1]} tokens at {image_size} px")
+    return prefix
+
+
+def is_auto_tower(tower: nn.Module) -> bool:
+    """Built by `build_auto_tower` (transformers' model whole, final norm and head included)."""
+    return hasattr(tower, "prefix_tokens")
+
+
+def prefix_tokens(tower: nn.Module, kind: str) -> int:
+    """Tokens in front of a built tower's patch grid (EVA, CLIP: the CLS token; SigLIP: none)."""
+    return tower.prefix_tokens if kind == AUTO_KIND else int(TOWERS[kind].has_cls)
+
+
+def n_patch_tokens(kind: str, image_size: int, patch_size: int, keep_cls: bool = True, prefix: int | None = None) -> int:
     """Tokens per image that `tower_features` gives: the (S // patch)^2 grid, plus the CLS token
     where the kind has one and it is kept (EVA at 224 px: 257; CLIP-L/14 at 336 px without CLS: 576;
-    SigLIP so400m at 384 px: 729)."""
-    return (image_size // patch_size) ** 2 + int(TOWERS[kind].has_cls and keep_cls)
+    SigLIP so400m at 384 px: 729); an `hf` tower's `prefix` tokens (prefix_tokens) where kept."""
+    prefix = int(TOWERS[kind].has_cls) if prefix is None else prefix
+    return (image_size // patch_size) ** 2 + (prefix if keep_cls else 0)
 
 
 def select_features(outputs, layer: int, keep_cls: bool, has_cls: bool = True) -> torch.Tensor:
@@ -157,6 +236,13 @@ def select_features(outputs, layer: int, keep_cls: bool, has_cls: bool = True) -
 
 def tower_features(tower: nn.Module, cfg: VisionConfig, images: torch.Tensor) -> torch.Tensor:
     """images [B, 3, S, S] (already in the tower's dtype) -> features [B, N, D_vision],
-    N = n_patch_tokens(cfg.kind, S, patch, cfg.keep_cls)."""
+    N = n_patch_tokens(cfg.kind, S, patch, cfg.keep_cls, prefix_tokens(tower, cfg.kind))."""
+    if cfg.kind == AUTO_KIND:  # hidden states only: some kinds normalise last_hidden_state
+        hidden = tower(pixel_values=images, output_hidden_states=True).hidden_states
+        if not -len(hidden) <= cfg.feature_layer < len(hidden):
+            raise ConfigError(f"key 'model.vision.feature_layer' is {cfg.feature_layer}, but the tower has "
+                              f"{len(hidden)} hidden states (the embeddings and {len(hidden) - 1} blocks)")
+        feats = hidden[cfg.feature_layer]
+        return feats if cfg.keep_cls else feats[:, tower.prefix_tokens:]
     outputs = tower(pixel_values=images, output_hidden_states=cfg.feature_layer != -1)
     return select_features(outputs, cfg.feature_layer, cfg.keep_cls, TOWERS[cfg.kind].has_cls)

@@ -1,7 +1,7 @@
 """ProcessorConfig -> processor object, through the registry (the YAML names the class)."""
 from __future__ import annotations
 
-from tinygpt.common.config import ProcessorConfig
+from tinygpt.common.config import ProcessorConfig, image_statistics
 from tinygpt.common.registry import registry
 
 
@@ -17,4 +17,4 @@ def eval_processor(model_cfg):
     """The one inference transform (chat, API, evaluation): BLIP-2's eval transform at the model's
     input size and its tower's image statistics -- a whole-image resize, no random crop."""
     return build_processor(ProcessorConfig(name="blip2_image_eval", image_size=model_cfg.vision.image_size,
-                                           normalization=model_cfg.vision.kind))
+                                           normalization=image_statistics(model_cfg.vision)))

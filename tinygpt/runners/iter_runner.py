@@ -183,6 +183,7 @@ class IterRunner:
             "data": batches.state_dict(),
             "rng": dist.all_gather_object(rng.rng_state()),  # one per rank: exact resume everywhere
             "config": to_yaml(self.cfg),
+            **_lora_record(self.model),
         }
 
     def _save(self, batches) -> None:
@@ -201,7 +202,7 @@ class IterRunner:
         if self.info.is_main:
             # The prompt style travels with the weights: chat and evaluation read it back.
             style = PromptStyle.from_config(self.cfg.model).record()
-            ckpt.save_weights(state, path, metadata={STYLE_KEY: style})
+            ckpt.save_weights(state, path, metadata={STYLE_KEY: style, **_lora_record(self.model)})
         dist.barrier()
         return path
 
@@ -223,6 +224,11 @@ class IterRunner:
                         "from the seed", len(rngs), self.info.world_size)
         else:
             rng.set_rng_state(rngs[self.info.rank])
+
+
+def _lora_record(model) -> dict[str, str]:
+    """Which Linears carry LoRA (models/lora.py), for the checkpoint; nothing without LoRA."""
+    return model.lora_targets.record() if model.lora_targets else {}
 
 
 def compile_llm(model) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..lora import TARGETS_KEY, adapted_modules
 from .files import open_weights
 from .native import is_native, plan_native
 from .plan import apply
@@ -23,9 +24,20 @@ def load_checkpoint(model: nn.Module, path: str) -> LoadReport:
         if is_tinygptv(keys):
             plan = plan_tinygptv(source, model)
         elif is_native(keys, model):
+            _check_lora_modules(keys, model, path)
             plan = plan_native(source, model)
         else:
             shown = ", ".join(keys[:6]) or "no tensors at all"
             raise WeightLoadError(f"{path}: not a checkpoint format tinygpt knows (TinyGPT-V stage checkpoint, "
                                   f"or tinygpt's own trainable weights); its keys start with: {shown}")
         return apply(model, source, plan)
+
+
+def _check_lora_modules(keys: list[str], model: nn.Module, path: str) -> None:
+    """A file whose LoRA sits on other Linears than this model's (e.g. written with other
+    `model.llm.lora.targets`, or before the defaults came from peft) gets an error naming the key
+    that makes them agree, instead of a list of unexpected and missing adapter keys."""
+    theirs, ours = adapted_modules(keys), adapted_modules(dict(model.named_parameters()))
+    if theirs and ours and theirs != ours:
+        raise WeightLoadError(f"{path}: its LoRA adapters are on {', '.join(theirs)} but this model puts them on "
+                              f"{', '.join(ours)}; set {TARGETS_KEY}: [{', '.join(theirs)}] to load it")

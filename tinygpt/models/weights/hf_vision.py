@@ -1,4 +1,4 @@
-"""CLIP / SigLIP vision towers from Hugging Face files -> `visual_encoder.*`.
+"""CLIP / SigLIP / any `hf` vision towers from Hugging Face files -> `visual_encoder.*`.
 
 Two layouts: a full CLIPModel / SiglipModel (or CLIPVisionModelWithProjection, and vision-only files
 written by transformers 4.x), whose tower keys start with `vision_model.`; and a vision-only model
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..vision import is_auto_tower
 from .files import TensorSource
+from .hf_names import renamer
 from .plan import Plan, load_with
 
 FULL_PREFIX = "vision_model."
@@ -27,12 +29,16 @@ def plan_hf_vision(source: TensorSource, model: nn.Module) -> Plan:
     keys = source.keys()
     full = any(k.startswith(FULL_PREFIX) for k in keys)
     plan = Plan("hf-vision-full-model" if full else "hf-vision")
+    # An `hf` tower (models/vision.py) is transformers' model whole: its final norm and head are built.
+    auto = is_auto_tower(model.visual_encoder)
+    unused_parts = {k: why for k, why in _UNUSED.items() if not auto or k == "embeddings.position_ids"}
+    rename = renamer(model.visual_encoder)  # older files' names (ViT's attention.attention.query)
     for key in keys:
         if full and not key.startswith(FULL_PREFIX):
             plan.ignored[key] = "not the vision tower (text model, projection, logit scale)"
             continue
-        name = key[len(FULL_PREFIX):] if full else key
-        unused = next((why for start, why in _UNUSED.items() if name.startswith(start)), None)
+        name = rename(key[len(FULL_PREFIX):] if full else key)
+        unused = next((why for start, why in unused_parts.items() if name.startswith(start)), None)
         if unused:
             plan.ignored[key] = unused
         else:

@@ -34,9 +34,10 @@ def plan_native(source: TensorSource, model: nn.Module) -> Plan:
 def save_trainable(model: nn.Module, path: str) -> list[str]:
     """Write every parameter with requires_grad (names as in `model.named_parameters()`) to a
     .safetensors file, atomically: a temp file in the same directory, then os.replace.  The
-    model's prompt style goes into the header (weights/style.py reads it back).
+    model's prompt style (weights/style.py reads it back) and LoRA targets go into the header.
     Returns the names written."""
     tensors = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    style = getattr(model, "style", None)
-    save_weights(tensors, path, FORMAT, metadata={STYLE_KEY: style.record()} if style else None)
+    style, lora = getattr(model, "style", None), getattr(model, "lora_targets", None)
+    metadata = {**({STYLE_KEY: style.record()} if style else {}), **(lora.record() if lora else {})}
+    save_weights(tensors, path, FORMAT, metadata=metadata)
     return sorted(tensors)

@@ -60,7 +60,8 @@ def resolve(name: str, params: dict[str, nn.Parameter]) -> Optional[str]:
     unwrapped = name.replace(".base_layer.", ".")
     if unwrapped in params:
         return unwrapped
-    return None
+    # peft's wrappers of MoE expert tensors nest (`experts.base_layer.base_layer.down_proj`).
+    return next((n for n in params if ".base_layer.base_layer." in n and n.replace(".base_layer", "") == unwrapped), None)
 
 
 # ----------------------------------------------------------------------------- checking
