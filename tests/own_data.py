@@ -77,7 +77,8 @@ def write_llava_mix(path: Path, root: Path) -> dict:
             turns += [("human", "is it dark?"), ("gpt", "no")]
         records.append({"id": [k, f"{k:012d}", f"ocr_{k}"][k % 3], "image": f"{source}/{k}.jpg",
                         "conversations": [{"from": who, "value": text} for who, text in turns]})
-        expect["image"].append((f"<Img><ImageHere></Img> {QUESTION}" + ("!@#is it dark?" if k % 2 else ""),
+        # TinyGPT-V's conversation text: the first question wrapped with a trailing space, later ones + " "
+        expect["image"].append((f"<Img><ImageHere></Img> {QUESTION} " + ("!@#is it dark? " if k % 2 else ""),
                                 colour + ("!@#no" if k % 2 else "")))
     for k in range(2):
         records.append({"id": f"i6IyJda_{k}", "model": "",

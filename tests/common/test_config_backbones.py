@@ -33,8 +33,8 @@ def test_every_tinygptv_yaml_keeps_the_tinygptv_backbone(path):
     ("  connector: {kind: resampler, num_queries: 0}\n", "key 'model.connector.num_queries' is 0; it must be >= 1"),
     ("  vision: {keep_cls: maybe}\n", "key 'model.vision.keep_cls'"),
     ("  vision: {kind: hf}\n", "key 'model.vision.normalization' must be set for model.vision.kind hf"),
-    ("  vision: {normalization: imagenet}\n", "key 'model.vision.normalization' is 'imagenet'; expected one of "
-                                              "eva_vit_g, clip, siglip"),
+    ("  vision: {normalization: inception}\n", "key 'model.vision.normalization' is 'inception'; expected one of "
+                                               "eva_vit_g, clip, siglip, imagenet"),
 ])
 def test_bad_backbone_keys_name_file_and_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match="cfg.yaml: " + message):

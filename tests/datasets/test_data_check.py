@@ -46,7 +46,7 @@ def test_check_prints_records_shares_skips_lengths_and_rendered_samples(jsonl_st
     assert "truncation: 0.0% of samples cut at max_txt_len 32, 0.0% at max_context_len 3800" in out
     assert re.search(r"token lengths .*: p50 \d+  p90 \d+  p99 \d+  max \d+", out)
     samples = re.findall(r"^<\|endoftext\|>\[INST\] <Img><image x4></Img> \[vqa\] .*" + re.escape(QUESTION)
-                         + r" \[/INST\]\[\[(\w+)###\]\]$", out, re.M)
+                         + r"  \[/INST\]\[\[(\w+)###\]\]$", out, re.M)  # TinyGPT-V's wrap: two spaces
     assert len(samples) == 4 and set(samples) <= {"red", "green", "blue", "yellow"}  # 2 per entry
     assert out.count("end marker '###' closes each answer's labels") == 4
     assert "ok: nothing found that would make training wrong" in out
@@ -134,7 +134,7 @@ def test_check_of_a_llava_mix_file_in_two_entries(tmp_path, tiny_root, capsys):
     assert "mix: malformed record: " in out and "expected a 'human' turn, got 'gpt'" in out
     assert f"mix: missing image: {tmp_path}/coco/train2017/missing.jpg" in out
     # A multi-turn sample: both answers supervised, the second question (after the BOS text) masked.
-    assert re.search(r"\[\[\w+###\]\]<\|endoftext\|>\[INST\] is it dark\? \[/INST\]\[\[no###\]\]$", out, re.M)
+    assert re.search(r"\[\[\w+###\]\]<\|endoftext\|>\[INST\] is it dark\?  \[/INST\]\[\[no###\]\]$", out, re.M)
     assert re.search(r"^<\|endoftext\|>\[INST\] say \d \[/INST\]\[\[\d###\]\]$", out, re.M)  # text only: no image
 
 

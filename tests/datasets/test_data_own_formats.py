@@ -124,7 +124,7 @@ def test_sharegpt4v_captions_in_both_shapes(tmp_path):
     assert first["answer"] == "A Red square.\n\nNothing else."  # verbatim, like cc_sbu_align
     assert first["instruction_input"] in [f"<Img><ImageHere></Img> {p}" for p in ALIGNMENT]
     assert (second["instruction_input"], second["answer"]) == (
-        "<Img><ImageHere></Img> what do you see happening in this image?", "A Green square.")  # first exchange
+        "<Img><ImageHere></Img> what do you see happening in this image? ", "A Green square.")  # first exchange
     assert third is None
     assert [k for _, k, _ in skips.drain()] == ["malformed record"]
 
@@ -150,7 +150,7 @@ def test_parquet_with_image_bytes_skips_the_corrupt_rows(tmp_path, hf_cache):
     assert len(ds) == 8
     got, batches, counter = answers_of(ds)
     assert got == sorted(expect)
-    assert all(q.endswith(QUESTION) and "<ImageHere>" in q for b in batches for q in b["instruction_input"])
+    assert all(q.endswith(QUESTION + " ") and "<ImageHere>" in q for b in batches for q in b["instruction_input"])
     assert counter.counts() == {"mine": {"malformed record": 1, "unreadable image": 1}}
     assert len(ds.lengths) == 8  # bucketing's length proxy from the text columns
 
@@ -176,7 +176,7 @@ def test_imagefolder_with_conversations_in_metadata_jsonl(tmp_path, hf_cache):
     got, batches, counter = answers_of(ds)
     assert got == sorted(expect) and counter.total() == 0
     # llava_mix's sample: multi-turn layout (connect_sym), the image placed before the question
-    assert {q for b in batches for q in b["instruction_input"]} == {f"<Img><ImageHere></Img> {QUESTION}"}
+    assert {q for b in batches for q in b["instruction_input"]} == {f"<Img><ImageHere></Img> {QUESTION} "}
     assert all(b["connect_sym"] for b in batches)
 
 
@@ -189,7 +189,7 @@ def test_imagefolder_with_captions_in_metadata_csv(tmp_path, hf_cache):
     assert len(ds) == len(expect) + 1
     got, batches, counter = answers_of(ds)
     assert got == sorted(expect)  # coco_caption's sample: a [caption] prompt, the caption cleaned
-    assert {q for b in batches for q in b["instruction_input"]} <= {f"<Img><ImageHere></Img> {p}" for p in CAPTION}
+    assert {q for b in batches for q in b["instruction_input"]} <= {f"<Img><ImageHere></Img> {p} " for p in CAPTION}
     assert counter.counts() == {"mine": {"missing image": 1}}
 
 

@@ -88,3 +88,10 @@ def test_bad_config_names_the_field():
         Blip2ImageTrainProcessor(image_size=0)
     with pytest.raises(KeyError, match="registered processors"):
         build_processor(ProcessorConfig(name="nope"))
+
+
+def test_imagenet_statistics_for_towers_trained_with_them():
+    proc = build_processor(ProcessorConfig(name="blip2_image_eval", image_size=8, normalization="imagenet"))
+    out = proc(Image.new("RGB", (8, 8), (255, 0, 128)))
+    expected = [(v / 255 - m) / s for v, m, s in zip((255, 0, 128), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
+    assert torch.allclose(out[:, 0, 0], torch.tensor(expected), atol=1e-5)

@@ -49,9 +49,9 @@ class VisionConfig:
     # mm_vision_select_layer), CLS token kept or dropped (LLaVA's "patch"; SigLIP has none).
     feature_layer: int = -1
     keep_cls: bool = True
-    # The image statistics (processors/image.py IMAGE_STATS entry: eva_vit_g, clip, siglip) images are
-    # normalised with; null = the kind's own.  Required for `hf`: the one whose mean/std its
-    # preprocessor_config.json gives.
+    # The image statistics (processors/image.py IMAGE_STATS entry: eva_vit_g, clip, siglip, imagenet)
+    # images are normalised with; null = the kind's own.  Required for `hf`: the one whose mean/std
+    # its preprocessor_config.json gives (DINOv2, DeiT, BEiT: imagenet).
     normalization: Optional[str] = None
     ln_vision: bool = True  # BLIP-2's LayerNorm on the tower output: only the EVA recipe has it
     width: int = 1408
@@ -366,7 +366,7 @@ def _check_choices(cfg: Config) -> None:
                           f"got {cfg.model.image_placeholder!r}")
 
 
-_STATS = ("eva_vit_g", "clip", "siglip")  # processors/image.py IMAGE_STATS' entries
+_STATS = ("eva_vit_g", "clip", "siglip", "imagenet")  # processors/image.py IMAGE_STATS' entries (config stays torch-free)
 
 
 def image_statistics(vision: VisionConfig) -> str:

@@ -33,7 +33,7 @@ from tinygpt.common.registry import registry
 from tinygpt.conversation.protocol import CONNECT_SYM, IMAGE_SLOT
 from tinygpt.datasets.base import BadRecord, DataError, require
 from tinygpt.datasets.conversation import _LlavaBuilder, _turns
-from tinygpt.datasets.templates import ALIGNMENT
+from tinygpt.datasets.templates import ALIGNMENT, PROMPT_LINE
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ class ShareGPT4VBuilder(_MixBuilder):
 
     default_prompts = ALIGNMENT
     prompt_slot = False
+    instruction_line = PROMPT_LINE  # written as MiniGPT-4's alignment.txt lines, like cc_sbu_align's
 
     def build(self):
         self.pool = self.prompts()

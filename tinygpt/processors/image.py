@@ -30,11 +30,16 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # SigLIP's towers were trained on images scaled to [-1, 1].
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
-# The (mean, std) each vision tower kind (`model.vision.kind`, models/vision.py) expects.
+# ImageNet's, which DINOv2, DeiT, BEiT and most timm / torchvision-trained towers expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The (mean, std) each vision tower kind (`model.vision.kind`, models/vision.py) expects, and what a
+# `model.vision.normalization` may name for a `kind: hf` tower.
 IMAGE_STATS = {
     "eva_vit_g": (CLIP_MEAN, CLIP_STD),
     "clip": (CLIP_MEAN, CLIP_STD),
     "siglip": (SIGLIP_MEAN, SIGLIP_STD),
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
 }
 
 
