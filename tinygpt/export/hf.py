@@ -22,10 +22,10 @@ from ..common import atomic
 from ..common.config import Config
 from ..conversation.chat_template import style_chat_template
 from ..processors.image import IMAGE_STATS
-from .targets import REMOTE, ExportError, Target, choose_target
+from .targets import BLIP2, REMOTE, ExportError, Target, choose_target
 
 IMAGE_TOKEN = "<image>"
-MODULES = {REMOTE: "remote_code"}  # target -> the module whose write(cfg, model, out, tokenizer, image_processor)
+MODULES = {BLIP2: "blip2", REMOTE: "remote_code"}  # target -> the module whose write(cfg, model, out, tokenizer, image_processor)
 
 
 def build_inference_model(cfg: Config):
@@ -106,6 +106,18 @@ def generation_config(model, tokenizer, **extra):
     stops = [style.end_sym] if style.end_sym and style.end_sym != tokenizer.eos_token else None
     return GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                             bos_token_id=tokenizer.bos_token_id, stop_strings=stops, do_sample=False, **extra)
+
+
+def fit_vocabulary(llm, token_id: int):
+    """`llm`, or a copy whose embeddings (and head) have room for `token_id` (a stock class embeds the
+    image token before overwriting it); the new rows' logits are suppressed in generation_config."""
+    if token_id < llm.get_input_embeddings().weight.shape[0]:
+        return llm
+    import copy
+
+    llm = copy.deepcopy(llm)
+    llm.resize_token_embeddings(token_id + 1, mean_resizing=False)
+    return llm
 
 
 def state_for(model, rename) -> dict[str, torch.Tensor]:

@@ -24,7 +24,9 @@ def main(directory, image_path, question, max_new_tokens, result):
     model = model_class.from_pretrained(directory, trust_remote_code=remote, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(directory, trust_remote_code=remote)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    # Blip2Processor drops its chat_template when loaded (transformers 5.25); its tokenizer keeps it.
+    templater = processor if getattr(processor, "chat_template", None) else processor.tokenizer
+    prompt = templater.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     inputs = processor(images=Image.open(image_path), text=prompt, return_tensors="pt")
     with torch.no_grad():
         logits = model(**inputs).logits
