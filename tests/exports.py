@@ -44,7 +44,10 @@ def trained_checkpoint(cfg, work: Path, talkative: bool = False):
             vocab = model.tokenizer.get_vocab()
             quiet = [i for t, i in vocab.items() if "#" in t or t == model.tokenizer.eos_token]
             quiet += range(len(vocab), head.weight.shape[0])
-            head.bias[quiet] -= 100.0
+            if head.bias is not None:
+                head.bias[quiet] -= 100.0
+            else:
+                head.weight[quiet] = 0.0
     path = work / "checkpoint_final.safetensors"
     save_trainable(model, str(path))
     cfg.model.prompt_template = cfg.model.end_sym = None

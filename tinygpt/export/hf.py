@@ -22,10 +22,10 @@ from ..common import atomic
 from ..common.config import Config
 from ..conversation.chat_template import style_chat_template
 from ..processors.image import IMAGE_STATS
-from .targets import BLIP2, REMOTE, ExportError, Target, choose_target
+from .targets import BLIP2, LLAVA, REMOTE, ExportError, Target, choose_target
 
 IMAGE_TOKEN = "<image>"
-MODULES = {BLIP2: "blip2", REMOTE: "remote_code"}  # target -> the module whose write(cfg, model, out, tokenizer, image_processor)
+MODULES = {LLAVA: "llava", BLIP2: "blip2", REMOTE: "remote_code"}  # target -> the module whose write(cfg, model, out, tokenizer, image_processor)
 
 
 def build_inference_model(cfg: Config):
