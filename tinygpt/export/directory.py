@@ -63,15 +63,20 @@ def parameter_rows(model) -> list[str]:
     return ["| component | parameters |", "|---|---:|"] + [f"| {name} | {row['total']:,} |" for name, row in rows.items()]
 
 
+def evaluation_section(cfg: Config) -> list[str]:
+    """The evaluation table of `evaluation.output_dir/results.md` (markdown lines), if there is one."""
+    results = os.path.join(cfg.evaluation.output_dir, "results.md")
+    if not os.path.isfile(results):
+        return []
+    with open(results, encoding="utf-8") as f:
+        return ["", "## Evaluation (tinygpt's, before the export)", "", f.read().strip()]
+
+
 def model_card(cfg: Config, model, keep_lora: bool) -> str:
     lines = [f"# tinygpt model (exported from `{cfg.source}`)", "",
              f"Prompt style: {model.style.describe()}.", "",
              f"LoRA: {'kept as adapters' if keep_lora else 'merged into the base weights'}.", ""]
-    lines += parameter_rows(model)
-    results = os.path.join(cfg.evaluation.output_dir, "results.md")
-    if os.path.isfile(results):
-        with open(results, encoding="utf-8") as f:
-            lines += ["", "## Evaluation", "", f.read().strip()]
+    lines += parameter_rows(model) + evaluation_section(cfg)
     lines += ["", "## Config", "", "```yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg.model)).strip(), "```"]
     return "\n".join(lines) + "\n"
 

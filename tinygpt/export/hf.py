@@ -138,7 +138,7 @@ def load_exactly(target_model, state: dict, allowed_missing: tuple[str, ...] = (
 def model_card(cfg: Config, model, target: Target, figures: dict | None) -> str:
     import transformers
 
-    from .directory import parameter_rows
+    from .directory import evaluation_section, parameter_rows
 
     lines = [f"# tinygpt model for transformers (exported from `{cfg.source}`)", "",
              f"Target: **{target.name}**: {target.reason}.", "",
@@ -153,5 +153,5 @@ def model_card(cfg: Config, model, target: Target, figures: dict | None) -> str:
                   f"* max |logits difference| (fp32, {figures['positions']} positions x "
                   f"{figures['vocab']} tokens): {figures['max_abs_logits_diff']:.3e}",
                   f"* the same greedy answer: {figures['answer']!r} ({figures['new_tokens']} tokens)", ""]
-    lines += parameter_rows(model)
+    lines += parameter_rows(model) + evaluation_section(cfg)
     return "\n".join(lines) + "\n"
