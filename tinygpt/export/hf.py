@@ -148,10 +148,11 @@ def model_card(cfg: Config, model, target: Target, figures: dict | None) -> str:
         lines += [f"Not verified (`--no-verify`); written with transformers {transformers.__version__}.", ""]
     else:
         lines += [f"Verified at export time with transformers {figures['transformers']}, torch "
-                  f"{figures['torch']}, in a process that never imported tinygpt: on the same image and "
-                  "question, the directory loaded by stock transformers and tinygpt's model give", "",
-                  f"* max |logits difference| (fp32, {figures['positions']} positions x "
-                  f"{figures['vocab']} tokens): {figures['max_abs_logits_diff']:.3e}",
-                  f"* the same greedy answer: {figures['answer']!r} ({figures['new_tokens']} tokens)", ""]
+                  f"{figures['torch']}, in a process that never imported tinygpt: on the same images and "
+                  "questions, the directory loaded by stock transformers and tinygpt's model give", "",
+                  f"* max |logits difference| (fp32, {figures['probes']} images, {figures['positions']} positions "
+                  f"x {figures['vocab']} tokens): {figures['max_abs_logits_diff']:.3e}",
+                  f"* the same greedy answer: {figures['answer']!r} ({figures['new_tokens']} tokens; "
+                  f"all {figures['probes']} answers equal)", ""]
     lines += parameter_rows(model) + evaluation_section(cfg)
     return "\n".join(lines) + "\n"

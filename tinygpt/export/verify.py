@@ -18,26 +18,28 @@ from ..processors.build import eval_processor
 from .targets import ExportError, Target
 
 TOLERANCE = 1e-4  # max |logits difference|, fp32
-QUESTION = "what colour is the circle?"
 MAX_NEW_TOKENS = 12
 
 
-def probe_image() -> Image.Image:
-    """A fixed, non-square test picture: shapes on a noisy background."""
+def probes() -> list[tuple[Image.Image, str]]:
+    """Fixed test pictures and questions: shapes on noise (wider than tall) and a flat tall one."""
     rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
-    draw = ImageDraw.Draw(image)
+    noisy = Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    draw = ImageDraw.Draw(noisy)
     draw.ellipse([5, 5, 30, 30], fill="red")
     draw.rectangle([35, 10, 55, 35], fill="blue")
-    return image
+    return [(noisy, "what colour is the circle?"), (Image.new("RGB", (33, 71), "green"), "[vqa] is it green?")]
 
 
-def stock_answer(directory: str, image_path: str, question: str, max_new_tokens: int, result: str) -> dict:
+def stock_answers(directory: str, images: list[str], questions: list[str], work: str) -> dict:
     """Run stock_check.py in a fresh interpreter (no PYTHONPATH, in the export directory) -> its arrays."""
     with open(os.path.join(os.path.dirname(__file__), "stock_check.py"), encoding="utf-8") as f:
         code = f.read()
+    probe_file, result = os.path.join(work, "probes.json"), os.path.join(work, "result.npz")
+    with open(probe_file, "w", encoding="utf-8") as f:
+        json.dump(list(zip(images, questions)), f)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", code, directory, image_path, question, str(max_new_tokens), result],
+    done = subprocess.run([sys.executable, "-c", code, directory, probe_file, str(MAX_NEW_TOKENS), result],
                           cwd=directory, env=env, capture_output=True, text=True)
     if done.returncode:
         raise ExportError(f"{directory}: stock transformers could not run the export: "
@@ -47,38 +49,43 @@ def stock_answer(directory: str, image_path: str, question: str, max_new_tokens:
 
 
 @torch.no_grad()
-def verify_directory(model, directory: str, target: Target, image: Image.Image | None = None,
-                     question: str = QUESTION) -> dict:
-    """Parity figures of `directory` against `model` (tinygpt's, fp32): {target, transformers, torch,
-    max_abs_pixel_diff, max_abs_logits_diff, positions, vocab, answer, new_tokens}."""
-    image = probe_image() if image is None else image
-    with tempfile.TemporaryDirectory() as work:
-        image_path = os.path.join(work, "probe.png")
-        image.save(image_path)
-        image = Image.open(image_path)
-        stock = stock_answer(directory, image_path, question, MAX_NEW_TOKENS, os.path.join(work, "result.npz"))
-    pixels = eval_processor(model.cfg)(image.convert("RGB"))[None]
-    prompt = model.style.place_image(question)
-    visual = model.encode_images(pixels)
-    embeds, mask, _ = model.embed_inputs([prompt], visual)
-    logits = model.llm(inputs_embeds=embeds, attention_mask=mask).logits.float().numpy()
-    answer = model.generate(pixels, [prompt], max_new_tokens=MAX_NEW_TOKENS)[0]
-
-    theirs = stock["logits"]
+def verify_directory(model, directory: str, target: Target,
+                     cases: list[tuple[Image.Image, str]] | None = None) -> dict:
+    """Parity figures of `directory` against `model` (tinygpt's, fp32) over `cases` (image, question),
+    default `probes()`: {target, transformers, torch, probes, max_abs_pixel_diff, max_abs_logits_diff,
+    positions, vocab, answer (the first probe's), answers, new_tokens}."""
+    cases = probes() if cases is None else cases
     where = f"{directory} ({target.name})"
-    if theirs.shape[1] != logits.shape[1]:
-        raise ExportError(f"{where}: the processor's prompt {str(stock['prompt'])!r} has {theirs.shape[1]} "
-                          f"tokens, tinygpt's layout {logits.shape[1]}")
-    vocab = logits.shape[-1]
-    figures = {"target": target.name, **json.loads(str(stock["versions"])),
-               "max_abs_pixel_diff": float(np.abs(stock["pixel_values"] - pixels.numpy()).max()),
-               "max_abs_logits_diff": float(np.abs(theirs[..., :vocab] - logits).max()),
-               "positions": int(logits.shape[1]), "vocab": int(vocab),
-               "answer": answer, "new_tokens": int(len(stock["new_ids"]))}
-    if figures["max_abs_logits_diff"] > TOLERANCE:
-        raise ExportError(f"{where}: logits differ from tinygpt's by {figures['max_abs_logits_diff']:.2e} "
-                          f"(> {TOLERANCE}; pixels by {figures['max_abs_pixel_diff']:.2e})")
-    stock_text = model.style.clean_answer(str(stock["text"]))
-    if stock_text != answer:
-        raise ExportError(f"{where}: stock transformers answers {stock_text!r}, tinygpt {answer!r}")
+    with tempfile.TemporaryDirectory() as work:
+        paths = [os.path.join(work, f"probe{i}.png") for i in range(len(cases))]
+        for (image, _), path in zip(cases, paths):
+            image.save(path)
+        images = [Image.open(path).convert("RGB") for path in paths]
+        stock = stock_answers(directory, paths, [q for _, q in cases], work)
+    figures = {"target": target.name, **json.loads(str(stock["versions"])), "probes": len(cases),
+               "max_abs_pixel_diff": 0.0, "max_abs_logits_diff": 0.0, "positions": 0, "answers": []}
+    for i, (image, (_, question)) in enumerate(zip(images, cases)):
+        pixels = eval_processor(model.cfg)(image)[None]
+        prompt = model.style.place_image(question)
+        embeds, mask, _ = model.embed_inputs([prompt], model.encode_images(pixels))
+        logits = model.llm(inputs_embeds=embeds, attention_mask=mask).logits.float().numpy()
+        answer = model.generate(pixels, [prompt], max_new_tokens=MAX_NEW_TOKENS)[0]
+        theirs = stock[f"logits_{i}"]
+        if theirs.shape[1] != logits.shape[1]:
+            raise ExportError(f"{where}: the processor's prompt {str(stock[f'prompt_{i}'])!r} has {theirs.shape[1]} "
+                              f"tokens, tinygpt's layout {logits.shape[1]}")
+        vocab = logits.shape[-1]
+        pixel_diff = float(np.abs(stock[f"pixel_values_{i}"] - pixels.numpy()).max())
+        diff = float(np.abs(theirs[..., :vocab] - logits).max())
+        if diff > TOLERANCE:
+            raise ExportError(f"{where}: logits differ from tinygpt's by {diff:.2e} (> {TOLERANCE}; pixels by "
+                              f"{pixel_diff:.2e}) on {question!r}")
+        stock_text = model.style.clean_answer(str(stock[f"text_{i}"]))
+        if stock_text != answer:
+            raise ExportError(f"{where}: stock transformers answers {stock_text!r}, tinygpt {answer!r} to {question!r}")
+        figures.update(max_abs_pixel_diff=max(figures["max_abs_pixel_diff"], pixel_diff),
+                       max_abs_logits_diff=max(figures["max_abs_logits_diff"], diff),
+                       positions=figures["positions"] + int(logits.shape[1]), vocab=int(vocab))
+        figures["answers"].append(answer)
+    figures.update(answer=figures["answers"][0], new_tokens=int(len(stock["new_ids_0"])))
     return figures
