@@ -25,8 +25,10 @@ def tiny_llava(tiny_root):
 
 
 def test_tinygptv_layouts_take_the_remote_code_target(tiny_root):
-    for layout in ("full", "quickstart"):
-        target = choose_target(layout_config(layout, tiny_root).model, llm("phi", bias=True))
+    models = [layout_config(layout, tiny_root).model for layout in ("full", "quickstart")]
+    models.append(tinygpt.load_config(ROOT / "eval_configs/tinygptv_stage4.yaml").model)  # the full-size recipe
+    for model in models:
+        target = choose_target(model, llm("phi", bias=True))
         assert target.name == REMOTE and "no stock transformers class" in target.reason
 
 

@@ -37,7 +37,7 @@ def fold_projector(fc1: torch.nn.Linear, fc2: torch.nn.Linear) -> tuple[torch.Te
 def write(cfg: Config, model, out: str, tokenizer, image_processor) -> None:
     from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor
 
-    from .hf import IMAGE_TOKEN, chat_template, generation_config, load_exactly, state_for, fit_vocabulary
+    from .hf import IMAGE_TOKEN, chat_template, fit_vocabulary, generation_config, load_exactly, state_for
 
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     llm = fit_vocabulary(model.llm, image_token_id)
@@ -46,18 +46,11 @@ def write(cfg: Config, model, out: str, tokenizer, image_processor) -> None:
                          num_query_tokens=model.n_visual_tokens, image_token_index=image_token_id,
                          architectures=[Blip2ForConditionalGeneration.__name__])
     exported = Blip2ForConditionalGeneration(config).eval()
-    names = {"visual_encoder.": "vision_model.", "ln_vision.": "vision_model.post_layernorm.", "llm.": "language_model."}
-
-    def rename(name: str) -> str:
-        for ours, theirs in names.items():
-            if name.startswith(ours):
-                return theirs + name[len(ours):]
-        return name
-
-    state = {k: v for k, v in state_for(model, rename).items() if not k.startswith("projector.")}
+    names = {"visual_encoder.": "vision_model.", "ln_vision.": "vision_model.post_layernorm."}
+    state = {k: v for k, v in state_for(model, names).items() if not k.startswith(("projector.", "llm."))}
     state.update(zip(("language_projection.weight", "language_projection.bias"),
                      fold_projector(model.projector.fc1, model.projector.fc2)))
-    state.update({f"language_model.{k}": v for k, v in llm.state_dict().items()})  # resized, when it was
+    state.update({f"language_model.{k}": v for k, v in llm.state_dict().items()})  # as fit_vocabulary left it
     load_exactly(exported, state)
     exported.generation_config = generation_config(model, tokenizer, suppress_tokens=[image_token_id])
     exported.save_pretrained(out)

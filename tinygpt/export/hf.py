@@ -120,8 +120,15 @@ def fit_vocabulary(llm, token_id: int):
     return llm
 
 
-def state_for(model, rename) -> dict[str, torch.Tensor]:
-    """The inference state dict (training aids left out) with names mapped by `rename(name) -> name`."""
+def state_for(model, prefixes: dict[str, str]) -> dict[str, torch.Tensor]:
+    """The inference state dict (training aids left out), each name starting with a key of `prefixes`
+    renamed to start with its value instead."""
+    def rename(name: str) -> str:
+        for ours, theirs in prefixes.items():
+            if name.startswith(ours):
+                return theirs + name[len(ours):]
+        return name
+
     return {rename(k): v for k, v in model.state_dict().items() if not k.startswith(model.training_aid_prefixes)}
 
 

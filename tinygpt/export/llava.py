@@ -39,14 +39,7 @@ def write(cfg: Config, model, out: str, tokenizer, image_processor) -> None:
     exported = LlavaForConditionalGeneration(config).eval()
     names = {"visual_encoder.": "model.vision_tower.", "projector.fc1.": "model.multi_modal_projector.linear_1.",
              "projector.fc2.": "model.multi_modal_projector.linear_2."}
-
-    def rename(name: str) -> str:
-        for ours, theirs in names.items():
-            if name.startswith(ours):
-                return theirs + name[len(ours):]
-        return name
-
-    state = {k: v for k, v in state_for(model, rename).items() if not k.startswith("llm.")}
+    state = {k: v for k, v in state_for(model, names).items() if not k.startswith("llm.")}
     for name, tensor in llm.state_dict().items():  # the LM as fit_vocabulary left it
         state["lm_head." + name[len("lm_head."):] if name.startswith("lm_head.")
               else "model.language_model." + name[len("model."):]] = tensor

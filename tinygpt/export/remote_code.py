@@ -27,7 +27,7 @@ def write(cfg: Config, model, out: str, tokenizer, image_processor) -> None:
         image_token_id=image_token_id, architectures=[TinyGPTVForConditionalGeneration.__name__],
     )
     exported = TinyGPTVForConditionalGeneration(config).eval()
-    load_exactly(exported, state_for(model, lambda name: name))
+    load_exactly(exported, state_for(model, {}))
     exported.generation_config = generation_config(model, tokenizer)
     TinyGPTVConfig.register_for_auto_class()
     TinyGPTVForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")

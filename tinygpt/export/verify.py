@@ -31,21 +31,20 @@ def probes() -> list[tuple[Image.Image, str]]:
     return [(noisy, "what colour is the circle?"), (Image.new("RGB", (33, 71), "green"), "[vqa] is it green?")]
 
 
-def stock_answers(directory: str, images: list[str], questions: list[str], work: str) -> dict:
-    """Run stock_check.py in a fresh interpreter (no PYTHONPATH, in the export directory) -> its arrays."""
+def run_stock(mode: str, directory: str, payload, max_new_tokens: int, work: str, result: str) -> None:
+    """Run stock_check.py's `mode` ("check" or "answer") on `payload` (its JSON input) in a fresh
+    interpreter: no PYTHONPATH, in the export directory.  A failure is an ExportError with its last line."""
     with open(os.path.join(os.path.dirname(__file__), "stock_check.py"), encoding="utf-8") as f:
         code = f.read()
-    probe_file, result = os.path.join(work, "probes.json"), os.path.join(work, "result.npz")
-    with open(probe_file, "w", encoding="utf-8") as f:
-        json.dump(list(zip(images, questions)), f)
+    payload_file = os.path.join(work, f"{mode}.json")
+    with open(payload_file, "w", encoding="utf-8") as f:
+        json.dump(payload, f)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", code, directory, probe_file, str(MAX_NEW_TOKENS), result],
+    done = subprocess.run([sys.executable, "-c", code, mode, directory, payload_file, str(max_new_tokens), result],
                           cwd=directory, env=env, capture_output=True, text=True)
     if done.returncode:
         raise ExportError(f"{directory}: stock transformers could not run the export: "
                           f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
-    with np.load(result) as arrays:
-        return {k: arrays[k] for k in arrays.files}
 
 
 @torch.no_grad()
@@ -61,7 +60,10 @@ def verify_directory(model, directory: str, target: Target,
         for (image, _), path in zip(cases, paths):
             image.save(path)
         images = [Image.open(path).convert("RGB") for path in paths]
-        stock = stock_answers(directory, paths, [q for _, q in cases], work)
+        result = os.path.join(work, "result.npz")
+        run_stock("check", directory, [[p, q] for p, (_, q) in zip(paths, cases)], MAX_NEW_TOKENS, work, result)
+        with np.load(result) as arrays:
+            stock = {k: arrays[k] for k in arrays.files}
     figures = {"target": target.name, **json.loads(str(stock["versions"])), "probes": len(cases),
                "max_abs_pixel_diff": 0.0, "max_abs_logits_diff": 0.0, "positions": 0, "answers": []}
     for i, (image, (_, question)) in enumerate(zip(images, cases)):
