@@ -67,3 +67,16 @@ def test_verify_catches_a_processor_that_places_the_image_elsewhere(exported, tm
     (broken / "chat_template.jinja").write_text(style_chat_template(swapped, "<image>"))
     with pytest.raises(ExportError, match="logits differ|answers"):
         verify_directory(model, str(broken), Target(REMOTE, ""))
+
+
+@pytest.mark.slow
+def test_an_export_that_fails_verification_writes_nothing(exported, tmp_path, monkeypatch, capsys):
+    from tinygpt.export import verify
+
+    cfg, _ = exported
+    source = tmp_path / "cfg.yaml"
+    source.write_text(tinygpt.common.config.to_yaml(cfg))
+    monkeypatch.setattr(verify, "TOLERANCE", -1.0)  # no difference passes
+    assert export_main(["--format", "hf", "--cfg-path", str(source), "--out", str(tmp_path / "out")]) == 2
+    assert "logits differ from tinygpt's" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["cfg.yaml"]
