@@ -72,8 +72,8 @@ def style_chat_template(style: PromptStyle, image_tokens: str) -> str:
     """A Jinja chat template that renders messages as the protocol lays them out (protocol.encode):
     each user turn `place_image(question)` in the template (the image where training put it, before or
     after the question, with `image_tokens` at `<ImageHere>`; only in a turn whose content has an image
-    part: transformers' `image` or OpenAI's `image_url`), the tokenizer's BOS text in front of every later question, each assistant turn followed by
-    the end marker.  A string content that already holds `image_tokens` is kept as it is.  The template
+    part: transformers' `image` or OpenAI's `image_url`), the tokenizer's BOS text in front of every
+    later question, each assistant turn followed by the end marker.  A string content that already holds `image_tokens` is kept as it is.  The template
     includes the text after the question, so `add_generation_prompt` adds nothing."""
     before, _, after = (style.template or SLOT).partition(SLOT)
     image = style.image.replace(IMAGE_SLOT, image_tokens)

@@ -60,7 +60,8 @@ def parameter_rows(model) -> list[str]:
     from ..inspect import count_parameters
 
     rows = count_parameters(model)
-    return ["| component | parameters |", "|---|---:|"] + [f"| {name} | {row['total']:,} |" for name, row in rows.items()]
+    return (["| component | parameters |", "|---|---:|"]
+            + [f"| {name} | {row['total']:,} |" for name, row in rows.items()])
 
 
 def evaluation_section(cfg: Config) -> list[str]:

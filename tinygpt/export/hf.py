@@ -25,7 +25,8 @@ from ..processors.image import IMAGE_STATS
 from .targets import BLIP2, LLAVA, REMOTE, ExportError, Target, choose_target
 
 IMAGE_TOKEN = "<image>"
-MODULES = {LLAVA: "llava", BLIP2: "blip2", REMOTE: "remote_code"}  # target -> the module whose write(cfg, model, out, tokenizer, image_processor)
+# target -> its module, whose write(cfg, model, out, tokenizer, image_processor) fills a directory
+MODULES = {LLAVA: "llava", BLIP2: "blip2", REMOTE: "remote_code"}
 
 
 def build_inference_model(cfg: Config):
@@ -69,8 +70,9 @@ def export_hf(cfg: Config, out: str, verify: bool = True, report=print) -> tuple
 
 
 def tokenizer_with_image_token(tokenizer):
-    """A copy of the model's tokenizer with `<image>` as a special token (one id, never split); its id
-    may lie past the LM's vocabulary (a target reads or remaps it, never embeds it)."""
+    """A copy of the model's tokenizer with `<image>` as a special token (one id, never split).  Its id
+    may lie past the LM's vocabulary: the remote-code model never embeds it, the stock classes get room
+    for it (fit_vocabulary)."""
     import copy
 
     tokenizer = copy.deepcopy(tokenizer)
