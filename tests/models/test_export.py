@@ -2,52 +2,22 @@
 evaluate.py --model load it with no YAML; the round trip gives identical visual tokens and logits."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import yaml
 
 import tinygpt
-from tiny import tiny_config
+from exports import layout_config, trained_checkpoint
 from tinygpt.export import export, main as export_main
-from tinygpt.models.weights import save_trainable
 
 PROMPT = "<Img><ImageHere></Img> what colour is the circle?"
-
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def layout_config(layout: str, tiny_root: Path):
-    """ "full": the full-size architecture's layout, scaled down (tests/tiny.py); "quickstart": the
-    quickstart's tiny recipe (train_configs/tiny/stage4.yaml's model) with the tests' tokenizer."""
-    if layout == "full":
-        cfg = tiny_config(tiny_root)
-        cfg.model.prompt_template, cfg.model.end_sym = "[INST] {} [/INST]", "###"
-        return cfg
-    tiny_config(tiny_root)  # writes the tokenizer
-    cfg = tinygpt.load_config(ROOT / "train_configs/tiny/stage4.yaml",
-                              [f"model.llm.tokenizer={tiny_root / 'tokenizer'}", "model.ckpt=[]", "run.device=cpu"])
-    cfg.model.llm.hf_config = str(ROOT / cfg.model.llm.hf_config)
-    return cfg
 
 
 @pytest.fixture(scope="module", params=["full", "quickstart"])
 def trained(request, tmp_path_factory, tiny_root):
     """A tiny config whose model.ckpt holds trained-looking weights (LoRA B off zero)."""
     work = tmp_path_factory.mktemp("export")
-    cfg = layout_config(request.param, tiny_root)
-    cfg.model.llm.train = cfg.model.vision.train = cfg.model.qformer.train = True  # everything in the file
-    torch.manual_seed(0)
-    model = tinygpt.build_model(cfg, "cpu", load_weights=False)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    save_trainable(model, str(work / "checkpoint_final.safetensors"))
-    cfg.model.prompt_template = cfg.model.end_sym = None  # read back from the checkpoint
-    cfg.model.ckpt = [str(work / "checkpoint_final.safetensors")]
-    return cfg, work
+    return trained_checkpoint(layout_config(request.param, tiny_root), work), work
 
 
 def outputs(model):
