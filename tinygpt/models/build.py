@@ -99,7 +99,11 @@ def _summary(model, device, reports, merged, computes) -> str:
     """The one line a model load prints (the details are logged at DEBUG)."""
     loaded = (f"{sum(len(r.loaded) for r in reports)} tensors from {len(reports)} file(s)" if reports
               else "no weight files (random init)")
-    use = "training" if merged is None else f"inference ({merged} LoRA layers merged, frozen)"
+    lora = getattr(model, "lora_targets", None)
+    if merged is not None:
+        use = f"inference ({merged} LoRA layers merged, frozen)"
+    else:
+        use = "training" + (f", LoRA on {', '.join(lora.modules)} ({lora.origin})" if lora else "")
     kinds = sorted({c.compute for c in computes})
     compute = f", computes in {'/'.join(kinds)}" if kinds else ""
     style = model.style.describe() if model.style is not None else "prompt style from the tokenizer"

@@ -156,7 +156,7 @@ def inject_lora(llm: nn.Module, cfg: LoRAConfig, family: str, source: str = "<co
         raise UserError(f"{source}: LoRA on {origin}: peft refuses it ({' '.join(str(exc).split())}); set "
                         f"{TARGETS_KEY} to the modules to adapt") from None
     targets = LoraTargets(adapted_modules(llm), origin)
-    log.info("LoRA r %d on the %s LLM's %s (%s)", cfg.r, family, ", ".join(targets.modules), origin)
+    log.debug("LoRA r %d on the %s LLM's %s (%s)", cfg.r, family, ", ".join(targets.modules), origin)  # build's summary says it
     return targets
 
 
