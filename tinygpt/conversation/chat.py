@@ -27,7 +27,7 @@ from PIL import ImageOps
 from transformers import TextIteratorStreamer
 
 from .history import Conversation
-from .protocol import Dialogue, encode
+from .protocol import Dialogue, check_user_text, encode
 
 log = logging.getLogger(__name__)
 
@@ -241,19 +241,29 @@ class Chat:
             self._conversation = Conversation(self.style, has_image=self._image is not None)
 
     def ask(self, text: str) -> None:
-        """Add a question (to be answered by the next `answer`/`stream`)."""
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError("the question is empty")
+        """Add a question (to be answered by the next `answer`/`stream`).  The text is the user's:
+        protocol markup in it (`<ImageHere>`, the template's role or end markers, special tokens)
+        raises protocol.UserTextError (a UserError, so a ValueError) and nothing is added."""
+        text = self._user_text(text, "the question")
         with self._state_lock:
-            self._conversation.add_question(text.strip())
+            self._conversation.add_question(text)
 
     def add_turn(self, question: str, answer: str) -> None:
-        """Add a finished turn to the history (a client that sends the whole conversation)."""
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError("the question is empty")
+        """Add a finished turn to the history (a client that sends the whole conversation); both
+        texts are checked as `ask` checks a question."""
+        question = self._user_text(question, "a question of the history")
+        answer = check_user_text(self.style, str(answer), "an answer of the history", self._specials())
         with self._state_lock:
-            self._conversation.add_question(question.strip())
+            self._conversation.add_question(question)
             self._conversation.set_answer(answer)
+
+    def _user_text(self, text, what: str) -> str:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("the question is empty")
+        return check_user_text(self.style, text.strip(), what, self._specials())
+
+    def _specials(self) -> list[str]:
+        return list(getattr(self.model.tokenizer, "all_special_tokens", None) or [])
 
     def prompt_length(self) -> int:
         """Tokens the next answer is generated from, visual tokens included."""
