@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import tempfile
 from typing import Any, Iterator
+
+from . import jsonfile
 
 PREFIX = ".tmp-"
 
@@ -38,7 +39,8 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_json(path: str, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2) + "\n")
+    """Strict JSON (a non-finite float is null: jsonfile.dumps)."""
+    write_text(path, jsonfile.dumps(obj, indent=2) + "\n")
 
 
 def remove_stale_temps(directory: str) -> list[str]:

@@ -1,7 +1,9 @@
-"""The one checked JSON reader: datasets, evaluation inputs and prediction files all read with it."""
+"""The one checked JSON reader (datasets, evaluation inputs and prediction files all read with it) and
+the one strict JSON writer (`dumps`: what every JSON file the project writes goes through)."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from .errors import UserError
@@ -29,3 +31,19 @@ def read_json(path: str, error: type[UserError] = UserError) -> Any:
         raise error(f"{path}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     except RecursionError:
         raise error(f"{path}: the JSON is nested too deeply") from None
+
+
+def dumps(obj: Any, **kwargs) -> str:
+    """`json.dumps` that writes strict JSON: a NaN or infinite float (which json.dumps writes as bare
+    `NaN` / `Infinity`, which strict readers refuse) is written as null."""
+    return json.dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

@@ -9,7 +9,7 @@ import csv
 import json
 import os
 
-from . import atomic
+from . import atomic, jsonfile
 
 
 class MetricsLogger:
@@ -55,7 +55,7 @@ class MetricsLogger:
             return
         row = {"step": step, **values}
         with open(self.jsonl_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(jsonfile.dumps(row) + "\n")
         new_file = not os.path.exists(self.csv_path)
         if self._csv_fields is None:
             self._csv_fields = list(row)

@@ -37,7 +37,7 @@ from PIL import Image
 
 from tinygpt.common import atomic
 from tinygpt.common import device as devices
-from tinygpt.common import dist
+from tinygpt.common import dist, jsonfile
 from tinygpt.common.config import BenchmarkConfig, Config, ConfigError
 from tinygpt.common.registry import registry
 from tinygpt.datasets.loader import worker_settings
@@ -293,7 +293,7 @@ class EvaluationRunner:
             for index, images in loader:
                 batch = [mine[i] for i in index.tolist()]
                 records = self.answer_batch(bench, batch, images.to(self.device))
-                out.write("".join(json.dumps({"key": q.key, "record": r}) + "\n" for q, r in zip(batch, records)))
+                out.write("".join(jsonfile.dumps({"key": q.key, "record": r}) + "\n" for q, r in zip(batch, records)))
                 out.flush()
                 os.fsync(out.fileno())  # a crash loses at most the batch being asked
                 bar.update(len(batch))
