@@ -3,12 +3,18 @@ nothing after it; every file it writes is strict JSON; and every bad input below
 stderr naming the file / key, exit status 2, never a traceback."""
 from __future__ import annotations
 
+import io
 import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
 
 from fakes import fake_dataset_config
 from tiny import tiny_config
 from tinygpt import training
-from tinygpt.common.config import to_yaml
+from tinygpt.common.config import DatasetConfig, ProcessorConfig, to_yaml
 
 
 def write_config(root, tmp_path, name="cfg", **run):
@@ -65,3 +71,113 @@ def test_resuming_from_the_last_checkpoint_writes_a_strict_summary(tiny_root, tm
     assert summary["steps"] == 3 and summary["final_loss"] is None
     for line in (tmp_path / "cfg" / "metrics.jsonl").read_text().splitlines():
         strict_json(line)
+
+
+# ----------------------------------------------------------------------------- bad input: one line, exit 2
+def _garbage_images(tmp_path, n=8):
+    """A coco_caption dataset whose every image file exists but is not an image."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(n):
+        (images / f"{i}.jpg").write_bytes(b"not a jpeg" * 10)
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps([{"image": f"{i}.jpg", "caption": "a red circle"} for i in range(n)]))
+    return DatasetConfig(builder="coco_caption", storage=[str(ann)], image_root=str(images),
+                         vis_processor=ProcessorConfig(name="blip2_image_train", image_size=28, min_scale=1.0))
+
+
+def _shard(tmp_path, members: dict[str, bytes]) -> str:
+    path = tmp_path / "00000.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def _laion(storage):
+    return DatasetConfig(builder="laion", storage=[storage],
+                         vis_processor=ProcessorConfig(name="blip2_image_train", image_size=28, min_scale=1.0))
+
+
+def every_image_unreadable(cfg, tmp_path):
+    cfg.datasets = {"coco": _garbage_images(tmp_path)}
+    return ["datasets.coco: a whole epoch without one readable sample", "8 x unreadable image", "images/"]
+
+
+def missing_prompts_file(cfg, tmp_path):
+    cfg.datasets = {"coco": _garbage_images(tmp_path)}
+    cfg.datasets["coco"].prompts_path = str(tmp_path / "nowhere.txt")
+    return ["datasets.coco.prompts_path", "nowhere.txt", "does not exist"]
+
+
+def prompts_file_without_a_prompt(cfg, tmp_path):
+    cfg.datasets = {"coco": _garbage_images(tmp_path)}
+    (tmp_path / "prompts.txt").write_text("# only a comment\n\n")
+    cfg.datasets["coco"].prompts_path = str(tmp_path / "prompts.txt")
+    return ["datasets.coco.prompts_path", "prompts.txt", "holds no prompt"]
+
+
+def shard_of_random_bytes(cfg, tmp_path):
+    shard = tmp_path / "00000.tar"
+    shard.write_bytes(bytes(range(256)) * 40)
+    cfg.datasets = {"laion": _laion(str(shard))}
+    return ["datasets.laion: no batch in a whole epoch", "corrupt or unreadable shard", "00000.tar"]
+
+
+def shard_of_corrupt_images(cfg, tmp_path):
+    members = {}
+    for i in range(6):
+        members[f"{i:05d}.jpg"] = b"garbage"
+        members[f"{i:05d}.txt"] = b"a caption"
+    cfg.datasets = {"laion": _laion(_shard(tmp_path, members))}
+    return ["datasets.laion:", "6 x unreadable image", "00000.tar"]
+
+
+def resume_from_a_missing_file(cfg, tmp_path):
+    cfg.run.resume_ckpt_path = str(tmp_path / "gone.pt")
+    return ["run.resume_ckpt_path", "gone.pt does not exist"]
+
+
+def resume_from_a_text_file(cfg, tmp_path):
+    (tmp_path / "notes.pt").write_text("these are not weights\n")
+    cfg.run.resume_ckpt_path = str(tmp_path / "notes.pt")
+    return ["run.resume_ckpt_path", "notes.pt", "not a tinygpt training checkpoint"]
+
+
+def output_dir_is_a_file(cfg, tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    cfg.run.output_dir = str(tmp_path / "taken" / "run")
+    return ["run.output_dir", "taken is a file"]
+
+
+@pytest.mark.parametrize("case", [every_image_unreadable, missing_prompts_file, prompts_file_without_a_prompt,
+                                  shard_of_random_bytes, shard_of_corrupt_images, resume_from_a_missing_file,
+                                  resume_from_a_text_file, output_dir_is_a_file], ids=lambda f: f.__name__)
+def test_bad_input_is_one_line_naming_it(tiny_root, tmp_path, capsys, case):
+    cfg = tiny_config(tiny_root)
+    cfg.datasets = {"fake": fake_dataset_config()}
+    cfg.run.num_workers, cfg.run.tensorboard = 0, False
+    cfg.run.output_dir = str(tmp_path / "run")
+    cfg.run.iters_per_epoch, cfg.run.batch_size_train = 2, 4
+    words = case(cfg, tmp_path)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(to_yaml(cfg))
+    assert training.main(["--cfg-path", str(path)]) == 2
+    line = one_line_error(capsys, *words)
+    assert "nothing skipped" not in line
+    assert not (tmp_path / "run" / "checkpoint_final.safetensors").exists()
+
+
+def test_resuming_another_models_checkpoint_names_what_differs(tiny_root, tmp_path, capsys):
+    first = write_config(tiny_root, tmp_path, iters_per_epoch=1)
+    assert training.main(["--cfg-path", first]) == 0
+    capsys.readouterr()
+    other = yaml.safe_load(Path(first).read_text())
+    other["model"]["max_txt_len"] = 16
+    other["run"]["resume_ckpt_path"] = str(tmp_path / "cfg" / "checkpoint_step0000001.pt")
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump(other))
+    assert training.main(["--cfg-path", str(path)]) == 2
+    one_line_error(capsys, "run.resume_ckpt_path", "different model config (model.max_txt_len)")

@@ -423,3 +423,16 @@ def require_file(cfg_source: str, key: str, path: Optional[str]) -> str:
     if not os.path.exists(path):
         raise ConfigError(f"{cfg_source}: key '{key}' points at {path}, which does not exist")
     return path
+
+
+def require_writable_dir(cfg_source: str, key: str, path: str) -> str:
+    """Return `path` if it is, or can be made, a writable directory (checked without creating it);
+    otherwise a ConfigError naming the key: a file in its place or on its way, or no permission."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ConfigError(f"{cfg_source}: key '{key}' is {path}, but {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{cfg_source}: key '{key}' is {path}, but {probe} is not writable")
+    return path

@@ -149,7 +149,7 @@ class Builder:
     @property
     def vis(self):
         if self._vis is None:
-            self._vis = build_processor(self.cfg.vis_processor)
+            self._vis = self._processor("vis_processor")
             if self.needs_whole_image and not getattr(self._vis, "keeps_whole_image", False):
                 raise ConfigError(
                     f"{self.where('vis_processor')}: {self.cfg.vis_processor.name} with min_scale="
@@ -160,13 +160,23 @@ class Builder:
     @property
     def text(self):
         if self._text is None:
-            self._text = build_processor(self.cfg.text_processor)
+            self._text = self._processor("text_processor")
         return self._text
+
+    def _processor(self, key: str):
+        try:
+            return build_processor(getattr(self.cfg, key))
+        except ValueError as exc:  # the processor's own check of its settings (e.g. min_scale > max_scale)
+            raise ConfigError(f"{self.where(key)}: {exc}") from None
 
     def prompts(self) -> list[str]:
         """The instruction pool: the prompts_path file if given, else the builder's default."""
         if self.cfg.prompts_path:
-            pool = load_prompts(self.cfg.prompts_path, self.name, self.prompt_slot)
+            try:
+                pool = load_prompts(self.cfg.prompts_path, self.name, self.prompt_slot)
+            except (OSError, ValueError) as exc:  # missing, unreadable, not UTF-8, no prompt, a bad line
+                raise ConfigError(f"{exc}" if str(exc).startswith("datasets.") else
+                                  f"{self.where('prompts_path')}: {self.cfg.prompts_path}: {exc}") from None
         else:
             pool = list(self.default_prompts)
         return [place_image(p) for p in pool]

@@ -10,6 +10,7 @@ task's business (tasks/image_text.py); the runner only schedules.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -21,7 +22,7 @@ from ..common import atomic
 from ..common import checkpoint as ckpt
 from ..common import device as devices
 from ..common import dist, rng
-from ..common.config import Config, from_yaml, to_yaml
+from ..common.config import Config, ConfigError, from_yaml, to_yaml
 from ..common.errors import UserError
 from ..common.logging import MetricsLogger
 from ..common.optim import build_optimizer
@@ -246,9 +247,16 @@ class IterRunner:
         return "no checkpoint was written before it"
 
     def _check_resumable(self, state: dict) -> None:
-        if from_yaml(state["config"]).model != self.cfg.model:
-            raise ValueError(f"{self.run.resume_ckpt_path}: checkpoint was written for a different model config; "
-                             f"resume with the config stored in it or start a new run")
+        try:
+            saved = from_yaml(state["config"], self.run.resume_ckpt_path).model
+        except Exception as exc:  # omegaconf's errors for a config this version cannot read
+            raise ConfigError(f"run.resume_ckpt_path: {self.run.resume_ckpt_path}: its stored config cannot be "
+                              f"read ({' '.join(str(exc).split())[:200]})") from None
+        if saved != self.cfg.model:
+            changed = _differences(saved, self.cfg.model, "model")
+            raise ConfigError(f"run.resume_ckpt_path: {self.run.resume_ckpt_path} was written for a different model "
+                              f"config ({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}); resume with "
+                              f"the config stored in it or start a new run")
 
     def _restore(self, state: dict) -> None:
         dist.load_optimizer_state_dict(self.ddp, self.optimizer, state["optimizer"])
@@ -273,6 +281,14 @@ def compile_llm(model) -> None:
     seconds on CPU); a new padded length recompiles once, after which the shapes are dynamic."""
     model.llm.compile()
     log.info("run.compile: the LLM forward is compiled with torch.compile (first steps include compilation)")
+
+
+def _differences(old, new, prefix: str) -> list[str]:
+    """The dotted keys where two config dataclasses differ (for a message)."""
+    if not (dataclasses.is_dataclass(old) and type(old) is type(new)):
+        return [prefix] if old != new else []
+    return [key for f in dataclasses.fields(old)
+            for key in _differences(getattr(old, f.name), getattr(new, f.name), f"{prefix}.{f.name}")]
 
 
 class _NonFiniteWatch:
