@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 import torch
@@ -507,6 +508,44 @@ def test_shape_mismatch_is_an_error_and_leaves_the_model_untouched(tmp_path, ref
     with pytest.raises(WeightLoadError, match=r"(?s)bad\.pth.*shape mismatch.*projector\.fc1\.weight.*\[4096, 32\]"):
         weights.load_checkpoint(model, str(path))
     assert all(torch.equal(before[k], v) for k, v in state(model).items())
+
+
+def _our_file_with(tmp_path, reference, key, change):
+    from safetensors.torch import load_file
+
+    weights.save_trainable(reference, str(tmp_path / "full.safetensors"))
+    sd = load_file(str(tmp_path / "full.safetensors"))
+    sd[key] = change(sd[key])
+    save_file(sd, str(tmp_path / "bad.safetensors"))
+    return str(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.to(torch.int32), r"dtype mismatch: projector\.fc1\.weight: file projector\.fc1\.weight int32, model float32"),
+    (lambda t: t.bool(), r"dtype mismatch: projector\.fc1\.weight: file projector\.fc1\.weight bool, model float32"),
+    (lambda t: t[:, :-1].contiguous(), r"shape mismatch: projector\.fc1\.weight: file projector\.fc1\.weight \[48, 31\]"),
+], ids=["int32", "bool", "shape"])
+def test_a_weight_of_another_kind_or_shape_is_refused_naming_key_file_and_both(tmp_path, reference, change, message):
+    path = _our_file_with(tmp_path, reference, "projector.fc1.weight", change)
+    model = fresh_copy(reference)
+    before = state(model)
+    with pytest.raises(WeightLoadError, match=r"(?s)bad\.safetensors.*" + message):
+        weights.load_checkpoint(model, path)
+    assert all(torch.equal(before[k], v) for k, v in state(model).items())
+
+
+def test_half_precision_files_still_load_into_float32_models(tmp_path, reference):
+    path = _our_file_with(tmp_path, reference, "projector.fc1.weight", lambda t: t.to(torch.bfloat16))
+    weights.load_checkpoint(fresh_copy(reference), path)
+
+
+def test_an_integer_weight_in_a_phi_file_is_refused(tmp_path, reference):
+    path, sd = _phi_dir_single(tmp_path, reference)
+    key = next(k for k in sd if k.endswith("fc1.weight"))
+    sd[key] = sd[key].to(torch.int32)
+    save_file(sd, str(path / "model.safetensors"))
+    with pytest.raises(WeightLoadError, match=rf"(?s)dtype mismatch: .*fc1\.weight: file {re.escape(key)} int32"):
+        weights.load_phi(fresh_copy(reference), str(path))
 
 
 def test_partial_group_is_an_error(tmp_path, reference):
