@@ -128,6 +128,32 @@ def test_a_corrupt_checkpoint_is_one_line_naming_it_in_every_entry_point(corrupt
     assert inspect_cli.main(["--cfg-path", path]) == 0
 
 
+@pytest.mark.parametrize("change, words", [
+    (lambda sd: (sd, {"prompt_style": "{not json"}), ["prompt_style metadata is not JSON"]),
+    (lambda sd: (sd, {"prompt_style": '{"end_sym": 7}'}), ["'end_sym' is '7' (int); expected a str"]),
+    (lambda sd: ({**sd, "projector.fc2.weight": sd["projector.fc2.weight"].int()}, {}),
+     ["dtype mismatch", "projector.fc2.weight int32, model float32"]),
+], ids=["style_not_json", "style_wrong_type", "int32_weight"])
+def test_a_checkpoint_with_a_bad_record_or_weight_is_one_line_in_train_py(tmp_path, tiny_root, capsys, change, words):
+    from safetensors.torch import load_file, save_file
+
+    from tinygpt import training
+    from tinygpt.models.build import build_model
+    from tinygpt.models.weights import save_trainable
+
+    cfg = tiny_config(tiny_root)
+    good = tmp_path / "good.safetensors"
+    save_trainable(build_model(cfg, "cpu", load_weights=False), str(good))
+    tensors, metadata = change(load_file(str(good)))
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata={"format": "tinygpt-trainable", **metadata})
+    cfg.model.ckpt = [str(bad)]
+    path = tmp_path / "cfg.yaml"
+    path.write_text(to_yaml(cfg))
+    assert training.main(["--cfg-path", str(path)]) == 2
+    one_line_error(capsys, "train.py", str(bad), *words)
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
 def test_a_prediction_file_in_another_encoding_is_one_line(tmp_path, capsys, encoding):
     from tinygpt.evaluation.score import main as score

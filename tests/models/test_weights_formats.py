@@ -472,6 +472,35 @@ def test_tinygptv_checkpoints_carry_the_prompt_style_they_were_trained_with(tmp_
     assert weights.recorded_style(str(tinygptv_file(tmp_path / "bare.pth", sd, wrapper=False))) is None
 
 
+@pytest.mark.parametrize("record, message", [
+    ("not json{", "prompt_style metadata is not JSON"),
+    ('{"template": 123}', "'template' is '123' (int); expected a str"),
+    ('{"image_after_question": "yes"}', "'image_after_question' is 'yes' (str); expected a bool"),
+    ('{"image_size": 0}', "'image_size' is '0' (int); expected a positive int"),
+    ('{"template": "no slot here"}', "prompt style is not usable: a prompt template must contain exactly one"),
+    ('["template"]', "must be an object"),
+])
+def test_a_bad_prompt_style_record_is_one_error_naming_the_file(tmp_path, reference, record, message):
+    from safetensors.torch import load_file
+
+    weights.save_trainable(reference, str(tmp_path / "full.safetensors"))
+    path = tmp_path / "styled.safetensors"
+    save_file(load_file(str(tmp_path / "full.safetensors")), str(path), metadata={"prompt_style": record})
+    with pytest.raises(WeightLoadError, match=re.escape(message)) as err:
+        weights.recorded_style(str(path))
+    assert str(err.value).startswith(str(path))
+
+
+def test_a_tinygptv_checkpoint_whose_config_has_a_number_for_template_is_an_error(tmp_path, reference):
+    path = tinygptv_file(tmp_path / "s3.pth", tinygptv_state_dict(reference),
+                         config={"model": {"arch": "minigpt4", "prompt_template": 123, "end_sym": "###"}})
+    with pytest.raises(WeightLoadError, match=r"s3\.pth: the recorded prompt style's 'template' is '123' \(int\)"):
+        weights.recorded_style(str(path))
+    arch = tinygptv_file(tmp_path / "arch.pth", tinygptv_state_dict(reference), config={"model": {"arch": [1]}})
+    with pytest.raises(WeightLoadError, match=r"arch\.pth"):
+        weights.recorded_style(str(arch))
+
+
 # ----------------------------------------------------------------------------- our own checkpoints
 def test_save_trainable_round_trip(tmp_path, reference, reference_logits):
     path = tmp_path / "out" / "checkpoint_final.safetensors"
