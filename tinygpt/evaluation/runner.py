@@ -237,6 +237,9 @@ class EvaluationRunner:
     # ------------------------------------------------------------------ top level
     def run(self) -> Report:
         report = Report(self.output_dir)
+        if dist.is_main():  # only rank 0 writes files atomically here, and it has not started yet
+            for stale in atomic.remove_stale_temps(self.output_dir, recursive=True):
+                log.info("removed %s, left by a write that was interrupted", stale)
         for label, split in self.splits.items():
             self.answer_all(label, split)
             dist.barrier()  # every rank's JSONL is complete

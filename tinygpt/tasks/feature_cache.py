@@ -46,7 +46,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..common.atomic import atomic_path
+from ..common.atomic import atomic_path, remove_stale_temps
 from ..common.config import Config, ConfigError
 from ..models import components
 
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 # The in-process table's budget: 4,000 tiny-recipe images are ~35 MB, a full-size [32, 768] entry 96 KB.
 MEMORY_BYTES = 512 * 2**20
+STALE_TEMP_S = 600  # a cache temp file untouched this long was left by a killed writer
 
 # Fields that do not change what the towers compute (where weights came from, training flags).
 _IGNORED_FIELDS = {"weights", "train", "grad_checkpointing", "dtype"}
@@ -137,6 +138,10 @@ class FeatureCache:
                              "(model.vision.train and model.qformer.train false)")
         self.key = tower_key(model)
         self.root = Path(directory) / self.key
+        # Features written by a process that was killed mid-write; other ranks (or runs) may be
+        # writing now, so only files untouched for a while count (one write takes milliseconds).
+        for stale in remove_stale_temps(str(self.root), recursive=True, older_than_s=STALE_TEMP_S):
+            log.info("removed %s, left by a feature-cache write that was interrupted", stale)
         self.hits = 0
         self.misses = 0
         self._memory: dict[Path, torch.Tensor] = {}
