@@ -11,8 +11,9 @@ from .errors import UserError
 
 def read_json(path: str, error: type[UserError] = UserError) -> Any:
     """A JSON file, or JSON lines when the name ends in `.jsonl`, read as UTF-8.  Undecodable bytes
-    (a Latin-1 or UTF-16 file), malformed or too deeply nested JSON raise `error` naming the file
-    (and the line of a .jsonl); a missing file is the caller's to report (OSError)."""
+    (a Latin-1 or UTF-16 file), malformed or too deeply nested JSON, or an integer of thousands of
+    digits raise `error` naming the file (and the line of a .jsonl); a missing file is the caller's
+    to report (OSError)."""
     try:
         with open(path, encoding="utf-8") as f:
             if not path.endswith(".jsonl"):
@@ -24,6 +25,8 @@ def read_json(path: str, error: type[UserError] = UserError) -> Any:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as e:
                         raise error(f"{path}: malformed JSON on line {lineno} ({e.msg})") from None
+                    except ValueError as e:  # an integer of more than 4300 digits
+                        raise error(f"{path}: line {lineno}: {_too_long(e)}") from None
             return rows
     except UnicodeDecodeError as e:
         raise error(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the file as UTF-8") from None
@@ -31,6 +34,14 @@ def read_json(path: str, error: type[UserError] = UserError) -> Any:
         raise error(f"{path}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     except RecursionError:
         raise error(f"{path}: the JSON is nested too deeply") from None
+    except UserError:  # a .jsonl line's own message, above (UserError is a ValueError too)
+        raise
+    except ValueError as e:  # after JSONDecodeError and UnicodeDecodeError, its subclasses
+        raise error(f"{path}: {_too_long(e)}") from None
+
+
+def _too_long(e: ValueError) -> str:
+    return f"a number in it is too long to read ({str(e).split(';')[0]})"
 
 
 def dumps(obj: Any, **kwargs) -> str:
