@@ -147,6 +147,8 @@ class IterRunner:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, self.run.grad_clip)
         else:
             grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor over the shards
+            grad_norm = grad_norm.full_tensor()
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
