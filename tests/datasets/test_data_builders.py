@@ -2,6 +2,8 @@
 import json
 import random
 
+import re
+
 import pytest
 import torch
 from PIL import Image
@@ -153,6 +155,22 @@ def test_refvg(tmp_path):
     ds = build("refvg", storage=[str(vg)])
     assert len(ds) == 1  # regions of 16384 px^2 or more are dropped
     assert check(ds[0])["answer"] == "{<10><10><30><40>}"
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("x", float("nan"), "field 'x' is nan; it must be a finite number"),
+    ("width", float("inf"), "field 'width' is inf; it must be a finite number"),
+    ("y", True, "field 'y' is bool, expected int/float"),
+])
+def test_a_region_with_a_number_that_is_not_one_is_refused(tmp_path, field, value, message):
+    vg = tmp_path / "visual_genome"
+    jpg(vg / "VG_100K_2" / "1.jpg", size=(200, 100))
+    dump(vg / "image_data.json", [{"image_id": 1, "url": "https://cs.stanford.edu/people/rak248/VG_100K_2/1.jpg",
+                                   "width": 200, "height": 100}])
+    region = {"region_id": 1, "image_id": 1, "x": 20, "y": 10, "width": 40, "height": 30, "phrase": "a red sign"}
+    dump(vg / "region_descriptions.json", [{"id": 1, "regions": [{**region, field: value}]}])
+    with pytest.raises(DataError, match=r"region_descriptions\.json: record .*" + re.escape(message)):
+        build("refvg", storage=[str(vg)])
 
 
 def test_flickr_sets(tmp_path):

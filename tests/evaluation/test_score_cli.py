@@ -97,10 +97,10 @@ def _vqa_ann(**changes):
 
 @pytest.mark.parametrize("benchmark, ann, pred, words", [
     ("refcoco", [{**REF, "bbox": [10, 10, float("nan"), 50]}], [{"img_id": 1, "sents": "the dog", "pred": "{<10>}"}],
-     ["entry 0 bbox w is nan, expected a finite number"]),
+     ["entry 0 bbox w is nan; it must be a finite number"]),
     ("refcoco", [{**REF, "bbox": [10, float("inf"), 50, 50]}], None, ["entry 0 bbox y is inf"]),
-    ("refcoco", [{**REF, "bbox": [60, 60, -50, -50]}], None, ["entry 0 bbox w is -50, expected >= 0"]),
-    ("refcoco", [{**REF, "bbox": [True, False, 50, 50]}], None, ["entry 0 bbox x is bool"]),
+    ("refcoco", [{**REF, "bbox": [60, 60, -50, -50]}], None, ["entry 0 bbox w is -50; it must be >= 0"]),
+    ("refcoco", [{**REF, "bbox": [True, False, 50, 50]}], None, ["entry 0 bbox x is True; it must be a number, not bool"]),
     ("refcoco", [{**REF, "width": float("inf")}], None, ["entry 0 field 'width' is inf"]),
     ("refcoco", [{**REF, "height": True}], None, ["entry 0 field 'height' is bool"]),
     ("vqav2", _vqa_ann(answers=[]), [{"question_id": 1, "answer": "cat"}, {"question_id": 2, "answer": "red"}],

@@ -8,7 +8,6 @@ Defaults live here and only here: code reads `cfg.run.init_lr`, never `cfg.get("
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 
 import yaml
@@ -21,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ..conversation.chat_template import FROM_TOKENIZER
 from ..conversation.protocol import IMAGE_SLOT, IMAGE_TEXT, check_template
 from .errors import UserError
+from .numbers import number_problem, shown
 
 
 class ConfigError(UserError):
@@ -355,30 +355,6 @@ def _check_choices(cfg: Config, overridden: set[str] = frozenset()) -> None:
                           f"got {cfg.model.image_placeholder!r}")
 
 
-_INT64 = 2**63  # every integer reaches torch (seeds, sizes, step counts) as a 64-bit int
-
-
-def _number_problem(value, bounds) -> str | None:
-    """What is wrong with a config number, or None: floats must be finite, integers must fit in 64
-    bits, and a `ranged` field's value must lie in its range."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return "it must be a finite number"
-    if isinstance(value, int) and not -_INT64 <= value < _INT64:
-        return "it must fit in a 64-bit integer"
-    if bounds is None:
-        return None
-    low, high, above, below = bounds
-    if (low is not None and (value <= low if above else value < low)) or \
-            (high is not None and (value >= high if below else value > high)):
-        want = " and ".join(w for w in (
-            None if low is None else f"{'>' if above else '>='} {low}",
-            None if high is None else f"{'<' if below else '<='} {high}") if w)
-        return f"it must be {want}"
-    return None
-
-
 def _check_ranges(obj, prefix: str, source: str, overridden: set[str] = frozenset()) -> None:
     """Every number of `obj` and of the dataclasses (or dicts of them) below it: finite, 64-bit, and
     within its field's `ranged` bounds; a key in `overridden` is said to come from --options."""
@@ -390,18 +366,13 @@ def _check_ranges(obj, prefix: str, source: str, overridden: set[str] = frozense
         return
     for f in dataclasses.fields(obj):
         value, key = getattr(obj, f.name), prefix + f.name
-        problem = _number_problem(value, f.metadata.get("range"))
+        bounds = f.metadata.get("range") or (None, None, False, False)
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)  # types are OmegaConf's
+        problem = is_number and number_problem(value, bounds[0], bounds[1], above=bounds[2], below=bounds[3])
         if problem:
             origin = " (set by --options)" if key in overridden else ""
-            raise ConfigError(f"{source}: key '{key}' is {_show(value)}; {problem}{origin}")
+            raise ConfigError(f"{source}: key '{key}' is {shown(value)}; {problem}{origin}")
         _check_ranges(value, key + ".", source, overridden)
-
-
-def _show(value) -> str:
-    """A config value for a message: a huge integer by its size, not its 5000 digits."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
-        return f"a {len(str(abs(value)))}-digit integer"
-    return repr(value)
 
 
 def to_yaml(cfg: Config) -> str:

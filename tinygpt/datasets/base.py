@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from tinygpt.common.config import ConfigError, DatasetConfig
 from tinygpt.common.errors import UserError
 from tinygpt.common.jsonfile import read_json
+from tinygpt.common.numbers import number_problem, shown
 from tinygpt.datasets import skips
 from tinygpt.conversation.protocol import place_image
 from tinygpt.datasets.templates import load_prompts
@@ -74,15 +75,20 @@ def load_json(path: str, dataset: str) -> Any:
 
 
 def require(record: Any, field: str, path: str, index: Any, types: type | tuple = object) -> Any:
-    """`record[field]` type-checked; errors name the file, the record and the field."""
+    """`record[field]` type-checked; errors name the file, the record and the field.  Where a number
+    is expected, a boolean, NaN or infinity is refused too (common/numbers.py)."""
     if not isinstance(record, dict):
         raise DataError(f"{path}: record {index} is {type(record).__name__}, expected an object")
     if field not in record:
         raise DataError(f"{path}: record {index} has no {field!r} field")
     value = record[field]
-    if not isinstance(value, types):
+    numeric = {int, float} & set(types if isinstance(types, tuple) else (types,))
+    if not isinstance(value, types) or (numeric and isinstance(value, bool)):
         want = types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
         raise DataError(f"{path}: record {index} field {field!r} is {type(value).__name__}, expected {want}")
+    problem = numeric and isinstance(value, (int, float)) and number_problem(value)
+    if problem:
+        raise DataError(f"{path}: record {index} field {field!r} is {shown(value)}; {problem}")
     return value
 
 

@@ -10,13 +10,13 @@ The file formats are the official ones; see eval_scripts/EVAL_README.md for wher
 """
 from __future__ import annotations
 
-import math
 import os
 from collections import defaultdict, deque
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 from tinygpt.common.errors import UserError
 from tinygpt.common.jsonfile import read_json
+from tinygpt.common.numbers import number_problem, shown
 
 
 class EvalInputError(UserError):
@@ -79,14 +79,12 @@ def require(row: Mapping, key: str, name: str, index: int | str, types: type | t
 
 
 def check_number(value: Any, where: str, low: float | None = None, above: bool = False) -> float:
-    """The one check of a number read from an input file: an int or float (not a boolean), finite,
-    and >= `low` (> with `above`); otherwise an EvalInputError starting with `where`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise EvalInputError(f"{where} is {type(value).__name__} {str(value)[:40]!r}, expected a number")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise EvalInputError(f"{where} is {value}, expected a finite number")
-    if low is not None and (value <= low if above else value < low):
-        raise EvalInputError(f"{where} is {value}, expected {'>' if above else '>='} {low}")
+    """A number read from an input file, checked by the project's one check (common/numbers.py:
+    an int or float, never a boolean, finite, >= `low` or > with `above`); otherwise an
+    EvalInputError starting with `where`."""
+    problem = number_problem(value, low, above=above)
+    if problem:
+        raise EvalInputError(f"{where} is {shown(value)[:40]}; {problem}")
     return value
 
 
