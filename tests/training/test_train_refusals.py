@@ -152,9 +152,39 @@ def output_dir_is_a_file(cfg, tmp_path):
     return ["run.output_dir", "taken is a file"]
 
 
+def _llm_config_with(cfg, tmp_path, **changes):
+    values = {**json.loads(Path(cfg.model.llm.hf_config).read_text()), **changes}
+    (tmp_path / "llm.json").write_text(json.dumps(values))
+    cfg.model.llm.hf_config = str(tmp_path / "llm.json")
+
+
+def llm_config_not_json(cfg, tmp_path):
+    (tmp_path / "llm.json").write_text("{not json")
+    cfg.model.llm.hf_config = str(tmp_path / "llm.json")
+    return ["llm.json: not a readable Hugging Face LLM config"]
+
+
+def llm_config_with_zero_heads(cfg, tmp_path):
+    _llm_config_with(cfg, tmp_path, num_attention_heads=0)
+    return ["llm.json: 'num_attention_heads' is 0; it must be >= 1"]
+
+
+def llm_config_with_a_string_for_a_size(cfg, tmp_path):
+    _llm_config_with(cfg, tmp_path, hidden_size="big")
+    return ["llm.json: not a readable Hugging Face LLM config", "hidden_size"]
+
+
+def tokenizer_is_a_text_file(cfg, tmp_path):
+    (tmp_path / "tok.txt").write_text("not a tokenizer")
+    cfg.model.llm.tokenizer = str(tmp_path / "tok.txt")
+    return ["model.llm.tokenizer", "tok.txt", "not a readable Hugging Face tokenizer"]
+
+
 @pytest.mark.parametrize("case", [every_image_unreadable, missing_prompts_file, prompts_file_without_a_prompt,
                                   shard_of_random_bytes, shard_of_corrupt_images, resume_from_a_missing_file,
-                                  resume_from_a_text_file, output_dir_is_a_file], ids=lambda f: f.__name__)
+                                  resume_from_a_text_file, output_dir_is_a_file, llm_config_not_json,
+                                  llm_config_with_zero_heads, llm_config_with_a_string_for_a_size,
+                                  tokenizer_is_a_text_file], ids=lambda f: f.__name__)
 def test_bad_input_is_one_line_naming_it(tiny_root, tmp_path, capsys, case):
     cfg = tiny_config(tiny_root)
     cfg.datasets = {"fake": fake_dataset_config()}
