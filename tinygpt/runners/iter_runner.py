@@ -140,9 +140,10 @@ class IterRunner:
             self.scaler.unscale_(self.optimizer)
         factor = self.info.world_size / global_weight.clamp(min=1)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if params:
-            torch._foreach_mul_([p.grad for p in params], factor)
         grads = [p.grad for p in params]
+        if grads:
+            torch._foreach_mul_(grads, factor)
+        # The norm is watched for non-finite values (_NonFiniteWatch) whether or not it clips.
         if self.run.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, self.run.grad_clip)
         else:
