@@ -146,6 +146,17 @@ def resume_from_a_text_file(cfg, tmp_path):
     return ["run.resume_ckpt_path", "notes.pt", "not a tinygpt training checkpoint"]
 
 
+def resume_from_a_checkpoint_with_a_negative_step(cfg, tmp_path):
+    import torch
+
+    from tinygpt.common.checkpoint import FORMAT
+
+    torch.save({"format": FORMAT, "model": {}, "optimizer": {}, "scheduler": {}, "step": -3, "data": {}, "rng": [],
+                "config": ""}, tmp_path / "forged.pt")
+    cfg.run.resume_ckpt_path = str(tmp_path / "forged.pt")
+    return ["run.resume_ckpt_path", "forged.pt", "'step' is -3; it must be >= 0"]
+
+
 def output_dir_is_a_file(cfg, tmp_path):
     (tmp_path / "taken").write_text("a file")
     cfg.run.output_dir = str(tmp_path / "taken" / "run")
@@ -182,7 +193,8 @@ def tokenizer_is_a_text_file(cfg, tmp_path):
 
 @pytest.mark.parametrize("case", [every_image_unreadable, missing_prompts_file, prompts_file_without_a_prompt,
                                   shard_of_random_bytes, shard_of_corrupt_images, resume_from_a_missing_file,
-                                  resume_from_a_text_file, output_dir_is_a_file, llm_config_not_json,
+                                  resume_from_a_text_file, resume_from_a_checkpoint_with_a_negative_step,
+                                  output_dir_is_a_file, llm_config_not_json,
                                   llm_config_with_zero_heads, llm_config_with_a_string_for_a_size,
                                   tokenizer_is_a_text_file], ids=lambda f: f.__name__)
 def test_bad_input_is_one_line_naming_it(tiny_root, tmp_path, capsys, case):

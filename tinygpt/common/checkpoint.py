@@ -13,6 +13,7 @@ import torch
 
 from .atomic import atomic_path
 from .config import ConfigError
+from .numbers import number_problem, shown
 
 FORMAT = "tinygpt-train-1"
 
@@ -53,6 +54,12 @@ def load_training_checkpoint(path: str) -> dict:
     missing = sorted({"model", "optimizer", "scheduler", "step", "data", "rng", "config"} - set(state))
     if missing:
         raise ConfigError(f"{where}: the checkpoint lacks {', '.join(missing)}")
+    step = state["step"]
+    problem = number_problem(step, 0) if isinstance(step, int) else "it must be an integer"
+    if problem:
+        raise ConfigError(f"{where}: its 'step' is {shown(step)}; {problem}")
+    if not isinstance(state["config"], str):
+        raise ConfigError(f"{where}: its 'config' is {type(state['config']).__name__}, not the YAML text of a config")
     return state
 
 
