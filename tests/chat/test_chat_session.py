@@ -1,6 +1,7 @@
 """The Chat object: multi-turn state, streaming, end markers, the lock, cancellation, failures."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -261,3 +262,23 @@ def test_protocol_markup_typed_by_a_user_is_refused_and_nothing_is_asked(tokeniz
     chat.ask("what colour? # not a marker")  # a lone '#' is text
     assert chat.answer() == "red"
     assert chat.model.prompts[-1].count("<ImageHere>") == 1
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("seed", 2**70, "seed is 1180591620717411303424; it must fit in a 64-bit integer"),  # torch.manual_seed overflow
+    ("seed", -1, "seed is -1; it must be >= 0"),
+    ("temperature", float("nan"), "temperature is nan; it must be a finite number"),
+    ("repetition_penalty", float("inf"), "repetition_penalty is inf; it must be a finite number"),
+    ("max_new_tokens", True, "max_new_tokens is True; it must be a number, not bool"),
+    ("num_beams", 2.0, "num_beams is 2.0; it must be an integer"),
+])
+def test_generation_options_that_are_not_usable_numbers_are_refused_before_generating(tokenizer, image, option,
+                                                                                       value, message):
+    from tinygpt.common.errors import UserError
+
+    chat = scripted_chat(tokenizer, "red###")
+    chat.upload_image(image)
+    chat.ask("what colour?")
+    with pytest.raises(UserError, match=re.escape(message)):
+        chat.answer(**{option: value})
+    assert chat.model.prompts == [] and chat.history == [("what colour?", None)]

@@ -26,6 +26,8 @@ import torch
 from PIL import ImageOps
 from transformers import TextIteratorStreamer
 
+from ..common.errors import UserError
+from ..common.numbers import number_problem, shown
 from .history import Conversation
 from .protocol import Dialogue, check_user_text, encode
 
@@ -35,6 +37,10 @@ DISPLAY_SIDE = 1024  # the largest side of the image a Chat keeps for display
 
 
 # ----------------------------------------------------------------------------- options
+class GenerationOptionsError(UserError):
+    """A generation option is not a usable number (NaN temperature, a seed beyond 64 bits, ...)."""
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     """Decoding settings for one answer.  temperature 0 means greedy decoding; above 0 samples
@@ -60,7 +66,20 @@ class GenerationOptions:
         return out
 
     def check(self) -> None:
+        """Every option a number of its type (not a boolean), finite and in range; a seed torch can
+        take.  ValueError (GenerationOptionsError, a UserError) listing every problem."""
         problems = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name == "seed":
+                continue
+            integer = f.type in ("int", "Optional[int]")
+            problem = "it must be an integer" if integer and not isinstance(value, int) else (
+                number_problem(value, 0 if f.name == "seed" else None))
+            if problem:
+                problems.append(f"{f.name} is {shown(value)}; {problem}")
+        if problems:
+            raise GenerationOptionsError("; ".join(problems))
         if self.max_new_tokens < 1:
             problems.append(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.num_beams < 1:
@@ -74,7 +93,7 @@ class GenerationOptions:
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             problems.append(f"min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise GenerationOptionsError("; ".join(problems))
 
     def generate_kwargs(self) -> dict:
         """Keyword arguments for `TinyGPTV.generate` (the seed is applied by the Chat)."""
