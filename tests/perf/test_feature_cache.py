@@ -98,6 +98,24 @@ def test_a_temp_file_left_by_a_killed_cache_write_is_swept_at_start(tiny_root, t
     assert not killed.exists() and busy.exists()
 
 
+@pytest.mark.parametrize("content", [b"garbage", b"", "nan", "vector"])
+def test_an_unreadable_or_foreign_cache_entry_is_recomputed(tiny_root, tmp_path, content):
+    model = _model(tiny_root)
+    samples = _samples(model)
+    reference = _loss(_task(model), model, samples)
+    _loss(_task(model, tmp_path), model, samples)  # fills the cache
+    entry = sorted((tmp_path).rglob("*.pt"))[0]
+    if content == "nan":
+        torch.save(torch.full_like(torch.load(entry), float("nan")), entry)
+    elif content == "vector":
+        torch.save(torch.zeros(7), entry)
+    else:
+        entry.write_bytes(content)
+    task = _task(model, tmp_path)
+    assert torch.equal(_loss(task, model, samples), reference)
+    assert task.feature_cache.misses == 1
+
+
 def test_partial_hits_compute_only_new_images(tiny_root, tmp_path):
     model = _model(tiny_root).eval()
     samples = _samples(model)

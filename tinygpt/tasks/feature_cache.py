@@ -156,8 +156,16 @@ class FeatureCache:
             return found
         try:
             found = torch.load(path, map_location="cpu", weights_only=True)
-        except (FileNotFoundError, EOFError, RuntimeError):
-            return None  # absent, or a torn file from a killed writer: recompute
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # torn by a killed writer, or overwritten: torch raises many types
+            log.warning("feature cache: %s is unreadable (%s); recomputing it", path, type(exc).__name__)
+            return None
+        # One entry is Q-Former outputs [Q, D] of one image: anything else is not ours to use.
+        if not (torch.is_tensor(found) and found.dim() == 2 and found.is_floating_point()
+                and bool(torch.isfinite(found).all())):
+            log.warning("feature cache: %s does not hold finite [Q, D] features; recomputing it", path)
+            return None
         self._remember(path, found)
         return found
 
