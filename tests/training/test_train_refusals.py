@@ -65,12 +65,19 @@ def test_resuming_from_the_last_checkpoint_writes_a_strict_summary(tiny_root, tm
     first = write_config(tiny_root, tmp_path)
     assert training.main(["--cfg-path", first]) == 0
     last = tmp_path / "cfg" / "checkpoint_step0000003.pt"
+    # The rows a kill cut short while they were appended: dropped at the resume, not a traceback.
+    with open(tmp_path / "cfg" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "lo')
+    with open(tmp_path / "cfg" / "metrics.csv", "a") as f:
+        f.write("4,0.5")
     again = write_config(tiny_root, tmp_path, resume_ckpt_path=str(last))
     assert training.main(["--cfg-path", again]) == 0  # nothing left to train
     summary = strict_json((tmp_path / "cfg" / "train_summary.json").read_text())
     assert summary["steps"] == 3 and summary["final_loss"] is None
-    for line in (tmp_path / "cfg" / "metrics.jsonl").read_text().splitlines():
-        strict_json(line)
+    rows = [strict_json(line) for line in (tmp_path / "cfg" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [line.split(",")[0] for line in (tmp_path / "cfg" / "metrics.csv").read_text().splitlines()] == \
+        ["step", "1", "2", "3"]
 
 
 # ----------------------------------------------------------------------------- bad input: one line, exit 2
