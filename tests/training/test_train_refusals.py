@@ -130,7 +130,7 @@ def shard_of_random_bytes(cfg, tmp_path):
     shard = tmp_path / "00000.tar"
     shard.write_bytes(bytes(range(256)) * 40)
     cfg.datasets = {"laion": _laion(str(shard))}
-    return ["datasets.laion: no batch in a whole epoch", "corrupt or unreadable shard", "00000.tar"]
+    return ["datasets.laion: a whole epoch without one readable sample", "corrupt or unreadable shard", "00000.tar"]
 
 
 def shard_of_corrupt_images(cfg, tmp_path):
