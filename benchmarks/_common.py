@@ -5,7 +5,6 @@ Not an entry point (no `main`): `benchmarks/{generate,train,...}.py` are.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from tinygpt.common import device as devices
+from tinygpt.common import jsonfile
 from tinygpt.common.config import Config, ModelConfig
 from tinygpt.models.phi import write_phi_config
 
@@ -266,7 +266,7 @@ def result_path(args, name: str) -> Path:
 def write_json(path: str | os.PathLike, payload: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    path.write_text(jsonfile.dumps(payload, indent=2, default=str) + "\n")  # strict: a NaN figure is null
     return path
 
 

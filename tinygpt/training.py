@@ -21,6 +21,7 @@ import tinygpt
 from .common import atomic
 from .common import device as devices
 from .common import dist
+from .common.config import require_writable_dir
 from .common.errors import UserError, entry_point
 from .common.registry import registry
 from .common.rng import seed_everything
@@ -72,6 +73,8 @@ def main(argv=None) -> int:
     outputs = [cfg.run.output_dir for cfg in configs]
     if len(set(outputs)) < len(outputs):
         raise UserError(f"--cfg-path: two configs write to the same run.output_dir ({outputs}); each stage needs its own")
+    for cfg in configs:
+        require_writable_dir(cfg.source, "run.output_dir", cfg.run.output_dir)
     refuse_finished_runs(args.cfg_path, configs, args.overwrite)
     device = devices.resolve_device(configs[0].run.device)
     for path, cfg in zip(args.cfg_path[1:], configs[1:]):

@@ -1,6 +1,8 @@
 """Every registered builder on a tiny fixture written in the released format."""
 import random
 
+import re
+
 import pytest
 import torch
 
@@ -133,6 +135,22 @@ def test_refvg(tmp_path):
     assert check(ds[0])["answer"] == "{<10><10><30><40>}"
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("x", float("nan"), "field 'x' is nan; it must be a finite number"),
+    ("width", float("inf"), "field 'width' is inf; it must be a finite number"),
+    ("y", True, "field 'y' is bool, expected int/float"),
+])
+def test_a_region_with_a_number_that_is_not_one_is_refused(tmp_path, field, value, message):
+    vg = tmp_path / "visual_genome"
+    jpg(vg / "VG_100K_2" / "1.jpg", size=(200, 100))
+    dump(vg / "image_data.json", [{"image_id": 1, "url": "https://cs.stanford.edu/people/rak248/VG_100K_2/1.jpg",
+                                   "width": 200, "height": 100}])
+    region = {"region_id": 1, "image_id": 1, "x": 20, "y": 10, "width": 40, "height": 30, "phrase": "a red sign"}
+    dump(vg / "region_descriptions.json", [{"id": 1, "regions": [{**region, field: value}]}])
+    with pytest.raises(DataError, match=r"region_descriptions\.json: record .*" + re.escape(message)):
+        build("refvg", storage=[str(vg)])
+
+
 def test_flickr_sets(tmp_path):
     jpg(tmp_path / "flickr" / "123.jpg")
     root = str(tmp_path / "flickr")
@@ -243,3 +261,11 @@ def test_samples_are_reproducible_and_seed_dependent(tmp_path):
     random.seed(123)  # the global generator plays no part
     c = build("gqa", storage=[ann], image_root=str(root), vis_processor=crop)[0]
     assert torch.equal(a["image"], c["image"])
+
+
+def test_a_processor_setting_the_processor_refuses_names_the_dataset_key(tmp_path):
+    img = jpg(tmp_path / "coco" / "a.jpg")
+    ann = dump(tmp_path / "c.json", [{"image": "a.jpg", "caption": "a red square"}])
+    crossed = ProcessorConfig(name="blip2_image_train", image_size=S, min_scale=0.9, max_scale=0.5)
+    with pytest.raises(ConfigError, match=r"datasets\.coco_caption\.vis_processor: .*min_scale"):
+        build("coco_caption", storage=[ann], image_root=str(img.parent), vis_processor=crossed)

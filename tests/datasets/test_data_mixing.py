@@ -92,10 +92,12 @@ def test_resume_continues_exactly(tmp_path, workers):
 
 
 def test_bad_ratio_and_empty_source_are_reported():
+    from tinygpt.datasets.base import DataError
+
     with pytest.raises(ValueError, match=r"datasets\.b\.sample_ratio"):
         MultiSourceLoader([("a", [1], 1.0), ("b", [1], 0.0)])
     loader = MultiSourceLoader([("empty", [], 1.0)])
-    with pytest.raises(RuntimeError, match="'empty' produced no batch"):
+    with pytest.raises(DataError, match="datasets.empty: no batch in a whole epoch"):
         next(loader)
 
 
@@ -176,12 +178,13 @@ def test_two_loaders_in_one_process_keep_their_own_skip_counts():
 
 
 def test_a_source_without_one_readable_image_is_an_error():
-    from tinygpt.datasets.base import ImageUnreadable
+    from tinygpt.datasets.base import DataError, ImageUnreadable
 
     def sample(record, rng):
         raise ImageUnreadable("missing image", f"img{record}.jpg")
 
     loader = MultiSourceLoader([("dead", build_loader(RecordDataset("dead", list(range(8)), sample), 4,
                                                       name="dead"), 1.0)])
-    with pytest.raises(RuntimeError, match="'dead': a whole epoch without one readable sample"):
+    with pytest.raises(DataError, match="datasets.dead: a whole epoch without one readable sample; "
+                                        "data: skipped 8 item"):
         next(loader)

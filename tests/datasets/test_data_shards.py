@@ -161,3 +161,28 @@ def test_prompts_give_an_instruction(tmp_path):
     s = next(iter(build("laion", [shard], prompts_path=str(prompts))))
     assert s["instruction_input"] == "<Img><ImageHere></Img> Describe the picture. "  # a caption set's wrap
     assert collate([s, s])["instruction_input"] == [s["instruction_input"]] * 2
+
+
+def test_a_worker_that_serves_no_batch_still_reports_what_it_skipped(tmp_path):
+    from tinygpt.datasets.base import DataError
+    from tinygpt.datasets.mixing import MultiSourceLoader
+
+    shard = write_shard(tmp_path / "00000.tar", 0, 3)
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(shard) as src, tarfile.open(bad, "w") as out:  # every image replaced by garbage
+        for member in src.getmembers():
+            data = src.extractfile(member).read()
+            member.size = len(b"garbage") if member.name.endswith(".jpg") else member.size
+            out.addfile(member, io.BytesIO(b"garbage" if member.name.endswith(".jpg") else data))
+    loader = build_loader(build("laion", [str(bad)]), 2, num_workers=1)
+    with pytest.raises(DataError, match=r"datasets\.laion: .*skipped 3 item\(s\) laion: 3 x unreadable image"):
+        next(MultiSourceLoader([("laion", loader, 1.0)]))
+
+
+def test_skips_after_the_last_full_batch_reach_the_loader_from_a_worker(tmp_path):
+    stream = build("laion", [write_shard(tmp_path / "00000.tar", 0, 5, bad_image_at=4)])
+    stream.shuffle_buffer = 0  # the shard's order: the unreadable image comes after two full batches
+    counter = skips.SkipCounter()
+    seen = [s for batch in build_loader(stream, 2, num_workers=1) for s in counter.absorb(batch).get("answer", [])]
+    assert len(seen) == 4
+    assert counter.counts() == {"laion": {"unreadable image": 1}}

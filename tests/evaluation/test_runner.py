@@ -249,9 +249,11 @@ def test_resume_skips_answered_questions(syn, tiny_root, tmp_path, model, monkey
     with open(partial, "a") as f:
         f.write('{"key": "10000020", "rec')  # a line cut short by the crash is ignored
 
+    (partial.parent / ".tmp-killed-merge.json").write_text("[")  # a write the kill interrupted
     calls = Calls(model, monkeypatch)
     report = run(cfg, model)
     assert calls.n == 2  # only the 8 unanswered questions were asked
+    assert not list((tmp_path / "resumed").rglob(".tmp-*"))
     want = json.loads((tmp_path / "reference/vqav2/predictions.json").read_text())
     assert json.loads((tmp_path / "resumed/vqav2/predictions.json").read_text()) == want
     assert report.results["vqav2"]["n"] == 12

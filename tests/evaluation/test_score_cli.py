@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tinygpt.common.registry import registry
 from tinygpt.evaluation import markdown_table
 from tinygpt.evaluation.score import main
@@ -82,3 +84,40 @@ def test_markdown_table():
         "| gqa | accuracy | 50.00 | 4 | binary 100.00, open 0.00 |\n"
         "| vizwiz | vqa_accuracy (tinygptv compat) | 72.50 | 4 | "
         "answerability.average_precision 50.00, answerability.f1 50.00 |\n")
+
+
+REF = {"img_id": 1, "sents": "the dog", "bbox": [10, 10, 50, 50], "height": 100, "width": 100}
+
+
+def _vqa_ann(**changes):
+    ann = json.loads(json.dumps(ANN))
+    ann["annotations"][1].update(changes)
+    return ann
+
+
+@pytest.mark.parametrize("benchmark, ann, pred, words", [
+    ("refcoco", [{**REF, "bbox": [10, 10, float("nan"), 50]}], [{"img_id": 1, "sents": "the dog", "pred": "{<10>}"}],
+     ["entry 0 bbox w is nan; it must be a finite number"]),
+    ("refcoco", [{**REF, "bbox": [10, float("inf"), 50, 50]}], None, ["entry 0 bbox y is inf"]),
+    ("refcoco", [{**REF, "bbox": [60, 60, -50, -50]}], None, ["entry 0 bbox w is -50; it must be >= 0"]),
+    ("refcoco", [{**REF, "bbox": [True, False, 50, 50]}], None, ["entry 0 bbox x is True; it must be a number, not bool"]),
+    ("refcoco", [{**REF, "width": float("inf")}], None, ["entry 0 field 'width' is inf"]),
+    ("refcoco", [{**REF, "height": True}], None, ["entry 0 field 'height' is bool"]),
+    ("vqav2", _vqa_ann(answers=[]), [{"question_id": 1, "answer": "cat"}, {"question_id": 2, "answer": "red"}],
+     ["entry 1 has no human answer"]),
+    ("vqav2", None, [{"question_id": 1, "answer": "cat"}, {"question_id": 2, "answer": "red"}],
+     ["a number in it is too long to read"]),
+])
+def test_annotations_that_would_score_silently_wrong_are_one_line_naming_file_and_record(
+        tmp_path, capsys, benchmark, ann, pred, words):
+    ann_path, pred_path = tmp_path / "ann.json", tmp_path / "pred.json"
+    if ann is None:  # a 5000-digit question_id
+        ann_path.write_text(json.dumps(ANN).replace('"question_id": 2', '"question_id": ' + "7" * 5000))
+    else:
+        ann_path.write_text(json.dumps(ann))  # NaN / Infinity as Python's json writes them
+    pred_path.write_text(json.dumps(pred or [{"img_id": 1, "sents": "the dog", "pred": "{<10><10><60><60>}"}]))
+    assert main(["--benchmark", benchmark, "--pred", str(pred_path), "--ann", str(ann_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err and str(ann_path) in err, err
+    for word in words:
+        assert word in err, err

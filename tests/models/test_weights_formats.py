@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 import torch
@@ -471,6 +472,35 @@ def test_tinygptv_checkpoints_carry_the_prompt_style_they_were_trained_with(tmp_
     assert weights.recorded_style(str(tinygptv_file(tmp_path / "bare.pth", sd, wrapper=False))) is None
 
 
+@pytest.mark.parametrize("record, message", [
+    ("not json{", "prompt_style metadata is not JSON"),
+    ('{"template": 123}', "'template' is '123' (int); expected a str"),
+    ('{"image_after_question": "yes"}', "'image_after_question' is 'yes' (str); expected a bool"),
+    ('{"image_size": 0}', "'image_size' is '0' (int); expected a positive int"),
+    ('{"template": "no slot here"}', "prompt style is not usable: a prompt template must contain exactly one"),
+    ('["template"]', "must be an object"),
+])
+def test_a_bad_prompt_style_record_is_one_error_naming_the_file(tmp_path, reference, record, message):
+    from safetensors.torch import load_file
+
+    weights.save_trainable(reference, str(tmp_path / "full.safetensors"))
+    path = tmp_path / "styled.safetensors"
+    save_file(load_file(str(tmp_path / "full.safetensors")), str(path), metadata={"prompt_style": record})
+    with pytest.raises(WeightLoadError, match=re.escape(message)) as err:
+        weights.recorded_style(str(path))
+    assert str(err.value).startswith(str(path))
+
+
+def test_a_tinygptv_checkpoint_whose_config_has_a_number_for_template_is_an_error(tmp_path, reference):
+    path = tinygptv_file(tmp_path / "s3.pth", tinygptv_state_dict(reference),
+                         config={"model": {"arch": "minigpt4", "prompt_template": 123, "end_sym": "###"}})
+    with pytest.raises(WeightLoadError, match=r"s3\.pth: the recorded prompt style's 'template' is '123' \(int\)"):
+        weights.recorded_style(str(path))
+    arch = tinygptv_file(tmp_path / "arch.pth", tinygptv_state_dict(reference), config={"model": {"arch": [1]}})
+    with pytest.raises(WeightLoadError, match=r"arch\.pth"):
+        weights.recorded_style(str(arch))
+
+
 # ----------------------------------------------------------------------------- our own checkpoints
 def test_save_trainable_round_trip(tmp_path, reference, reference_logits):
     path = tmp_path / "out" / "checkpoint_final.safetensors"
@@ -507,6 +537,44 @@ def test_shape_mismatch_is_an_error_and_leaves_the_model_untouched(tmp_path, ref
     with pytest.raises(WeightLoadError, match=r"(?s)bad\.pth.*shape mismatch.*projector\.fc1\.weight.*\[4096, 32\]"):
         weights.load_checkpoint(model, str(path))
     assert all(torch.equal(before[k], v) for k, v in state(model).items())
+
+
+def _our_file_with(tmp_path, reference, key, change):
+    from safetensors.torch import load_file
+
+    weights.save_trainable(reference, str(tmp_path / "full.safetensors"))
+    sd = load_file(str(tmp_path / "full.safetensors"))
+    sd[key] = change(sd[key])
+    save_file(sd, str(tmp_path / "bad.safetensors"))
+    return str(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.to(torch.int32), r"dtype mismatch: projector\.fc1\.weight: file projector\.fc1\.weight int32, model float32"),
+    (lambda t: t.bool(), r"dtype mismatch: projector\.fc1\.weight: file projector\.fc1\.weight bool, model float32"),
+    (lambda t: t[:, :-1].contiguous(), r"shape mismatch: projector\.fc1\.weight: file projector\.fc1\.weight \[48, 31\]"),
+], ids=["int32", "bool", "shape"])
+def test_a_weight_of_another_kind_or_shape_is_refused_naming_key_file_and_both(tmp_path, reference, change, message):
+    path = _our_file_with(tmp_path, reference, "projector.fc1.weight", change)
+    model = fresh_copy(reference)
+    before = state(model)
+    with pytest.raises(WeightLoadError, match=r"(?s)bad\.safetensors.*" + message):
+        weights.load_checkpoint(model, path)
+    assert all(torch.equal(before[k], v) for k, v in state(model).items())
+
+
+def test_half_precision_files_still_load_into_float32_models(tmp_path, reference):
+    path = _our_file_with(tmp_path, reference, "projector.fc1.weight", lambda t: t.to(torch.bfloat16))
+    weights.load_checkpoint(fresh_copy(reference), path)
+
+
+def test_an_integer_weight_in_a_phi_file_is_refused(tmp_path, reference):
+    path, sd = _phi_dir_single(tmp_path, reference)
+    key = next(k for k in sd if k.endswith("fc1.weight"))
+    sd[key] = sd[key].to(torch.int32)
+    save_file(sd, str(path / "model.safetensors"))
+    with pytest.raises(WeightLoadError, match=rf"(?s)dtype mismatch: .*fc1\.weight: file {re.escape(key)} int32"):
+        weights.load_phi(fresh_copy(reference), str(path))
 
 
 def test_partial_group_is_an_error(tmp_path, reference):

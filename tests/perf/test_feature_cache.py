@@ -81,6 +81,41 @@ def test_cached_loss_and_grads_equal_uncached(tiny_root, tmp_path):
             assert torch.equal(g, ref_grads[name]), name
 
 
+def test_a_temp_file_left_by_a_killed_cache_write_is_swept_at_start(tiny_root, tmp_path):
+    import os
+    import time
+
+    model = _model(tiny_root)
+    task = _task(model, tmp_path)
+    _loss(task, model, _samples(model))
+    leaf = next(task.feature_cache.root.rglob("*.pt")).parent
+    killed, busy = leaf / ".tmp-killed.pt", leaf / ".tmp-still-writing.pt"
+    killed.write_bytes(b"half a tensor")
+    busy.write_bytes(b"being written by another rank")
+    old = time.time() - feature_cache.STALE_TEMP_S - 1
+    os.utime(killed, (old, old))
+    _task(model, tmp_path)  # the next run's cache
+    assert not killed.exists() and busy.exists()
+
+
+@pytest.mark.parametrize("content", [b"garbage", b"", "nan", "vector"])
+def test_an_unreadable_or_foreign_cache_entry_is_recomputed(tiny_root, tmp_path, content):
+    model = _model(tiny_root)
+    samples = _samples(model)
+    reference = _loss(_task(model), model, samples)
+    _loss(_task(model, tmp_path), model, samples)  # fills the cache
+    entry = sorted((tmp_path).rglob("*.pt"))[0]
+    if content == "nan":
+        torch.save(torch.full_like(torch.load(entry), float("nan")), entry)
+    elif content == "vector":
+        torch.save(torch.zeros(7), entry)
+    else:
+        entry.write_bytes(content)
+    task = _task(model, tmp_path)
+    assert torch.equal(_loss(task, model, samples), reference)
+    assert task.feature_cache.misses == 1
+
+
 def test_partial_hits_compute_only_new_images(tiny_root, tmp_path):
     model = _model(tiny_root).eval()
     samples = _samples(model)

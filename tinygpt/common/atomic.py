@@ -1,16 +1,20 @@
 """The one way tinygpt writes a file that others read: a temp file beside it, renamed over it.
 
 A crash (or SIGKILL) mid-write leaves the old file intact and, at worst, a `.tmp-*` sibling, which
-`remove_stale_temps` clears at the next start of whoever owns the directory.
+`remove_stale_temps` clears at the next start of whoever owns the directory: the training output
+(runners/iter_runner.py), the feature cache (tasks/feature_cache.py) and the evaluation output
+(evaluation/runner.py).
 """
 from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import tempfile
+import time
 from typing import Any, Iterator
+
+from . import jsonfile
 
 PREFIX = ".tmp-"
 
@@ -50,13 +54,25 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_json(path: str, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2) + "\n")
+    """Strict JSON (a non-finite float is null: jsonfile.dumps)."""
+    write_text(path, jsonfile.dumps(obj, indent=2) + "\n")
 
 
-def remove_stale_temps(directory: str) -> list[str]:
-    """Delete the `.tmp-*` files a killed writer left in `directory`; returns their paths."""
-    stale = sorted(glob.glob(os.path.join(glob.escape(directory), PREFIX + "*")))
-    for path in stale:
-        with contextlib.suppress(OSError):
-            os.remove(path)
+def remove_stale_temps(directory: str, recursive: bool = False, older_than_s: float = 0.0) -> list[str]:
+    """Delete the `.tmp-*` files a killed writer left in `directory` (and in every folder below it
+    with `recursive`); returns their paths.  With `older_than_s`, only files unchanged for that long:
+    where other processes may be writing at the same time (a feature cache shared by ranks or runs),
+    a temp file that is still being written is not stale."""
+    if recursive:
+        found = [os.path.join(root, name) for root, _, names in os.walk(directory)
+                 for name in names if name.startswith(PREFIX)]
+    else:
+        found = glob.glob(os.path.join(glob.escape(directory), PREFIX + "*"))
+    now = time.time()
+    stale = []
+    for path in sorted(found):
+        with contextlib.suppress(OSError):  # another process may have swept it first
+            if older_than_s <= 0 or now - os.path.getmtime(path) >= older_than_s:
+                os.remove(path)
+                stale.append(path)
     return stale

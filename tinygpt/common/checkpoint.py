@@ -12,6 +12,8 @@ import re
 import torch
 
 from .atomic import atomic_path
+from .config import ConfigError
+from .numbers import number_problem, shown
 
 FORMAT = "tinygpt-train-1"
 
@@ -34,15 +36,30 @@ def save_weights(state: dict[str, torch.Tensor], path: str, fmt: str = "tinygpt"
 
 
 def load_training_checkpoint(path: str) -> dict:
+    """A checkpoint written by `IterRunner._save`; anything else is a ConfigError naming
+    run.resume_ckpt_path and the file (missing, a directory, a text file, a pickle that is not
+    weights-only, another kind of checkpoint)."""
+    where = f"run.resume_ckpt_path: {path}"
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"run.resume_ckpt_path: {path} does not exist")
+        raise ConfigError(f"{where} does not exist" if not os.path.exists(path) else f"{where} is not a file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a tinygpt training checkpoint readable with weights_only=True ({exc})") from None
+    except Exception as exc:  # text, truncated zip, a pickle needing code: torch raises many types
+        reason = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"{where}: not a tinygpt training checkpoint readable with weights_only=True "
+                          f"({type(exc).__name__}: {reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a tinygpt training checkpoint (format {FORMAT!r}); "
-                         "to start from weights only, list the file under model.ckpt instead")
+        raise ConfigError(f"{where}: not a tinygpt training checkpoint (format {FORMAT!r}); "
+                          "to start from weights only, list the file under model.ckpt instead")
+    missing = sorted({"model", "optimizer", "scheduler", "step", "data", "rng", "config"} - set(state))
+    if missing:
+        raise ConfigError(f"{where}: the checkpoint lacks {', '.join(missing)}")
+    step = state["step"]
+    problem = number_problem(step, 0) if isinstance(step, int) else "it must be an integer"
+    if problem:
+        raise ConfigError(f"{where}: its 'step' is {shown(step)}; {problem}")
+    if not isinstance(state["config"], str):
+        raise ConfigError(f"{where}: its 'config' is {type(state['config']).__name__}, not the YAML text of a config")
     return state
 
 

@@ -8,7 +8,6 @@ Defaults live here and only here: code reads `cfg.run.init_lr`, never `cfg.get("
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 
 import yaml
@@ -21,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ..conversation.chat_template import FROM_TOKENIZER
 from ..conversation.protocol import IMAGE_SLOT, IMAGE_TEXT, check_template
 from .errors import UserError
+from .numbers import number_problem, shown
 
 
 class ConfigError(UserError):
@@ -29,8 +29,9 @@ class ConfigError(UserError):
 
 def ranged(default, low=None, high=None, *, above=False, below=False):
     """A dataclass field whose value must lie in [low, high] (`above`: > low, `below`: < high);
-    None bounds are open and a None value (where the type allows it) is not checked.  Checked, with
-    NaN refused, by `load_config` (`_check_ranges`), naming the key and the file."""
+    None bounds are open and a None value (where the type allows it) is not checked.  Checked by
+    `load_config` (`_check_ranges`, which also refuses NaN / infinite floats and integers beyond
+    64 bits in every field, ranged or not), naming the key and the file."""
     return field(default=default, metadata={"range": (low, high, above, below)})
 
 
@@ -54,38 +55,38 @@ class VisionConfig:
     # its preprocessor_config.json gives (DINOv2, DeiT, BEiT: imagenet).
     normalization: Optional[str] = None
     ln_vision: bool = True  # BLIP-2's LayerNorm on the tower output: only the EVA recipe has it
-    width: int = 1408
-    depth: int = 39
-    heads: int = 16
-    mlp_dim: int = 6144
+    width: int = ranged(1408, 1)
+    depth: int = ranged(39, 1)
+    heads: int = ranged(16, 1)
+    mlp_dim: int = ranged(6144, 1)
     weights: Optional[str] = None  # LAVIS eva_vit_g.pth
     train: bool = False
     dtype: str = "auto"  # auto: half precision on accelerators when frozen, fp32 on CPU
     grad_checkpointing: bool = False
     # Init std of the learned position embedding of a tower trained from scratch (weights replace it).
-    pos_embed_std: float = 0.02
+    pos_embed_std: float = ranged(0.02, 0.0)
 
 
 @dataclass
 class QFormerConfig:
     """BLIP-2 Q-Former (BERT-base width, cross-attention every 2nd layer) and its query tokens."""
     num_query_tokens: int = ranged(32, 1)
-    width: int = 768
-    depth: int = 12
-    heads: int = 12
-    mlp_dim: int = 3072
-    cross_attention_freq: int = 2
+    width: int = ranged(768, 1)
+    depth: int = ranged(12, 1)
+    heads: int = ranged(12, 1)
+    mlp_dim: int = ranged(3072, 1)
+    cross_attention_freq: int = ranged(2, 1)
     weights: Optional[str] = None  # LAVIS blip2_pretrained_flant5xxl.pth: Qformer.*, query_tokens, ln_vision.*
     train: bool = False
     # Init std of the Q-Former's weights when trained from scratch (BERT's 0.02; weights replace it).
-    init_std: float = 0.02
+    init_std: float = ranged(0.02, 0.0)
     # Auxiliary cell loss for from-scratch Q-Formers on the synthetic 3x3 grid (0 classes = off): a
     # linear head makes query k predict the content class of cell k from a batch's `cell_labels`
     # [B, C] (the synthetic shards carry them), so the queries separate the objects instead of
     # mixing them -- a stand-in for BLIP-2's Q-Former pre-training (docs/quickstart.md).  The head
     # is a training aid: resumable checkpoints keep it, checkpoint_final leaves it out.
-    cell_classes: int = 0
-    cell_loss_weight: float = 1.0
+    cell_classes: int = ranged(0, 0)
+    cell_loss_weight: float = ranged(1.0, 0.0)
 
 
 @dataclass
@@ -103,7 +104,7 @@ class ConnectorConfig:
 @dataclass
 class LoRAConfig:
     r: int = ranged(0, 0)  # 0 = no LoRA (TinyGPT-V stage 1)
-    alpha: int = 16
+    alpha: int = ranged(16, 0, above=True)
     dropout: float = ranged(0.05, 0.0, 1.0, below=True)
     # Linear names to adapt; null = the defaults (models/lora.py): TinyGPT-V's Phi: query_key_value,
     # dense (+ fc1, fc2 with `mlp`); any other LLM: peft's default for its model_type, else (and with
@@ -138,7 +139,7 @@ class ModelConfig:
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     connector: ConnectorConfig = field(default_factory=ConnectorConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
-    proj_mid_dim: int = 4096  # llama_proj 768->4096, llama_proj2 4096->D_llm
+    proj_mid_dim: int = ranged(4096, 1)  # llama_proj 768->4096, llama_proj2 4096->D_llm
     train_projection: bool = True
     # The prompt style (conversation/protocol.py).  Unset (null) = what the last `model.ckpt` file
     # records it was trained with (every checkpoint_final does; TinyGPT-V's .pth carry their YAML),
@@ -174,13 +175,13 @@ class ModelConfig:
 @dataclass
 class ProcessorConfig:
     name: str = MISSING
-    image_size: int = 224
+    image_size: int = ranged(224, 1)
     # Image statistics of a vision tower kind (processors/image.py IMAGE_STATS); null = the model's
     # own tower (model.vision.kind), which is what a run should almost always use.
     normalization: Optional[str] = None
-    min_scale: float = 0.5
-    max_scale: float = 1.0
-    max_words: int = 50
+    min_scale: float = ranged(0.5, 0.0, 1.0, above=True)
+    max_scale: float = ranged(1.0, 0.0, 1.0, above=True)
+    max_words: int = ranged(50, 1)
     prompt: str = ""
 
 
@@ -229,7 +230,7 @@ class RunConfig:
     # positions restarting per sample: the same loss, conversation/packing.py); 0 = one padded row
     # per sample.  A dense mask costs pack_length^2 per row: worth it when lengths spread widely.
     pack_length: int = ranged(0, 0)
-    seed: int = 42
+    seed: int = ranged(42, 0, 2**32 - 1)  # numpy's seed range; the data order derives its seeds from it
     output_dir: str = "output/run"
     device: str = "auto"  # auto | cpu | cuda | npu
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
@@ -251,10 +252,10 @@ class BenchmarkConfig:
     annotations: Optional[str] = None  # official annotations / ground truth
     image_root: Optional[str] = None
     prompt: str = "[vqa] {}"  # instruction after the image placeholder; {} = question / phrase
-    max_new_tokens: int = 20
-    num_beams: int = 1
-    batch_size: int = 8
-    max_samples: int = 0  # 0 = all
+    max_new_tokens: int = ranged(20, 1)
+    num_beams: int = ranged(1, 1)
+    batch_size: int = ranged(8, 1)
+    max_samples: int = ranged(0, 0)  # 0 = all
     compat: Optional[str] = None  # "tinygptv" = TinyGPT-V's lenient scoring
 
 
@@ -315,17 +316,24 @@ def load_config(path: str | os.PathLike, options: list[str] | None = None) -> Co
             OmegaConf.update(merged, key, yaml.safe_load(value) if value else value, merge=False)
             OmegaConf.to_object(merged)
         except OmegaConfBaseException as exc:
-            raise ConfigError(f"--options {key}: {str(getattr(exc, 'msg', exc)).splitlines()[0]}") from None
+            # Only a problem at or below the option's own key is the option's; anything else (a
+            # mandatory key the file lacks) is the file's, reported below.
+            if str(getattr(exc, "full_key", None) or key).startswith(key):
+                raise ConfigError(f"--options {key}: {str(getattr(exc, 'msg', exc)).splitlines()[0]}") from None
+        except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer of over 4300 digits
+            raise ConfigError(f"--options {key}: the value is not valid YAML ({str(exc).splitlines()[0]})") from None
     try:
         cfg: Config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
+        if not raw:
+            raise ConfigError(f"{path}: the file is empty (expected model/datasets/run sections)") from None
         raise _error(path, exc) from None
     cfg.source = path
     for name, ds in (*cfg.datasets.items(), *cfg.valid_datasets.items()):
         ds.builder = ds.builder or name
     for name, bench in cfg.evaluation.benchmarks.items():
         bench.scorer = bench.scorer or name
-    _check_choices(cfg)
+    _check_choices(cfg, {opt.split("=", 1)[0] for opt in options or []})
     return cfg
 
 
@@ -343,7 +351,7 @@ _CHOICES = {
 }
 
 
-def _check_choices(cfg: Config) -> None:
+def _check_choices(cfg: Config, overridden: set[str] = frozenset()) -> None:
     for dotted, allowed in _CHOICES.items():
         value = OmegaConf.select(OmegaConf.structured(cfg), dotted)
         if value not in allowed:
@@ -355,7 +363,7 @@ def _check_choices(cfg: Config) -> None:
     if vision.kind == "hf" and vision.normalization is None:
         raise ConfigError(f"{cfg.source}: key 'model.vision.normalization' must be set for model.vision.kind hf: "
                           f"the image statistics its preprocessor_config.json gives ({', '.join(_STATS)})")
-    _check_ranges(cfg, "", cfg.source)
+    _check_ranges(cfg, "", cfg.source, overridden)
     if cfg.model.prompt_template not in (None, FROM_TOKENIZER):
         try:
             check_template(cfg.model.prompt_template)
@@ -374,28 +382,24 @@ def image_statistics(vision: VisionConfig) -> str:
     return vision.normalization or vision.kind
 
 
-def _check_ranges(obj, prefix: str, source: str) -> None:
-    """Every `ranged` field of `obj` and of the dataclasses (or dicts of them) below it."""
+def _check_ranges(obj, prefix: str, source: str, overridden: set[str] = frozenset()) -> None:
+    """Every number of `obj` and of the dataclasses (or dicts of them) below it: finite, 64-bit, and
+    within its field's `ranged` bounds; a key in `overridden` is said to come from --options."""
     if isinstance(obj, dict):
         for name, value in obj.items():
-            _check_ranges(value, f"{prefix}{name}.", source)
+            _check_ranges(value, f"{prefix}{name}.", source, overridden)
         return
     if not dataclasses.is_dataclass(obj):
         return
     for f in dataclasses.fields(obj):
         value, key = getattr(obj, f.name), prefix + f.name
-        bounds = f.metadata.get("range")
-        if bounds is not None and value is not None:
-            low, high, above, below = bounds
-            bad = isinstance(value, float) and math.isnan(value)
-            bad |= low is not None and (value <= low if above else value < low)
-            bad |= high is not None and (value >= high if below else value > high)
-            if bad:
-                want = " and ".join(w for w in (
-                    None if low is None else f"{'>' if above else '>='} {low}",
-                    None if high is None else f"{'<' if below else '<='} {high}") if w)
-                raise ConfigError(f"{source}: key '{key}' is {value!r}; it must be {want}")
-        _check_ranges(value, key + ".", source)
+        bounds = f.metadata.get("range") or (None, None, False, False)
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)  # types are OmegaConf's
+        problem = is_number and number_problem(value, bounds[0], bounds[1], above=bounds[2], below=bounds[3])
+        if problem:
+            origin = " (set by --options)" if key in overridden else ""
+            raise ConfigError(f"{source}: key '{key}' is {shown(value)}; {problem}{origin}")
+        _check_ranges(value, key + ".", source, overridden)
 
 
 def to_yaml(cfg: Config) -> str:
@@ -416,4 +420,17 @@ def require_file(cfg_source: str, key: str, path: Optional[str]) -> str:
         raise ConfigError(f"{cfg_source}: key '{key}' is not set")
     if not os.path.exists(path):
         raise ConfigError(f"{cfg_source}: key '{key}' points at {path}, which does not exist")
+    return path
+
+
+def require_writable_dir(cfg_source: str, key: str, path: str) -> str:
+    """Return `path` if it is, or can be made, a writable directory (checked without creating it);
+    otherwise a ConfigError naming the key: a file in its place or on its way, or no permission."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ConfigError(f"{cfg_source}: key '{key}' is {path}, but {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{cfg_source}: key '{key}' is {path}, but {probe} is not writable")
     return path

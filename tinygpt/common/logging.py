@@ -9,7 +9,7 @@ import csv
 import json
 import os
 
-from . import atomic
+from . import atomic, jsonfile
 
 
 class MetricsLogger:
@@ -36,16 +36,18 @@ class MetricsLogger:
             self._writer = SummaryWriter(os.path.join(output_dir, "tensorboard"), purge_step=purge)
 
     def _truncate(self, step: int) -> None:
+        """Keep the rows of steps up to `step`; a row the killed run left half-written is dropped."""
         if os.path.exists(self.jsonl_path):
             with open(self.jsonl_path) as f:
-                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+                kept = [line for line in f if _jsonl_step(line) is not None and _jsonl_step(line) <= step]
             atomic.write_text(self.jsonl_path, "".join(kept))
         if os.path.exists(self.csv_path):
             with open(self.csv_path, newline="") as f:
                 rows = list(csv.reader(f))
-            if rows:
+            if rows and "step" in rows[0]:
                 column = rows[0].index("step")
-                kept_rows = [rows[0]] + [r for r in rows[1:] if r and int(r[column]) <= step]
+                kept_rows = [rows[0]] + [r for r in rows[1:] if len(r) == len(rows[0]) and r[column].isdigit()
+                                         and int(r[column]) <= step]
                 self._csv_fields = rows[0]
                 with atomic.atomic_path(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
                     csv.writer(f).writerows(kept_rows)
@@ -55,7 +57,7 @@ class MetricsLogger:
             return
         row = {"step": step, **values}
         with open(self.jsonl_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(jsonfile.dumps(row) + "\n")
         new_file = not os.path.exists(self.csv_path)
         if self._csv_fields is None:
             self._csv_fields = list(row)
@@ -87,6 +89,16 @@ class MetricsLogger:
         if self._writer is not None:
             self._writer.close()
         return plot_loss_curve(self.jsonl_path, os.path.join(self.output_dir, "loss_curve.png"))
+
+
+def _jsonl_step(line: str) -> int | None:
+    """The step of a metrics.jsonl row, or None for a row cut short (or blank)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    step = row.get("step") if isinstance(row, dict) else None
+    return step if isinstance(step, int) else None
 
 
 def plot_loss_curve(jsonl_path: str, png_path: str) -> str | None:

@@ -26,8 +26,10 @@ import torch
 from PIL import ImageOps
 from transformers import TextIteratorStreamer
 
+from ..common.errors import UserError
+from ..common.numbers import number_problem, shown
 from .history import Conversation
-from .protocol import Dialogue, encode
+from .protocol import Dialogue, check_user_text, encode
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,10 @@ DISPLAY_SIDE = 1024  # the largest side of the image a Chat keeps for display
 
 
 # ----------------------------------------------------------------------------- options
+class GenerationOptionsError(UserError):
+    """A generation option is not a usable number (NaN temperature, a seed beyond 64 bits, ...)."""
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     """Decoding settings for one answer.  temperature 0 means greedy decoding; above 0 samples
@@ -60,7 +66,20 @@ class GenerationOptions:
         return out
 
     def check(self) -> None:
+        """Every option a number of its type (not a boolean), finite and in range; a seed torch can
+        take.  ValueError (GenerationOptionsError, a UserError) listing every problem."""
         problems = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name == "seed":
+                continue
+            integer = f.type in ("int", "Optional[int]")
+            problem = "it must be an integer" if integer and not isinstance(value, int) else (
+                number_problem(value, 0 if f.name == "seed" else None))
+            if problem:
+                problems.append(f"{f.name} is {shown(value)}; {problem}")
+        if problems:
+            raise GenerationOptionsError("; ".join(problems))
         if self.max_new_tokens < 1:
             problems.append(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.num_beams < 1:
@@ -74,7 +93,7 @@ class GenerationOptions:
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             problems.append(f"min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise GenerationOptionsError("; ".join(problems))
 
     def generate_kwargs(self) -> dict:
         """Keyword arguments for `TinyGPTV.generate` (the seed is applied by the Chat)."""
@@ -241,19 +260,29 @@ class Chat:
             self._conversation = Conversation(self.style, has_image=self._image is not None)
 
     def ask(self, text: str) -> None:
-        """Add a question (to be answered by the next `answer`/`stream`)."""
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError("the question is empty")
+        """Add a question (to be answered by the next `answer`/`stream`).  The text is the user's:
+        protocol markup in it (`<ImageHere>`, the template's role or end markers, special tokens)
+        raises protocol.UserTextError (a UserError, so a ValueError) and nothing is added."""
+        text = self._user_text(text, "the question")
         with self._state_lock:
-            self._conversation.add_question(text.strip())
+            self._conversation.add_question(text)
 
     def add_turn(self, question: str, answer: str) -> None:
-        """Add a finished turn to the history (a client that sends the whole conversation)."""
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError("the question is empty")
+        """Add a finished turn to the history (a client that sends the whole conversation); both
+        texts are checked as `ask` checks a question."""
+        question = self._user_text(question, "a question of the history")
+        answer = check_user_text(self.style, str(answer), "an answer of the history", self._specials())
         with self._state_lock:
-            self._conversation.add_question(question.strip())
+            self._conversation.add_question(question)
             self._conversation.set_answer(answer)
+
+    def _user_text(self, text, what: str) -> str:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("the question is empty")
+        return check_user_text(self.style, text.strip(), what, self._specials())
+
+    def _specials(self) -> list[str]:
+        return list(getattr(self.model.tokenizer, "all_special_tokens", None) or [])
 
     def prompt_length(self) -> int:
         """Tokens the next answer is generated from, visual tokens included."""

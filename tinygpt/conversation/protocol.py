@@ -32,7 +32,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
+
+from ..common.errors import UserError
 
 IMAGE_SLOT = "<ImageHere>"  # where the visual tokens go
 IMAGE_TEXT = "<Img><ImageHere></Img>"  # how an instruction carries the image
@@ -108,6 +110,12 @@ class PromptStyle:
                              f"{', '.join(PromptStyle.RECORDED)}; got {text[:80]!r}")
         return fields
 
+    def markup(self) -> tuple[str, ...]:
+        """The strings that are structure, not text, in this style's prompts: the image slot, the
+        pieces of the image placeholder and of the template around their slots, the end marker."""
+        pieces = (IMAGE_SLOT, *self.image.split(IMAGE_SLOT), *self.template.split(SLOT), self.end_sym)
+        return tuple(sorted({p.strip() for p in pieces if p.strip()}))
+
     @property
     def instruct(self) -> bool:
         """`[INST]`-style templates: the multi-task stage that knows task tags and boxes."""
@@ -161,6 +169,23 @@ def place_image(question: str, image: str = IMAGE_TEXT, after: bool = False) -> 
         return question
     pair = (question, image) if after else (image, question)
     return " ".join(p for p in pair if p)
+
+
+class UserTextError(UserError):
+    """A user's text holds protocol markup (an image slot, a template's role marker, the end marker
+    or a tokenizer's special token), which would be read as structure instead of text."""
+
+
+def check_user_text(style: PromptStyle, text: str, what: str = "the question", specials: Iterable[str] = ()) -> str:
+    """`text` as typed by a user, refused (UserTextError naming the marker) when it holds any of the
+    style's markup or `specials` (the tokenizer's special tokens, which it would encode as such):
+    placed as is, a typed `<ImageHere>` would become a second image slot and a typed end marker or
+    role marker a forged turn.  A user's text is text, never structure."""
+    for marker in (*style.markup(), *(s for s in specials if s)):
+        if marker in text:
+            raise UserTextError(f"{what} contains {marker!r}, which this model's prompts use as markup "
+                                f"(image slot, role or end marker); remove it")
+    return text
 
 
 def check_template(template: str) -> None:

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from tinygpt.common.config import ConfigError, DatasetConfig
 from tinygpt.common.errors import UserError
 from tinygpt.common.jsonfile import read_json
+from tinygpt.common.numbers import number_problem, shown
 from tinygpt.datasets import skips
 from tinygpt.datasets.templates import INSTRUCTION, load_prompts, wrap
 from tinygpt.processors import build_processor
@@ -82,15 +83,20 @@ def load_json(path: str, dataset: str) -> Any:
 
 
 def require(record: Any, field: str, path: str, index: Any, types: type | tuple = object) -> Any:
-    """`record[field]` type-checked; errors name the file, the record and the field."""
+    """`record[field]` type-checked; errors name the file, the record and the field.  Where a number
+    is expected, a boolean, NaN or infinity is refused too (common/numbers.py)."""
     if not isinstance(record, dict):
         raise DataError(f"{path}: record {index} is {type(record).__name__}, expected an object")
     if field not in record:
         raise DataError(f"{path}: record {index} has no {field!r} field")
     value = record[field]
-    if not isinstance(value, types):
+    numeric = {int, float} & set(types if isinstance(types, tuple) else (types,))
+    if not isinstance(value, types) or (numeric and isinstance(value, bool)):
         want = types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
         raise DataError(f"{path}: record {index} field {field!r} is {type(value).__name__}, expected {want}")
+    problem = numeric and isinstance(value, (int, float)) and number_problem(value)
+    if problem:
+        raise DataError(f"{path}: record {index} field {field!r} is {shown(value)}; {problem}")
     return value
 
 
@@ -160,7 +166,7 @@ class Builder:
     @property
     def vis(self):
         if self._vis is None:
-            self._vis = build_processor(self.cfg.vis_processor)
+            self._vis = self._processor("vis_processor")
             if self.needs_whole_image and not getattr(self._vis, "keeps_whole_image", False):
                 raise ConfigError(
                     f"{self.where('vis_processor')}: {self.cfg.vis_processor.name} with min_scale="
@@ -171,13 +177,23 @@ class Builder:
     @property
     def text(self):
         if self._text is None:
-            self._text = build_processor(self.cfg.text_processor)
+            self._text = self._processor("text_processor")
         return self._text
+
+    def _processor(self, key: str):
+        try:
+            return build_processor(getattr(self.cfg, key))
+        except ValueError as exc:  # the processor's own check of its settings (e.g. min_scale > max_scale)
+            raise ConfigError(f"{self.where(key)}: {exc}") from None
 
     def prompts(self) -> list[str]:
         """The instruction pool: the prompts_path file if given, else the builder's default."""
         if self.cfg.prompts_path:
-            pool = load_prompts(self.cfg.prompts_path, self.name, self.prompt_slot)
+            try:
+                pool = load_prompts(self.cfg.prompts_path, self.name, self.prompt_slot)
+            except (OSError, ValueError) as exc:  # missing, unreadable, not UTF-8, no prompt, a bad line
+                raise ConfigError(f"{exc}" if str(exc).startswith("datasets.") else
+                                  f"{self.where('prompts_path')}: {self.cfg.prompts_path}: {exc}") from None
         else:
             pool = list(self.default_prompts)
         return [wrap(p, self.instruction_line) for p in pool]

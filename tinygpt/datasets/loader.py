@@ -133,6 +133,8 @@ def build_loader(dataset: Dataset, batch_size: int, *, name: str = "dataset", nu
     if isinstance(dataset, IterableDataset):
         if hasattr(dataset, "set_distributed"):
             dataset.set_distributed(rank, world_size)
+        if hasattr(dataset, "batch_size"):  # a stream ships its last skip records in a batch of its own
+            dataset.batch_size = batch_size
         return DataLoader(dataset, **common)
     lengths = getattr(dataset, "lengths", None) if group_by_length else None
     sampler = ResumableSampler(len(dataset), seed=seed, shuffle=shuffle, rank=rank, world_size=world_size,

@@ -23,8 +23,11 @@ from typing import Iterable, Sequence
 import torch
 
 from tinygpt.datasets import skips
+from tinygpt.datasets.base import DataError
 
 log = logging.getLogger(__name__)
+
+_NO_BATCH = "no batch in a whole epoch (empty, smaller than one batch, or nothing readable)"
 
 
 def _sampler(loader):
@@ -101,21 +104,30 @@ class MultiSourceLoader:
         try:
             batch = next(self._iters[i])
         except StopIteration:
-            if self.in_epoch[i] and not self._readable[i]:
-                raise RuntimeError(f"data source {self.names[i]!r}: a whole epoch without one readable sample. "
-                                   f"{self.skips.report()}") from None
+            if not self.in_epoch[i]:  # this pass served nothing: another would serve nothing either
+                raise self._unreadable(i, _NO_BATCH) from None
+            if not self._readable[i]:
+                raise self._unreadable(i, "a whole epoch without one readable sample") from None
             self.epoch[i] += 1
             self.in_epoch[i] = self._readable[i] = 0
             self._start(i)
             try:
                 batch = next(self._iters[i])
             except StopIteration:
-                raise RuntimeError(f"data source {self.names[i]!r} produced no batch in a whole epoch "
-                                   f"(empty, smaller than one batch, or nothing readable). "
-                                   f"{self.skips.report()}") from None
+                raise self._unreadable(i, _NO_BATCH) from None
         self.drawn[i] += 1
         self.in_epoch[i] += 1
         return batch
+
+    def _unreadable(self, i: int, what: str) -> DataError:
+        """The error of a source that served nothing, with what was skipped.  Records a pass left in
+        this process (num_workers 0: no batch carried them) are counted first; a worker process that
+        served no batch takes its records with it, so then the message does not claim a clean run."""
+        self.skips.merge(skips.drain())
+        report = self.skips.report() if self.skips.total() else (
+            "no skip reached this process (DataLoader workers that serve no batch keep their records: "
+            "run.num_workers=0 shows them)")
+        return DataError(f"datasets.{self.names[i]}: {what}; {' '.join(report.split())}")
 
     # ------------------------------------------------------------------ data position
     def state_dict(self) -> dict:

@@ -41,6 +41,12 @@ def record(dataset: str, kind: str, detail: str) -> None:
         log.warning("%s: skipped %s: %s", dataset, kind, detail)
 
 
+def pending() -> bool:
+    """This process holds records that no batch has carried yet."""
+    pid = os.getpid()
+    return any(p == pid for p, *_ in _pending)
+
+
 def drain() -> list[tuple[str, str, str]]:
     """Take the records queued in this process (a forked worker ignores its parent's queue)."""
     pid = os.getpid()

@@ -100,6 +100,10 @@ class ShardStream(IterableDataset):
         self.epoch = 0
         self.rank, self.world_size = 0, 1
         self._skip: Optional[tuple[int, int, int]] = None  # (batches, batch_size, num_workers)
+        # The DataLoader's batch size (build_loader sets it): a pass that leaves skip records no batch
+        # carried (every sample after the last full batch, or every sample, unreadable) ends with one
+        # batch of None, so that collate ships them -- from a worker process they would be lost.
+        self.batch_size: Optional[int] = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -162,6 +166,8 @@ class ShardStream(IterableDataset):
                 continue
             if sample is not None:
                 yield sample
+        if self.batch_size and skips.pending():
+            yield from [None] * self.batch_size
 
 
 @registry.register("dataset", "laion")

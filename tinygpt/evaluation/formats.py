@@ -16,6 +16,7 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 from tinygpt.common.errors import UserError
 from tinygpt.common.jsonfile import read_json
+from tinygpt.common.numbers import number_problem, shown
 
 
 class EvalInputError(UserError):
@@ -61,7 +62,8 @@ def expect_list(obj: Any, name: str, key: str | None = None) -> list:
 
 
 def require(row: Mapping, key: str, name: str, index: int | str, types: type | tuple = object) -> Any:
-    """`row[key]`, type-checked; a missing/mistyped field names the file, the entry and the key."""
+    """`row[key]`, type-checked; a missing/mistyped field names the file, the entry and the key.
+    Numbers are checked as `check_number` checks them (finite, never a boolean)."""
     if key not in row:
         raise EvalInputError(f"{name}: entry {index} has no {key!r} field")
     value = row[key]
@@ -71,7 +73,31 @@ def require(row: Mapping, key: str, name: str, index: int | str, types: type | t
         expected = " or ".join(t.__name__ for t in _as_tuple(types))
         raise EvalInputError(
             f"{name}: entry {index} field {key!r} is {type(value).__name__}, expected {expected}")
+    if numeric and isinstance(value, (int, float)):
+        check_number(value, f"{name}: entry {index} field {key!r}")
     return value
+
+
+def check_number(value: Any, where: str, low: float | None = None, above: bool = False) -> float:
+    """A number read from an input file, checked by the project's one check (common/numbers.py:
+    an int or float, never a boolean, finite, >= `low` or > with `above`); otherwise an
+    EvalInputError starting with `where`."""
+    problem = number_problem(value, low, above=above)
+    if problem:
+        raise EvalInputError(f"{where} is {shown(value)[:40]}; {problem}")
+    return value
+
+
+def require_answers(row: Mapping, name: str, index: int | str) -> list:
+    """`row["answers"]`: the human answers of a VQA-style annotation, a non-empty list of objects
+    with a string "answer" (the accuracy is a mean over them)."""
+    answers = require(row, "answers", name, index, list)
+    if not answers:
+        raise EvalInputError(f"{name}: entry {index} has no human answer ('answers' is empty)")
+    for j, entry in enumerate(answers):
+        if not isinstance(entry, dict) or not isinstance(entry.get("answer"), str):
+            raise EvalInputError(f"{name}: entry {index} answers[{j}] has no string 'answer'")
+    return answers
 
 
 def _as_tuple(types: type | tuple) -> tuple:

@@ -38,7 +38,7 @@ from PIL import Image
 
 from tinygpt.common import atomic
 from tinygpt.common import device as devices
-from tinygpt.common import dist
+from tinygpt.common import dist, jsonfile
 from tinygpt.common.config import BenchmarkConfig, Config, ConfigError
 from tinygpt.common.registry import registry
 from tinygpt.datasets.loader import worker_settings
@@ -243,6 +243,9 @@ class EvaluationRunner:
     # ------------------------------------------------------------------ top level
     def run(self) -> Report:
         report = Report(self.output_dir)
+        if dist.is_main():  # only rank 0 writes files atomically here, and it has not started yet
+            for stale in atomic.remove_stale_temps(self.output_dir, recursive=True):
+                log.info("removed %s, left by a write that was interrupted", stale)
         for label, split in self.splits.items():
             self.answer_all(label, split)
             dist.barrier()  # every rank's JSONL is complete
@@ -299,7 +302,7 @@ class EvaluationRunner:
             for index, images in loader:
                 batch = [mine[i] for i in index.tolist()]
                 records = self.answer_batch(bench, batch, images.to(self.device))
-                out.write("".join(json.dumps({"key": q.key, "record": r}) + "\n" for q, r in zip(batch, records)))
+                out.write("".join(jsonfile.dumps({"key": q.key, "record": r}) + "\n" for q, r in zip(batch, records)))
                 out.flush()
                 os.fsync(out.fileno())  # a crash loses at most the batch being asked
                 bar.update(len(batch))

@@ -13,6 +13,7 @@ import torch
 
 from ..common import device as devices
 from ..common.config import Config, ConfigError, ModelConfig, require_file
+from ..common.errors import UserError
 from ..common.registry import registry
 from ..conversation.protocol import PromptStyle
 from . import compute_dtype, weights
@@ -47,7 +48,11 @@ def _tower_dtype(device: torch.device, requested: str, trains: bool) -> torch.dt
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # not a tokenizer directory / file
+        raise UserError(f"model.llm.tokenizer: {path} is not a readable Hugging Face tokenizer "
+                        f"({' '.join(str(exc).split())[:200]})") from None
     if tokenizer.pad_token_id is None:
         # Phi-2 ships no pad token; its EOS is the usual stand-in (labels mask the padding).
         tokenizer.pad_token = tokenizer.eos_token

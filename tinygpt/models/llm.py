@@ -13,9 +13,11 @@ import os
 
 import torch
 from torch import nn
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from ..common.errors import UserError
+from ..common.numbers import number_problem, shown
 from .norms import float_compute
 from .phi import TinyGPTVPhiForCausalLM, load_phi_config
 
@@ -35,15 +37,35 @@ def family_of(llm: nn.Module) -> str:
 def load_llm_config(family: str, hf_config_path: str, attn_implementation: str = "sdpa") -> PretrainedConfig:
     """The HF config of `model.llm`: Phi-2's with TinyGPT-V's q/k LayerNorm switched on, or (family
     "auto") whatever causal LM the config.json (file, or directory holding one) describes."""
-    if family == TINYGPTV_FAMILY:
-        return load_phi_config(hf_config_path, attn_implementation)
     try:
-        config = AutoConfig.from_pretrained(os.fspath(hf_config_path))
-    except (OSError, ValueError, KeyError) as exc:
+        if family == TINYGPTV_FAMILY:
+            config = load_phi_config(hf_config_path, attn_implementation)
+        else:
+            config = AutoConfig.from_pretrained(os.fspath(hf_config_path))
+            config._attn_implementation = attn_implementation
+    except (OSError, ValueError, KeyError, TypeError, StrictDataclassError) as exc:  # the last: a field's type
         raise UserError(f"{hf_config_path}: not a readable Hugging Face LLM config "
-                        f"({str(exc).splitlines()[0]})") from None
-    config._attn_implementation = attn_implementation
+                        f"({' '.join(str(exc).split())[:200]})") from None
+    _check_sizes(config, hf_config_path)
     return config
+
+
+# The config.json sizes a model is built from: each a positive integer (a 0 would end in a division by zero).
+_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+          "intermediate_size", "max_position_embeddings")
+
+
+def _check_sizes(config: PretrainedConfig, path: str) -> None:
+    for name in _SIZES:
+        value = getattr(config, name, None)
+        if value is None:
+            continue
+        problem = "it must be an integer" if not isinstance(value, int) else number_problem(value, 1)
+        if problem:
+            raise UserError(f"{path}: {name!r} is {shown(value)}; {problem}")
+    heads = getattr(config, "num_attention_heads", None)
+    if heads and config.hidden_size % heads:
+        raise UserError(f"{path}: hidden_size {config.hidden_size} is not a multiple of num_attention_heads {heads}")
 
 
 def build_llm(family: str, config: PretrainedConfig) -> PreTrainedModel:

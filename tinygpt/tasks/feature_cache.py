@@ -47,7 +47,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..common.atomic import atomic_path
+from ..common.atomic import atomic_path, remove_stale_temps
 from ..common.config import Config, ConfigError
 from ..models import components
 
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 # The in-process table's budget: 4,000 tiny-recipe images are ~35 MB, a full-size [32, 768] entry 96 KB.
 MEMORY_BYTES = 512 * 2**20
+STALE_TEMP_S = 600  # a cache temp file untouched this long was left by a killed writer
 
 # Fields that do not change what the towers compute (where weights came from, training flags).
 _IGNORED_FIELDS = {"weights", "train", "grad_checkpointing", "dtype"}
@@ -138,6 +139,10 @@ class FeatureCache:
                              "(model.vision.train and model.qformer.train false)")
         self.key = tower_key(model)
         self.root = Path(directory) / self.key
+        # Features written by a process that was killed mid-write; other ranks (or runs) may be
+        # writing now, so only files untouched for a while count (one write takes milliseconds).
+        for stale in remove_stale_temps(str(self.root), recursive=True, older_than_s=STALE_TEMP_S):
+            log.info("removed %s, left by a feature-cache write that was interrupted", stale)
         self.hits = 0
         self.misses = 0
         self._memory: dict[Path, torch.Tensor] = {}
@@ -152,8 +157,16 @@ class FeatureCache:
             return found
         try:
             found = torch.load(path, map_location="cpu", weights_only=True)
-        except (FileNotFoundError, EOFError, RuntimeError):
-            return None  # absent, or a torn file from a killed writer: recompute
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # torn by a killed writer, or overwritten: torch raises many types
+            log.warning("feature cache: %s is unreadable (%s); recomputing it", path, type(exc).__name__)
+            return None
+        # One entry is Q-Former outputs [Q, D] of one image: anything else is not ours to use.
+        if not (torch.is_tensor(found) and found.dim() == 2 and found.is_floating_point()
+                and bool(torch.isfinite(found).all())):
+            log.warning("feature cache: %s does not hold finite [Q, D] features; recomputing it", path)
+            return None
         self._remember(path, found)
         return found
 

@@ -30,7 +30,8 @@ from typing import Any, Hashable, Mapping
 from tinygpt.common.registry import registry
 from tinygpt.conversation.boxes import BOX, GRID, Box
 from tinygpt.conversation.boxes import parse_box as first_box
-from tinygpt.evaluation.formats import EvalInputError, expect_list, load_json, match_predictions, require, source_name
+from tinygpt.evaluation.formats import (EvalInputError, check_number, expect_list, load_json, match_predictions, require,
+                                        source_name)
 from tinygpt.evaluation.metrics.base import Scorer, percent
 from tinygpt.evaluation.questions import Question, Source, Split, check_unique, cut, question_reader
 
@@ -75,11 +76,12 @@ def read_predictions(pred: Any, ann: Any) -> list[RefItem]:
 
     for i, a in enumerate(anns):
         box = require(a, "bbox", ann_name, i, list)
-        if len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
-            raise EvalInputError(f"{ann_name}: entry {i} bbox must be [x, y, w, h] numbers")
+        if len(box) != 4:
+            raise EvalInputError(f"{ann_name}: entry {i} bbox must be [x, y, w, h], got {len(box)} values")
+        for part, value in zip(("x", "y", "w", "h"), box):  # a box's width and height are never negative
+            check_number(value, f"{ann_name}: entry {i} bbox {part}", low=0 if part in "wh" else None)
         for key in ("width", "height"):
-            if require(a, key, ann_name, i, (int, float)) <= 0:
-                raise EvalInputError(f"{ann_name}: entry {i} {key} must be positive")
+            check_number(require(a, key, ann_name, i, (int, float)), f"{ann_name}: entry {i} {key}", low=0, above=True)
     pairs = match_predictions(anns, preds, gold_key, pred_key, ann_name, pred_name,
                               "id" if by_id else "(img_id, sents)", unique=by_id)
     items = []

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from tinygpt.common.registry import registry
-from tinygpt.evaluation.formats import EvalInputError, expect_list, load_json, match_predictions, require, source_name
+from tinygpt.evaluation.formats import (EvalInputError, expect_list, load_json, match_predictions, require,
+                                        require_answers, source_name)
 from tinygpt.evaluation.metrics.base import Scorer, grouped_percent, percent
 from tinygpt.evaluation.metrics.ranking import average_precision, f1_binary
 from tinygpt.evaluation.metrics.tinygptv_compat import chat_answer
@@ -49,9 +50,7 @@ def read_predictions(pred: Any, ann: Any) -> list[VizWizItem]:
         require(a, "image", ann_name, i, str)
         require(a, "answer_type", ann_name, i, str)
         require(a, "answerable", ann_name, i, int)
-        for j, entry in enumerate(require(a, "answers", ann_name, i, list)):
-            if not isinstance(entry, dict) or not isinstance(entry.get("answer"), str):
-                raise EvalInputError(f"{ann_name}: entry {i} answers[{j}] has no string 'answer'")
+        require_answers(a, ann_name, i)
     preds = expect_list(load_json(pred, "results"), pred_name)
     pairs = match_predictions(anns, preds, lambda a, i: a["image"],
                               lambda p, i: require(p, "image", pred_name, i, str),

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from tinygpt.common.registry import registry
-from tinygpt.evaluation.formats import EvalInputError, expect_list, index_unique, load_json, match_predictions, require, source_name
+from tinygpt.evaluation.formats import (EvalInputError, expect_list, index_unique, load_json, match_predictions, require,
+                                        require_answers, source_name)
 from tinygpt.evaluation.metrics.base import Scorer, grouped_percent, percent, py2_round
 from tinygpt.evaluation.metrics.tinygptv_compat import generated
 from tinygpt.evaluation.metrics.vqa_normalize import clean_whitespace, normalize_answer
@@ -55,10 +56,7 @@ def read_predictions(pred: Any, ann: Any, ques: Any = None) -> list[VQAItem]:
         require(a, "question_id", ann_name, i, int)
         for key in ("question_type", "answer_type"):
             require(a, key, ann_name, i, str)
-        answers = require(a, "answers", ann_name, i, list)
-        for j, entry in enumerate(answers):
-            if not isinstance(entry, dict) or not isinstance(entry.get("answer"), str):
-                raise EvalInputError(f"{ann_name}: entry {i} answers[{j}] has no string 'answer'")
+        require_answers(a, ann_name, i)
     if ques is not None:
         ques_name = source_name(ques, "questions")
         qs = expect_list(load_json(ques, "questions"), ques_name, "questions")

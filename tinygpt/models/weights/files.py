@@ -41,6 +41,14 @@ _CONFIG_PLAIN_GLOBALS = {
 }
 
 
+# safetensors header dtype names -> torch dtypes.
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+
+
 class _Opaque:
     """Stands in for an object of a class we refuse to instantiate; swallows its state."""
 
@@ -165,6 +173,14 @@ class TensorSource(contextlib.AbstractContextManager):
         if key in self._tensors:
             return tuple(self._tensors[key].shape)
         return tuple(self._handles[key].get_slice(key).get_shape())
+
+    def dtype(self, key: str) -> torch.dtype | str:
+        """The stored dtype (from the safetensors header without reading the data); a dtype torch
+        has no name for comes back as the header's string."""
+        if key in self._tensors:
+            return self._tensors[key].dtype
+        stored = self._handles[key].get_slice(key).get_dtype()
+        return _SAFETENSORS_DTYPES.get(stored, stored)
 
     def get(self, key: str) -> torch.Tensor:
         if key in self._tensors:

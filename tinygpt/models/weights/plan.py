@@ -2,7 +2,8 @@
 full on the meta device, then copied into the model in place.
 
 Each format module only *maps keys*; the checks live here so every format gets the same ones:
-  * a shape mismatch is an error (found by running each conversion on meta tensors first);
+  * a shape mismatch is an error (found by running each conversion on meta tensors first), and so
+    is a value of another kind than its parameter (integers stored for a float weight);
   * a file key the model has no place for is an error, unless the format lists it as ignored;
   * base-weight loaders (ViT, Q-Former, Phi) must provide every parameter they are responsible for;
   * checkpoints may leave whole groups out ("kept at initialisation": a stage-1 checkpoint has no
@@ -66,7 +67,18 @@ def resolve(name: str, params: dict[str, nn.Parameter]) -> Optional[str]:
 
 # ----------------------------------------------------------------------------- checking
 def _meta(source: TensorSource, key: str) -> torch.Tensor:
-    return torch.empty(source.shape(key), device="meta")
+    dtype = source.dtype(key)
+    return torch.empty(source.shape(key), dtype=dtype if isinstance(dtype, torch.dtype) else torch.uint8,
+                       device="meta")
+
+
+def _kind(dtype) -> str:
+    """What a value is, whatever its precision: a float32 parameter takes fp16 / bf16 values (a cast),
+    never integers, booleans or complex numbers."""
+    if not isinstance(dtype, torch.dtype):
+        return f"unsupported ({dtype})"
+    return "complex" if dtype.is_complex else "float" if dtype.is_floating_point else \
+        "bool" if dtype == torch.bool else "integer"
 
 
 def _compute(target: Target, tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -88,11 +100,17 @@ def check(model: nn.Module, source: TensorSource, plan: Plan) -> tuple[LoadRepor
             report.unexpected += [f"{k} (a second value for {actual})" for k in target.sources]
             continue
         resolved[actual] = target
+        stored = [source.dtype(k) for k in target.sources]
+        param = params[actual]
+        if any(_kind(d) != _kind(param.dtype) for d in stored):
+            given = ", ".join(f"{k} {str(d).replace('torch.', '')}" for k, d in zip(target.sources, stored))
+            report.dtype_errors.append(f"{actual}: file {given}, model {str(param.dtype).replace('torch.', '')}")
+            continue
         try:
             shape = tuple(_compute(target, [_meta(source, k) for k in target.sources]).shape)
         except RuntimeError as exc:  # a conversion that cannot even run on these shapes
             shape = f"unconvertible ({str(exc).splitlines()[0]})"
-        want = tuple(params[actual].shape)
+        want = tuple(param.shape)
         if shape != want:
             given = ", ".join(f"{k} {list(source.shape(k))}" for k in target.sources)
             report.shape_errors.append(f"{actual}: file {given} -> {shape if isinstance(shape, str) else list(shape)}, "

@@ -31,12 +31,13 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)  # our names the file should have provided
     initialised: list[str] = field(default_factory=list)  # our names set to a fixed start (Phi q/k/post norms)
     shape_errors: list[str] = field(default_factory=list)  # "name: file [..] -> model [..]"
+    dtype_errors: list[str] = field(default_factory=list)  # "name: file key int32, model float32"
     unexpected: list[str] = field(default_factory=list)  # file keys that map to nothing in this model
     kept: list[str] = field(default_factory=list)  # trainable groups the file does not touch
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.shape_errors or self.unexpected)
+        return not (self.missing or self.shape_errors or self.dtype_errors or self.unexpected)
 
     def summary(self) -> str:
         parts = [f"{self.source} [{self.format}]: loaded {len(self.loaded)} tensors from {len(self.consumed)} keys"]
@@ -53,6 +54,8 @@ class LoadReport:
             parts.append(f"UNEXPECTED {len(self.unexpected)}: {_quote(self.unexpected)}")
         if self.shape_errors:
             parts.append(f"SHAPE ERRORS {len(self.shape_errors)}: {_quote(self.shape_errors, 6)}")
+        if self.dtype_errors:
+            parts.append(f"DTYPE ERRORS {len(self.dtype_errors)}: {_quote(self.dtype_errors, 6)}")
         return "; ".join(parts) + "."
 
 
@@ -69,6 +72,8 @@ class WeightLoadError(UserError):
         lines = [f"cannot load {report.source} ({report.format}) into this model:"]
         if report.shape_errors:
             lines.append(f"  shape mismatch: {_quote(report.shape_errors, 6)}")
+        if report.dtype_errors:
+            lines.append(f"  dtype mismatch: {_quote(report.dtype_errors, 6)}")
         if report.missing:
             lines.append(f"  missing from the file: {_quote(report.missing)}")
         if report.unexpected:

@@ -18,6 +18,7 @@ import yaml
 from ...common.checkpoint import FORMAT
 from ...conversation.protocol import STYLE_KEY, PromptStyle
 from .files import open_weights
+from .report import WeightLoadError
 
 # MiniGPT-4 / MiniGPT-v2 `from_config` defaults, per TinyGPT-V `arch`.
 _ORIGINAL_TEMPLATES = {"minigpt4": "", "minigpt_v2": "[INST] {} [/INST]"}
@@ -25,16 +26,48 @@ _ORIGINAL_END = "\n"
 
 
 def recorded_style(path: str) -> Optional[dict]:
-    """The PromptStyle fields `path` records (a subset of PromptStyle.RECORDED), or None."""
-    with open_weights(path) as source:
-        if STYLE_KEY in source.metadata:
-            return PromptStyle.read_record(source.metadata[STYLE_KEY], path)
-        config = source.extras.get("config")
-        if source.extras.get("format") == FORMAT and isinstance(config, str):
-            return _runner_style(yaml.safe_load(config))
-        if isinstance(config, dict) and isinstance(config.get("model"), dict):
-            return _tinygptv_style(config["model"])
+    """The PromptStyle fields `path` records (a subset of PromptStyle.RECORDED), or None.  A record
+    that is not JSON / YAML, holds a value of the wrong type (`prompt_template: 123`) or describes no
+    valid style is a WeightLoadError naming the file and the field."""
+    try:
+        with open_weights(path) as source:
+            if STYLE_KEY in source.metadata:
+                return _checked(PromptStyle.read_record(source.metadata[STYLE_KEY], path), path)
+            config = source.extras.get("config")
+            if source.extras.get("format") == FORMAT and isinstance(config, str):
+                return _checked(_runner_style(yaml.safe_load(config)), path)
+            if isinstance(config, dict) and isinstance(config.get("model"), dict):
+                return _checked(_tinygptv_style(config["model"]), path)
+    except WeightLoadError:
+        raise
+    except (ValueError, TypeError, yaml.YAMLError) as exc:  # read_record's messages name the file already
+        text = " ".join(str(exc).split())
+        raise WeightLoadError(text if text.startswith(path) else f"{path}: the recorded prompt style: {text}") from None
     return None
+
+
+# The type of each recorded field (PromptStyle's own annotations, as runtime types).
+_FIELD_TYPES = {"template": str, "end_sym": str, "image": str, "image_after_question": bool, "image_size": int}
+
+
+def _checked(fields: Optional[dict], path: str) -> Optional[dict]:
+    """`fields` if each has its field's type and together they make a PromptStyle."""
+    if not fields:
+        return fields
+    for name, value in fields.items():
+        want = _FIELD_TYPES[name]
+        if name == "image_size" and value is None:
+            continue
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)) or \
+                (name == "image_size" and value < 1):
+            raise WeightLoadError(f"{path}: the recorded prompt style's {name!r} is {str(value)[:80]!r} "
+                                  f"({type(value).__name__}); expected {'a positive ' if want is int else 'a '}"
+                                  f"{want.__name__}")
+    try:
+        PromptStyle(**fields)  # one `{}` in the template, the image slot in the placeholder
+    except ValueError as exc:
+        raise WeightLoadError(f"{path}: the recorded prompt style is not usable: {exc}") from None
+    return fields
 
 
 def _runner_style(config) -> Optional[dict]:
