@@ -20,6 +20,10 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
+# The README's picture and a question the quickstart model answers right about it ("purple").
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "images" / "example.png"
+QUESTION = "[vqa] what color is the triangle?"
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)"),
@@ -33,10 +37,10 @@ def demo_chat(inst_model, make_chat):
 
     if os.path.exists(serve_main.DEFAULT_CONFIG) and os.path.exists(serve_main.DEFAULT_CHECKPOINT):
         chat = serve_main.load_chat(serve_main.DEFAULT_CONFIG, ["run.device=cpu"], GenerationOptions(max_new_tokens=40))
-        return chat, "[vqa] what colour is the circle?"
+        return chat, QUESTION
     chat = make_chat(inst_model)
     chat.defaults = chat.defaults.replace(max_new_tokens=64, min_new_tokens=64)  # long enough to see it stream
-    return chat, "[vqa] what colour is the circle?"
+    return chat, QUESTION
 
 
 def ask(page, question) -> list[str]:
@@ -70,7 +74,7 @@ def _visible(text: str) -> str:
     return "".join(ch for ch in text if ch.isprintable() and not ch.isspace())
 
 
-def test_browser_chat(inst_model, make_chat, serve, image_file, tmp_path):
+def test_browser_chat(inst_model, make_chat, serve, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     from tinygpt.serve.app import build_app
@@ -78,7 +82,7 @@ def test_browser_chat(inst_model, make_chat, serve, image_file, tmp_path):
 
     chat, question = demo_chat(inst_model, make_chat)
     examples = synthetic_examples(instruct=chat.style.instruct)
-    picture = examples[0][0] if examples else str(image_file)
+    picture = str(EXAMPLE)
     with serve(build_app(chat, examples=examples)) as server, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
