@@ -377,3 +377,13 @@ def test_a_stalled_request_is_cut_off(tiny_model, make_chat):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.mark.parametrize("key, digits, status, words", [
+    ("max_new_tokens", 5000, 400, "more than 4300 digits"),  # over Python's int-from-text limit
+    ("max_new_tokens", 4000, 422, "out of range"),
+    ("temperature", 400, 422, "out of range"),  # float() of it would overflow
+])
+def test_huge_integers_are_4xx(client, good, key, digits, status, words):
+    body = json.dumps(good)[:-1] + f', "{key}": 1{"0" * (digits - 1)}}}'
+    assert_error(post_raw(client, body.encode()), status, words)

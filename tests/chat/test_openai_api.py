@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import socket
 
 import httpx
 import openai
@@ -102,7 +104,7 @@ def test_seeded_sampling_repeats(client, image):
                 {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}], "fetches no url"),
     (lambda m: [{"role": "user", "content": [{"type": "text", "text": "what?"},
                 {"type": "image_url", "image_url": {"url": "/etc/passwd"}}]}], "local image paths are off"),
-    (lambda m: [{"role": "system", "content": "be nice"}] + m, "system prompt"),
+    (lambda m: m[:1] + [{"role": "system", "content": "be nice"}], "before the first user"),
     (lambda m: [{"role": "user", "content": "what is it?"}], "needs an image_url"),
     (lambda m: m + [{"role": "assistant", "content": "red"}], "last message must be the user"),
     (lambda m: m + [{"role": "user", "content": "again?"}], "alternate"),
@@ -116,11 +118,16 @@ def test_bad_messages_are_openai_style_400s(client, image, change, words):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    (dict(n=2), "'n' must be 1"),
     (dict(max_tokens=10_000), "'max_tokens' must be between 1 and 16"),
     (dict(temperature=1e-300), "temperature"),
     (dict(stop=["a", "b", "c", "d", "e"]), "up to 4"),
-    (dict(extra_body={"logit_bias": {"1": 5}}), "unsupported parameter"),
+    (dict(extra_body={"top_k": 5}), "unsupported parameter(s): top_k"),
+    (dict(logit_bias={"1": 5}), "not implemented by this server: logit_bias"),
+    (dict(frequency_penalty=0.5, logprobs=True), "not implemented by this server: frequency_penalty, logprobs"),
+    (dict(response_format={"type": "json_object"}), "response_format"),
+    (dict(seed=2**70), "'seed' is out of range"),
+    (dict(seed=2**64), "'seed' must be between"),
+    (dict(temperature=10**400), "'temperature' is out of range"),
 ])
 def test_bad_options_are_400s(client, image, kwargs, words):
     with pytest.raises(openai.BadRequestError) as err:
@@ -133,3 +140,50 @@ def test_unknown_routes_and_non_json_bodies_answer_in_openai_shape(server):
     assert r.status_code == 404 and r.json()["error"]["code"] == 404
     r = httpx.post(server.url + "/v1/chat/completions", content=b"{}", headers={"content-type": "text/plain"}, timeout=10)
     assert r.status_code == 415 and "application/json" in r.json()["error"]["message"]
+
+
+def test_a_system_message_goes_before_the_first_question(client, image):
+    system = "Answer in one word."
+    with_system = client.chat.completions.create(model="tinygpt-v", max_tokens=6, messages=[
+        {"role": "system", "content": system}, first_turn(image)])
+    inline = client.chat.completions.create(model="tinygpt-v", max_tokens=6, messages=[
+        first_turn(image, system + "\n\nwhat colour is the circle?")])
+    plain = client.chat.completions.create(model="tinygpt-v", max_tokens=6, messages=[first_turn(image)])
+    assert with_system.choices[0].message.content == inline.choices[0].message.content
+    assert with_system.usage.prompt_tokens == inline.usage.prompt_tokens > plain.usage.prompt_tokens
+
+
+def test_neutral_values_of_unimplemented_parameters_are_accepted(client, image):
+    plain = client.chat.completions.create(model="tinygpt-v", max_tokens=6, messages=[first_turn(image)])
+    neutral = client.chat.completions.create(
+        model="tinygpt-v", max_tokens=6, messages=[first_turn(image)], frequency_penalty=0, presence_penalty=0,
+        logprobs=False, response_format={"type": "text"}, logit_bias={}, user="someone", store=False,
+        metadata={"team": "x"}, tool_choice="none")
+    assert neutral.choices[0].message.content == plain.choices[0].message.content
+
+
+HUGE = "1" + "0" * 4999  # a 5000-digit integer: more than Python's int-from-text limit
+
+
+@pytest.mark.parametrize("body, words", [
+    ('{"model": "tinygpt-v", "messages": [], "user": %s}' % HUGE, "more than 4300 digits"),
+    ('{"model": "tinygpt-v", "messages": [], "max_tokens": %s}' % HUGE, "more than 4300 digits"),
+    ('{"model": "tinygpt-v", "messages": [], "max_tokens": %s}' % HUGE[:4000], "'max_tokens' is out of range"),
+])
+def test_huge_integers_are_400s(server, body, words):
+    r = httpx.post(server.url + "/v1/chat/completions", content=body.encode(),
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and words in r.json()["error"]["message"]
+
+
+def test_broken_http_framing_is_answered_in_json(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: abc\r\n\r\n{}")
+        response = b""
+        while chunk := s.recv(65536):
+            response += chunk
+    head, body = response.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head.lower()
+    parsed = json.loads(body)
+    assert parsed["error"]["code"] == parsed["error_code"] == 400 and "malformed" in parsed["text"]

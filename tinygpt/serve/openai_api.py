@@ -28,11 +28,38 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..conversation.chat import Chat, VisibleText
-from .validation import Limits, RequestError, check_options, check_text, decode_image, open_image, read_json_request
+from .validation import (Limits, RequestError, check_number, check_options, check_text, decode_image, open_image,
+                         read_json_request)
 
 MODEL_NAME = "tinygpt-v"
-_KNOWN = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed",
-          "n", "stream", "stream_options", "user"}
+_SUPPORTED = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed",
+              "n", "stream", "stream_options"}
+# Accounting fields: they do not change the answer.
+_IGNORED = {"user", "metadata", "service_tier"}
+# Standard parameters this server does not implement, accepted at the neutral value chat front-ends
+# send by default (as vLLM and llama.cpp's server accept them); any other value is a 400 naming them.
+_NEUTRAL = {
+    "frequency_penalty": lambda v: v in (None, 0),
+    "presence_penalty": lambda v: v in (None, 0),
+    "logprobs": lambda v: v in (None, False),
+    "top_logprobs": lambda v: v in (None, 0),
+    "logit_bias": lambda v: v in (None, {}),
+    "response_format": lambda v: v is None or v == {"type": "text"},
+    "tools": lambda v: v in (None, []),
+    "tool_choice": lambda v: v in (None, "none", "auto"),
+    "parallel_tool_calls": lambda v: v is None or isinstance(v, bool),
+    "functions": lambda v: v in (None, []),
+    "function_call": lambda v: v in (None, "none", "auto"),
+    "modalities": lambda v: v in (None, ["text"]),
+    "audio": lambda v: v is None,
+    "prediction": lambda v: v is None,
+    "store": lambda v: v in (None, False),
+    "reasoning_effort": lambda v: v is None,
+    "web_search_options": lambda v: v is None,
+}
+# A system message's text goes before the first question (separated as chat templates of models
+# trained without a system role do, e.g. Mistral's and Gemma's).
+SYSTEM_SEPARATOR = "\n\n"
 
 
 def error_body(status: int, message: str, param: Optional[str] = None) -> dict:
@@ -74,10 +101,11 @@ def add_openai_routes(app: FastAPI, chat: Chat, limits: Limits, admit, release, 
 class ChatRequest:
     """A validated /v1/chat/completions body."""
 
-    def __init__(self, image: Any, history: list, question: str, options: dict, stop: list[str],
+    def __init__(self, image: Any, history: list, question: str, options: dict, stop: list[str], n: int,
                  stream: bool, include_usage: bool):
         self.image, self.history, self.question = image, history, question
-        self.options, self.stop, self.stream, self.include_usage = options, stop, stream, include_usage
+        self.options, self.stop, self.n = options, stop, n
+        self.stream, self.include_usage = stream, include_usage
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
 
@@ -85,28 +113,33 @@ class ChatRequest:
 def parse_chat_request(payload: Any, limits: Limits) -> ChatRequest:
     if not isinstance(payload, dict):
         raise RequestError(400, f"the body must be a JSON object, not {type(payload).__name__}")
-    unknown = sorted(set(payload) - _KNOWN)
+    unknown = sorted(set(payload) - _SUPPORTED - _IGNORED - set(_NEUTRAL))
     if unknown:
-        raise RequestError(400, f"unsupported parameter(s): {', '.join(unknown)}; supported: {', '.join(sorted(_KNOWN))}")
-    if payload.get("n", 1) != 1:
-        raise RequestError(400, "'n' must be 1: one answer per request")
-    image, turns = _read_messages(payload.get("messages"), limits)
-    options = {}
-    max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
-    for key, value, types in (("max_new_tokens", max_tokens, (int,)), ("temperature", payload.get("temperature"), (int, float)),
-                              ("top_p", payload.get("top_p"), (int, float)), ("seed", payload.get("seed"), (int,))):
+        raise RequestError(400, f"unsupported parameter(s): {', '.join(unknown)}; supported: {', '.join(sorted(_SUPPORTED))}")
+    unimplemented = sorted(k for k, neutral in _NEUTRAL.items() if k in payload and not neutral(payload[k]))
+    if unimplemented:
+        raise RequestError(400, f"not implemented by this server: {', '.join(unimplemented)} (accepted only at "
+                                "the neutral value: 0, false, {}, [] or a text response_format)")
+    numbers = {"max_tokens": payload.get("max_completion_tokens", payload.get("max_tokens")),
+               "temperature": payload.get("temperature"), "top_p": payload.get("top_p"),
+               "seed": payload.get("seed"), "n": payload.get("n")}
+    for key, value in numbers.items():
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise RequestError(400, f"'{key if key != 'max_new_tokens' else 'max_tokens'}' must be a number, got {value!r}")
-        options[key] = float(value) if key in ("temperature", "top_p") else value
-    seed = options.pop("seed", None)
+        integer = key in ("max_tokens", "seed", "n")
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            raise RequestError(400, f"'{key}' must be {'an integer' if integer else 'a number'}, got {type(value).__name__}")
+        check_number(key, value, 400)
+    n = numbers.pop("n")
+    if n is not None and not 1 <= n <= limits.max_choices:
+        raise RequestError(400, f"'n' must be between 1 and {limits.max_choices}, got {n}")
+    image, turns = _read_messages(payload.get("messages"), limits)
+    options = {"max_new_tokens" if k == "max_tokens" else k: float(v) if k in ("temperature", "top_p") else v
+               for k, v in numbers.items() if v is not None}
     try:
         check_options(options, limits)
     except RequestError as exc:  # the same checks, in this API's names
         raise RequestError(400, exc.message.replace("'max_new_tokens'", "'max_tokens'")) from None
-    if seed is not None:
-        options["seed"] = seed
     stop = payload.get("stop") or []
     stop = [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
@@ -118,21 +151,26 @@ def parse_chat_request(payload: Any, limits: Limits) -> ChatRequest:
     if not isinstance(usage, dict):
         raise RequestError(400, "'stream_options' must be an object")
     history, (question, _) = turns[:-1], turns[-1]
-    return ChatRequest(image, history, question, options, stop, stream, bool(usage.get("include_usage")))
+    return ChatRequest(image, history, question, options, stop, n or 1, stream, bool(usage.get("include_usage")))
 
 
 def _read_messages(messages: Any, limits: Limits) -> tuple[Any, list]:
     """-> (the image's loader, [(user text, assistant text or None), ...]); the last turn is open."""
     if not isinstance(messages, list) or not messages:
         raise RequestError(400, "'messages' must be a non-empty list of {role, content}")
-    turns, image = [], None
+    turns, image, system = [], None, []
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant"):
-            raise RequestError(400, f"messages[{i}] must be an object with role user, assistant or system")
+        if not isinstance(message, dict) or message.get("role") not in ("system", "developer", "user", "assistant"):
+            raise RequestError(400, f"messages[{i}] must be an object with role system, user or assistant")
         role = message["role"]
-        if role == "system":
-            raise RequestError(400, f"messages[{i}]: this model was not trained with a system prompt; "
-                                    "send user and assistant messages only")
+        if role in ("system", "developer"):  # OpenAI's newer name for the system role
+            if turns:
+                raise RequestError(400, f"messages[{i}]: system messages come before the first user message")
+            text, found = _read_content(message.get("content"), i, limits)
+            if found is not None:
+                raise RequestError(400, f"messages[{i}]: a system message holds text only")
+            system.append(check_text(text, limits))
+            continue
         want = "user" if len(turns) == 0 or turns[-1][1] is not None else "assistant"
         if role != want:
             raise RequestError(400, f"messages[{i}] is from {role!r} but a {want!r} message was expected: "
@@ -143,7 +181,8 @@ def _read_messages(messages: Any, limits: Limits) -> tuple[Any, list]:
                 raise RequestError(400, f"messages[{i}]: one image per conversation, in the first user message")
             image = found
         if role == "user":
-            turns.append([check_text(text, limits), None])
+            text = check_text(text, limits)
+            turns.append([SYSTEM_SEPARATOR.join(system + [text]) if not turns else text, None])
         else:
             turns[-1][1] = text
     if turns[-1][1] is not None:
