@@ -309,22 +309,22 @@ def test_only_json_bodies_are_served(client, good):
                  415)
 
 
-def test_a_full_queue_answers_503_with_retry_after(tiny_model, make_chat, serve, good):
+def test_past_the_queue_bound_the_answer_is_429_with_retry_after(tiny_model, make_chat, serve, good):
     from tinygpt.conversation import Chat
 
     gate = threading.Event()
 
-    class Held(Chat):
+    class Held(Chat):  # the first request holds its slot while it is being prepared
         def session(self):
             return Held(self.model, self.image_processor, self.device, defaults=self.defaults)
 
-        def answer(self, **options):
+        def generation_input(self, max_new_tokens):
             gate.wait(60)
-            return super().answer(**options)
+            return super().generation_input(max_new_tokens)
 
     base = make_chat(tiny_model)
     chat = Held(base.model, base.image_processor, base.device, defaults=base.defaults)
-    with serve(create_api(chat, Limits(max_pending=1))) as running:
+    with serve(create_api(chat, Limits(max_batch_size=1, max_queue=0))) as running:
         first = {}
         thread = threading.Thread(target=lambda: first.update(r=httpx.post(
             running.url + "/worker_generate", json=good, timeout=60)))
@@ -335,7 +335,7 @@ def test_a_full_queue_answers_503_with_retry_after(tiny_model, make_chat, serve,
                     break
                 threading.Event().wait(0.05)
             busy = c.post("/worker_generate", json=good)
-            assert_error(busy, 503, "busy")
+            assert_error(busy, 429, "busy")
             assert busy.headers["retry-after"] == "2"
             gate.set()
             thread.join(60)

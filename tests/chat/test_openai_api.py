@@ -14,7 +14,7 @@ import pytest
 from tinygpt.serve.api import create_api
 from tinygpt.serve.validation import Limits
 
-LIMITS = Limits(max_new_tokens=16, max_pending=8)
+LIMITS = Limits(max_new_tokens=16)
 
 
 def data_uri(image) -> str:
@@ -187,3 +187,44 @@ def test_broken_http_framing_is_answered_in_json(server):
     assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head.lower()
     parsed = json.loads(body)
     assert parsed["error"]["code"] == parsed["error_code"] == 400 and "malformed" in parsed["text"]
+
+
+def test_n_choices_are_rows_of_one_batch(client, image):
+    one = client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=6)
+    greedy = client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=6, n=2)
+    assert [c.index for c in greedy.choices] == [0, 1]
+    assert [c.message.content for c in greedy.choices] == [one.choices[0].message.content] * 2
+
+    def sampled():
+        r = client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=8, n=4,
+                                           temperature=1.0, top_p=1.0, seed=11)
+        return [c.message.content for c in r.choices], r.usage
+
+    texts, usage = sampled()
+    assert sampled()[0] == texts and len(set(texts)) > 1  # each choice repeats with the seed; they differ
+    assert usage.completion_tokens >= 4
+    chunks = list(client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=8, n=4,
+                                                 temperature=1.0, top_p=1.0, seed=11, stream=True))
+    streamed = ["".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+                for i in range(4)]
+    assert streamed == texts
+
+
+def test_metrics_parse_and_count_requests(client, server, image):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def samples():
+        text = httpx.get(server.url + "/metrics", timeout=10).text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    before = samples()
+    client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=6)
+    after = samples()
+    key = ("tinygpt_requests_total", (("route", "/v1/chat/completions"), ("status", "200")))
+    assert after[key] == before.get(key, 0) + 1
+    assert after[("tinygpt_generation_tokens_total", ())] > before.get(("tinygpt_generation_tokens_total", ()), 0)
+    assert after[("tinygpt_time_to_first_token_seconds_count", ())] >= 1
+    assert after[("tinygpt_prompt_tokens_total", ())] > 4
+    for gauge in ("tinygpt_queue_depth", "tinygpt_running_batch_size", "tinygpt_requests_held"):
+        assert (gauge, ()) in after

@@ -57,12 +57,16 @@ class Limits:
     # JPEGs are decoded at a reduced scale (libjpeg's 1/2, 1/4, 1/8) down to this side: a 4096 px
     # photo then costs a 16th of its full RGB size while it is decoded.
     decode_side: int = 1024
-    # Memory under load: requests decoding an image at once, and requests accepted but not yet
-    # answered (decoding + waiting for the model); one more gets 503 with Retry-After.
+    # Memory under load: requests decoding an image at once.
     max_decoding: int = 2
-    max_pending: int = 8
-    # /v1/chat/completions: the most choices (`n`) one request may ask for.
-    max_choices: int = 1
+    # The scheduler (scheduler.py): rows decoded together, requests waiting beyond them (model-size
+    # inputs only; one more gets 429 with Retry-After), and how long an idle model thread lets a
+    # burst gather before its prefill (seconds).
+    max_batch_size: int = 8
+    max_queue: int = 64
+    batch_timeout_s: float = 0.005
+    # /v1/chat/completions: the most choices (`n`) one request may ask for (rows of one batch).
+    max_choices: int = 8
     # /v1/chat/completions: `file://` (or plain) image paths under this folder; None = refused.
     local_image_root: Optional[str] = None
 
