@@ -58,7 +58,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     s.add_argument("--max-queue", type=int, default=limits.max_queue,
                    help="requests waiting beyond the batch; one more gets 429 + Retry-After (default %(default)s)")
     s.add_argument("--batch-timeout-ms", type=float, default=limits.batch_timeout_s * 1000,
-                   help="how long an idle server lets a burst gather before prefilling it (default %(default)s)")
+                   help="the longest an arriving request waits for others still being prepared, to share one prefill "
+                   "(default %(default)s)")
     args = p.parse_args(argv)
     if args.max_batch_size < 1 or args.max_queue < 0 or not 0 <= args.batch_timeout_ms <= 10_000:
         p.error("--max-batch-size must be >= 1, --max-queue >= 0 and --batch-timeout-ms in [0, 10000]")

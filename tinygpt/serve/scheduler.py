@@ -12,7 +12,9 @@ prefills the rows that arrived (their images encoded together) and stacks them i
 batch (batching.py); each row leaves on its own end marker, stop string, EOS or token budget, and
 streams its text as it comes.  Waiting rows hold model-size inputs only (the image tensor and the
 prompt's token ids, never the decoded picture), so the queue can be deep; past `max_queue` waiting
-requests `reserve` refuses.  Beam search (num_beams > 1) runs alone, between steps.
+requests `reserve` refuses.  While other accepted requests are still being prepared, arrivals wait
+for them up to `batch_timeout_s`, to be prefilled together (a prefill's cost is mostly per call).  Beam search
+(num_beams > 1) runs alone, between steps.
 
 A slot is freed exactly once, whatever the client does: when all its rows finish, when it fails,
 or on `cancel` -- at once if it was not running, else at the next step boundary, where the model
@@ -82,7 +84,7 @@ class Request:
         self.sink: Callable[[Event], None] = lambda event: None
         self.cancelled = False
         self.state = "new"
-        self.started_at = time.monotonic()
+        self.started_at = self.queued_at = time.monotonic()
         self._texts: dict[int, _RowText] = {}
         self._open = n
 
@@ -156,6 +158,7 @@ class Scheduler:
         self._wake = threading.Condition(self._lock)
         self._waiting: deque[Row] = deque()
         self._held = 0  # requests reserved and not yet released (preparing, waiting or running)
+        self._preparing = 0  # requests reserved and not yet started (their inputs are being made)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="tinygpt-model", daemon=True)
         self._thread.start()
@@ -179,6 +182,7 @@ class Scheduler:
                 raise Busy(f"the server is busy ({self._held} requests accepted, the queue holds "
                            f"{self.max_queue}); retry later", self.retry_after_s)
             self._held += 1
+            self._preparing += 1
             self.metrics.held.set(self._held)
         return Request(self, n)
 
@@ -192,10 +196,12 @@ class Scheduler:
         with self._wake:
             if request.state != "new":
                 raise RuntimeError("a request starts once")
+            self._preparing -= 1
             if request.cancelled or self._closed:
                 self._release(request)
                 return
             request.state = "queued"
+            request.queued_at = time.monotonic()
             self._waiting.extend(request.rows)
             self.metrics.queue_depth.set(len(self._waiting))
             self._wake.notify()
@@ -204,6 +210,7 @@ class Scheduler:
         with self._lock:
             request.cancelled = True
             if request.state in ("new", "queued"):  # nothing of it on the model thread: free now
+                self._preparing -= request.state == "new"
                 self._unqueue(request)
                 self._release(request)
             # "model": the model thread drops its rows and frees it at the next step boundary
@@ -258,11 +265,19 @@ class Scheduler:
             self.batch.keep([])
             return None
         with self._wake:
-            if not self.batch.rows and self.batch_timeout_s:
-                # Idle: let a burst gather for a moment so its prefill is one batch.
-                deadline = time.monotonic() + self.batch_timeout_s
-                while len(self._waiting) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
-                    self._wake.wait(left)
+            # Prefill has a high fixed cost per call, and a decode step costs about the same for 1
+            # row as for 8: while other accepted requests are still being prepared (their images
+            # decoding), arrivals wait for them up to batch_timeout_s from their queueing, to be
+            # prefilled together -- decoding the running rows meanwhile.  Nobody else coming, or a
+            # batch that would be full: they join at once.
+            while (self._waiting and self._preparing and not self._closed
+                   and len(self.batch) + len(self._waiting) < self.max_batch_size):
+                left = self._waiting[0].owner.queued_at + self.batch_timeout_s - time.monotonic()
+                if left <= 0:
+                    break
+                if self.batch.rows:
+                    return []  # decode a step meanwhile
+                self._wake.wait(left)
             joining = []
             while self._waiting and len(self.batch) + len(joining) < self.max_batch_size:
                 row = self._waiting.popleft()

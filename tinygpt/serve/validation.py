@@ -60,11 +60,12 @@ class Limits:
     # Memory under load: requests decoding an image at once.
     max_decoding: int = 2
     # The scheduler (scheduler.py): rows decoded together, requests waiting beyond them (model-size
-    # inputs only; one more gets 429 with Retry-After), and how long an idle model thread lets a
-    # burst gather before its prefill (seconds).
+    # inputs only; one more gets 429 with Retry-After), and the longest an arrival waits for requests
+    # still being prepared, to share one prefill (seconds; benchmarks/serve.py: 8 clients on the
+    # quickstart model 1.8x one client's answers/s with 5 ms, 2.2x with 50 ms).
     max_batch_size: int = 8
     max_queue: int = 64
-    batch_timeout_s: float = 0.005
+    batch_timeout_s: float = 0.05
     # /v1/chat/completions: the most choices (`n`) one request may ask for (rows of one batch).
     max_choices: int = 8
     # /v1/chat/completions: `file://` (or plain) image paths under this folder; None = refused.
