@@ -4,6 +4,7 @@
     python -m benchmarks.serve [--clients 1 2 4 8 16] [--requests 8] [--max-tokens 16] [--rounds 2]
     python -m benchmarks.serve --model-root /path/to/a/clone/with/output   # where output/tiny is
     python -m benchmarks.serve --record        # also write benchmarks/results/serve_tiny.json
+    python -m benchmarks.serve --preset small  # a random model, ViT-g-proportioned (benchmarks/_common.py)
 
 The server runs in its own process on 127.0.0.1 (the same command a user runs).  Each client is a
 thread with the official `openai` client that sends `--requests` streamed greedy chat completions
@@ -49,6 +50,17 @@ def shapes_png(side: int = 224) -> str:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def preset_config(name: str, workdir: Path) -> str:
+    """A YAML for a random-weight preset (its answers run to max_tokens: decode-heavy)."""
+    from tinygpt.common.config import Config, to_yaml
+
+    cfg = Config(model=C.preset(name, workdir))
+    cfg.run.device = "cpu"
+    path = workdir / f"serve_{name}.yaml"
+    path.write_text(to_yaml(cfg))
+    return str(path)
 
 
 def start_server(args) -> subprocess.Popen:
@@ -135,6 +147,7 @@ def main(argv=None) -> int:
     p.add_argument("--model-root", default=str(C.ROOT),
                    help="the folder the server runs in (its output/tiny and data/synthetic are the model's)")
     p.add_argument("--cfg-path", default="eval_configs/tiny.yaml")
+    p.add_argument("--preset", choices=["tiny", "small"], help="a random-weight preset instead of --cfg-path")
     p.add_argument("--options", nargs="*", default=[])
     p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--requests", type=int, default=8, help="answers each client asks for, one after another")
@@ -145,9 +158,14 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--port", type=int, default=7913)
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "tinygpt-bench" / "serve.json"))
-    p.add_argument("--record", action="store_true", help="also write benchmarks/results/serve_tiny.json")
+    p.add_argument("--record", action="store_true",
+                   help="also write benchmarks/results/serve_tiny.json (serve_preset_<name>.json with --preset)")
     args = p.parse_args(argv)
 
+    name = "tiny"
+    if args.preset:
+        name = f"preset_{args.preset}"
+        args.cfg_path = preset_config(args.preset, Path(tempfile.mkdtemp(prefix="tinygpt-serve-")))
     machine = C.machine()
     url = f"http://127.0.0.1:{args.port}"
     image = shapes_png()
@@ -188,7 +206,7 @@ def main(argv=None) -> int:
                           ("p50_ttft_s", "p50 TTFT s", ".3f"), ("p95_ttft_s", "p95 TTFT s", ".3f"),
                           ("answers", "answers", "d"), ("differ_from_alone", "!= alone", "d")]))
     result = {"machine": machine, **C.git_commit(), "loadavg_at_end": list(os.getloadavg()),
-              "model": {"cfg_path": args.cfg_path, "options": args.options, "model_root": args.model_root},
+              "model": {"preset": args.preset, "cfg_path": args.cfg_path, "options": args.options, "model_root": args.model_root},
               "settings": {"requests_per_client": args.requests, "max_tokens": args.max_tokens,
                            "max_batch_size": args.max_batch_size,
                            "batch_timeout_ms": args.batch_timeout_ms, "rounds": args.rounds, "greedy": True,
@@ -196,7 +214,7 @@ def main(argv=None) -> int:
               "alone": alone, "table": table, "rounds": rounds}
     print("wrote", C.write_json(args.out, result))
     if args.record:
-        print("wrote", C.write_json(C.RESULTS / "serve_tiny.json", result))
+        print("wrote", C.write_json(C.RESULTS / f"serve_{name}.json", result))
     return 0
 
 
