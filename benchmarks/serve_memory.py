@@ -9,7 +9,7 @@ by default, so random weights do: memory does not depend on them).  Prints, from
   idle      RSS after one warm-up request
   peak      highest RSS sampled every 10 ms while the clients are served
   held      RSS 3 s after the last answer of each burst (`--bursts` times the same 40 clients)
-and the answers' status codes (200 answered, 503 refused with Retry-After while the queue is full).
+and the answers' status codes (200 answered, 429 refused with Retry-After while the queue is full).
 Targets (issue 16): peak < 1.5x idle, held within 10% of idle.
 """
 from __future__ import annotations

@@ -101,14 +101,17 @@ def free_port() -> int:
 
 
 class ServerThread:
-    """uvicorn serving `app` on 127.0.0.1:<free port> in a daemon thread."""
+    """uvicorn serving `app` on 127.0.0.1:<free port> in a daemon thread, with the demo's HTTP protocol."""
 
     def __init__(self, app):
         import uvicorn
 
+        from tinygpt.serve.deadline import DeadlineH11Protocol
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    http=DeadlineH11Protocol))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

@@ -309,22 +309,22 @@ def test_only_json_bodies_are_served(client, good):
                  415)
 
 
-def test_a_full_queue_answers_503_with_retry_after(tiny_model, make_chat, serve, good):
+def test_past_the_queue_bound_the_answer_is_429_with_retry_after(tiny_model, make_chat, serve, good):
     from tinygpt.conversation import Chat
 
     gate = threading.Event()
 
-    class Held(Chat):
+    class Held(Chat):  # the first request holds its slot while it is being prepared
         def session(self):
             return Held(self.model, self.image_processor, self.device, defaults=self.defaults)
 
-        def answer(self, **options):
+        def generation_input(self, max_new_tokens):
             gate.wait(60)
-            return super().answer(**options)
+            return super().generation_input(max_new_tokens)
 
     base = make_chat(tiny_model)
     chat = Held(base.model, base.image_processor, base.device, defaults=base.defaults)
-    with serve(create_api(chat, Limits(max_pending=1))) as running:
+    with serve(create_api(chat, Limits(max_batch_size=1, max_queue=0))) as running:
         first = {}
         thread = threading.Thread(target=lambda: first.update(r=httpx.post(
             running.url + "/worker_generate", json=good, timeout=60)))
@@ -335,7 +335,7 @@ def test_a_full_queue_answers_503_with_retry_after(tiny_model, make_chat, serve,
                     break
                 threading.Event().wait(0.05)
             busy = c.post("/worker_generate", json=good)
-            assert_error(busy, 503, "busy")
+            assert_error(busy, 429, "busy")
             assert busy.headers["retry-after"] == "2"
             gate.set()
             thread.join(60)
@@ -377,3 +377,13 @@ def test_a_stalled_request_is_cut_off(tiny_model, make_chat):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.mark.parametrize("key, digits, status, words", [
+    ("max_new_tokens", 5000, 400, "more than 4300 digits"),  # over Python's int-from-text limit
+    ("max_new_tokens", 4000, 422, "out of range"),
+    ("temperature", 400, 422, "out of range"),  # float() of it would overflow
+])
+def test_huge_integers_are_4xx(client, good, key, digits, status, words):
+    body = json.dumps(good)[:-1] + f', "{key}": 1{"0" * (digits - 1)}}}'
+    assert_error(post_raw(client, body.encode()), status, words)

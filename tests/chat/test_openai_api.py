@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import socket
 
 import httpx
 import openai
@@ -12,7 +14,7 @@ import pytest
 from tinygpt.serve.api import create_api
 from tinygpt.serve.validation import Limits
 
-LIMITS = Limits(max_new_tokens=16, max_pending=8)
+LIMITS = Limits(max_new_tokens=16)
 
 
 def data_uri(image) -> str:
@@ -102,7 +104,7 @@ def test_seeded_sampling_repeats(client, image):
                 {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}], "fetches no url"),
     (lambda m: [{"role": "user", "content": [{"type": "text", "text": "what?"},
                 {"type": "image_url", "image_url": {"url": "/etc/passwd"}}]}], "local image paths are off"),
-    (lambda m: [{"role": "system", "content": "be nice"}] + m, "system prompt"),
+    (lambda m: m[:1] + [{"role": "system", "content": "be nice"}], "before the first user"),
     (lambda m: [{"role": "user", "content": "what is it?"}], "needs an image_url"),
     (lambda m: m + [{"role": "assistant", "content": "red"}], "last message must be the user"),
     (lambda m: m + [{"role": "user", "content": "again?"}], "alternate"),
@@ -116,11 +118,16 @@ def test_bad_messages_are_openai_style_400s(client, image, change, words):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    (dict(n=2), "'n' must be 1"),
     (dict(max_tokens=10_000), "'max_tokens' must be between 1 and 16"),
     (dict(temperature=1e-300), "temperature"),
     (dict(stop=["a", "b", "c", "d", "e"]), "up to 4"),
-    (dict(extra_body={"logit_bias": {"1": 5}}), "unsupported parameter"),
+    (dict(extra_body={"top_k": 5}), "unsupported parameter(s): top_k"),
+    (dict(logit_bias={"1": 5}), "not implemented by this server: logit_bias"),
+    (dict(frequency_penalty=0.5, logprobs=True), "not implemented by this server: frequency_penalty, logprobs"),
+    (dict(response_format={"type": "json_object"}), "response_format"),
+    (dict(seed=2**70), "'seed' is out of range"),
+    (dict(seed=2**64), "'seed' must be between"),
+    (dict(temperature=10**400), "'temperature' is out of range"),
 ])
 def test_bad_options_are_400s(client, image, kwargs, words):
     with pytest.raises(openai.BadRequestError) as err:
@@ -133,3 +140,91 @@ def test_unknown_routes_and_non_json_bodies_answer_in_openai_shape(server):
     assert r.status_code == 404 and r.json()["error"]["code"] == 404
     r = httpx.post(server.url + "/v1/chat/completions", content=b"{}", headers={"content-type": "text/plain"}, timeout=10)
     assert r.status_code == 415 and "application/json" in r.json()["error"]["message"]
+
+
+def test_a_system_message_goes_before_the_first_question(client, image):
+    system = "Answer in one word."
+    with_system = client.chat.completions.create(model="tinygpt-v", max_tokens=6, messages=[
+        {"role": "system", "content": system}, first_turn(image)])
+    inline = client.chat.completions.create(model="tinygpt-v", max_tokens=6, messages=[
+        first_turn(image, system + "\n\nwhat colour is the circle?")])
+    plain = client.chat.completions.create(model="tinygpt-v", max_tokens=6, messages=[first_turn(image)])
+    assert with_system.choices[0].message.content == inline.choices[0].message.content
+    assert with_system.usage.prompt_tokens == inline.usage.prompt_tokens > plain.usage.prompt_tokens
+
+
+def test_neutral_values_of_unimplemented_parameters_are_accepted(client, image):
+    plain = client.chat.completions.create(model="tinygpt-v", max_tokens=6, messages=[first_turn(image)])
+    neutral = client.chat.completions.create(
+        model="tinygpt-v", max_tokens=6, messages=[first_turn(image)], frequency_penalty=0, presence_penalty=0,
+        logprobs=False, response_format={"type": "text"}, logit_bias={}, user="someone", store=False,
+        metadata={"team": "x"}, tool_choice="none")
+    assert neutral.choices[0].message.content == plain.choices[0].message.content
+
+
+HUGE = "1" + "0" * 4999  # a 5000-digit integer: more than Python's int-from-text limit
+
+
+@pytest.mark.parametrize("body, words", [
+    ('{"model": "tinygpt-v", "messages": [], "user": %s}' % HUGE, "more than 4300 digits"),
+    ('{"model": "tinygpt-v", "messages": [], "max_tokens": %s}' % HUGE, "more than 4300 digits"),
+    ('{"model": "tinygpt-v", "messages": [], "max_tokens": %s}' % HUGE[:4000], "'max_tokens' is out of range"),
+])
+def test_huge_integers_are_400s(server, body, words):
+    r = httpx.post(server.url + "/v1/chat/completions", content=body.encode(),
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and words in r.json()["error"]["message"]
+
+
+def test_broken_http_framing_is_answered_in_json(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: abc\r\n\r\n{}")
+        response = b""
+        while chunk := s.recv(65536):
+            response += chunk
+    head, body = response.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head.lower()
+    parsed = json.loads(body)
+    assert parsed["error"]["code"] == parsed["error_code"] == 400 and "malformed" in parsed["text"]
+
+
+def test_n_choices_are_rows_of_one_batch(client, image):
+    one = client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=6)
+    greedy = client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=6, n=2)
+    assert [c.index for c in greedy.choices] == [0, 1]
+    assert [c.message.content for c in greedy.choices] == [one.choices[0].message.content] * 2
+
+    def sampled():
+        r = client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=8, n=4,
+                                           temperature=1.0, top_p=1.0, seed=11)
+        return [c.message.content for c in r.choices], r.usage
+
+    texts, usage = sampled()
+    assert sampled()[0] == texts and len(set(texts)) > 1  # each choice repeats with the seed; they differ
+    assert usage.completion_tokens >= 4
+    chunks = list(client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=8, n=4,
+                                                 temperature=1.0, top_p=1.0, seed=11, stream=True))
+    streamed = ["".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+                for i in range(4)]
+    assert streamed == texts
+
+
+def test_metrics_parse_and_count_requests(client, server, image):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def samples():
+        text = httpx.get(server.url + "/metrics", timeout=10).text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    before = samples()
+    client.chat.completions.create(model="tinygpt-v", messages=[first_turn(image)], max_tokens=6)
+    after = samples()
+    key = ("tinygpt_requests_total", (("route", "/v1/chat/completions"), ("status", "200")))
+    assert after[key] == before.get(key, 0) + 1
+    assert after[("tinygpt_generation_tokens_total", ())] > before.get(("tinygpt_generation_tokens_total", ()), 0)
+    assert after[("tinygpt_time_to_first_token_seconds_count", ())] >= 1
+    assert after[("tinygpt_prompt_tokens_total", ())] > 4
+    for gauge in ("tinygpt_queue_depth", "tinygpt_running_batch_size", "tinygpt_requests_held"):
+        assert (gauge, ()) in after

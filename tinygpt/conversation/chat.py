@@ -28,8 +28,8 @@ from transformers import TextIteratorStreamer
 
 from ..common.errors import UserError
 from ..common.numbers import number_problem, shown
-from .history import Conversation
-from .protocol import Dialogue, check_user_text, encode
+from .history import Conversation, fit
+from .protocol import Dialogue, Layout, check_user_text, encode
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +291,20 @@ class Chat:
         n_query = self.model.n_visual_tokens if dialogue.has_image else 0
         return len(encode(self.style, self.model.tokenizer, dialogue, n_query))
 
+    def generation_input(self, max_new_tokens: int) -> tuple[torch.Tensor, Dialogue, Layout]:
+        """What the pending question's answer is generated from, for a scheduler that batches many
+        Chats (serve/scheduler.py): the image tensor [3, S, S], the dialogue fitted to the context
+        and its token layout.  Text work only: call it off the model's thread."""
+        with self._state_lock:
+            dialogue = self._start(max_new_tokens)
+        n_query = self.model.n_visual_tokens if dialogue.has_image else 0
+        return self._image[0], dialogue, encode(self.style, self.model.tokenizer, dialogue, n_query)
+
+    def record_answer(self, text: str) -> None:
+        """The pending question's answer, generated elsewhere (by the scheduler)."""
+        with self._state_lock:
+            self._conversation.set_answer(text)
+
     def reset(self) -> None:
         """Forget the image and the conversation."""
         with self._state_lock:
@@ -303,7 +317,7 @@ class Chat:
         the model while another Chat on it is generating."""
         opts = self.defaults.replace(**options)
         with self._model_lock, self._state_lock:
-            prompt = self._start(opts)
+            prompt = self._start(opts.max_new_tokens)
             try:
                 _seed(opts)
                 text = self.model.generate(self._image, [prompt], **opts.generate_kwargs())[0]
@@ -328,7 +342,7 @@ class Chat:
         try:
             self._state_lock.acquire()
             try:
-                prompt = self._start(opts)
+                prompt = self._start(opts.max_new_tokens)
             except BaseException:
                 self._state_lock.release()
                 raise
@@ -383,13 +397,13 @@ class Chat:
             self._state_lock.release()
             self._model_lock.release()
 
-    def _start(self, opts: GenerationOptions) -> Dialogue:
+    def _start(self, max_new_tokens: int) -> Dialogue:
         # Called with the state lock held.
         if self._image is None:
             raise ValueError("upload an image before asking (TinyGPT-V answers about an image)")
         if not self._conversation.pending:
             raise ValueError("ask a question before requesting an answer")
-        return self._fitted(opts.max_new_tokens)
+        return self._fitted(max_new_tokens)
 
     def _fitted(self, max_new_tokens: int) -> Dialogue:
         """The conversation as a Dialogue, dropping the oldest turns (never the newest) until its
@@ -397,13 +411,4 @@ class Chat:
         (TinyGPT-V instead cuts the oldest embeddings, which can cut the image in half)."""
         conv = self._conversation
         n_query = self.model.n_visual_tokens if conv.has_image else 0
-        positions = self.model.max_positions
-        first = 0
-        while True:
-            dialogue = conv.dialogue(first)
-            if first >= len(conv.turns) - 1:
-                return dialogue
-            length = len(encode(self.style, self.model.tokenizer, dialogue, n_query))
-            if length <= self.style.max_context_len and length + max_new_tokens <= positions:
-                return dialogue
-            first += 1
+        return fit(conv, self.model.tokenizer, n_query, max_new_tokens, self.model.max_positions)

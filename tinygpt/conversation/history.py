@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .protocol import Dialogue, PromptStyle
+from .protocol import Dialogue, PromptStyle, encode
 
 
 @dataclass
@@ -50,3 +50,35 @@ class Conversation:
         if self.has_image and turns:
             turns[0] = (self.style.place_image(turns[0][0]), turns[0][1])
         return Dialogue(tuple(turns), multi_turn=True, has_image=self.has_image)
+
+
+def fit(conv: Conversation, tokenizer, n_query: int, max_new_tokens: int, max_positions: int) -> Dialogue:
+    """`conv` as a Dialogue without its oldest turns (never the newest) so that its layout fits
+    `style.max_context_len` and, with the answer, `max_positions`.
+
+    Linear in the history: each turn's question (behind the BOS text) and answer are counted once,
+    the length from a given first turn is the first question's condition plus a suffix sum, and only
+    the conditions of the first turns tried are encoded (re-encoding the dialogue once per dropped
+    turn made a 1000-turn request cost minutes).  The counts add up to `len(encode(...))` exactly:
+    encode tokenises every question and answer on its own."""
+    style, turns = conv.style, conv.turns
+    bos = tokenizer.bos_token or ""
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False).input_ids) if text else 0
+
+    # after[j]: tokens of turns j.. when they follow the first kept turn
+    after = [0] * (len(turns) + 1)
+    for j in range(len(turns) - 1, 0, -1):
+        question, answer = turns[j]
+        after[j] = after[j + 1] + count(bos + style.wrap(question)) + (count(answer + style.end_sym)
+                                                                         if answer is not None else 0)
+    for first in range(len(turns) - 1):
+        question, answer = turns[first]
+        head = Dialogue(((style.place_image(question) if conv.has_image else question, None),),
+                        multi_turn=True, has_image=conv.has_image)
+        length = (len(encode(style, tokenizer, head, n_query)) + after[first + 1]
+                  + (count(answer + style.end_sym) if answer is not None else 0))
+        if length <= style.max_context_len and length + max_new_tokens <= max_positions:
+            return conv.dialogue(first)
+    return conv.dialogue(max(len(turns) - 1, 0))

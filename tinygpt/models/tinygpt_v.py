@@ -153,7 +153,12 @@ class TinyGPTV(nn.Module):
         still waiting for their last answer are generation prompts: no BOS, left padding; training
         dialogues are right-padded."""
         rows, generating = self.layouts(dialogues, visual.shape[1])
-        ids, labels, mask, starts = pad_rows(rows, self.tokenizer.pad_token_id, left=generating)
+        return self.embed_layouts(rows, visual, left=generating)
+
+    def embed_layouts(self, rows: list, visual: torch.Tensor, left: bool):
+        """`embed_inputs` from layouts already encoded (protocol.encode; the serving scheduler encodes
+        them off its model thread): inputs_embeds [B, T, D], attention_mask [B, T], labels [B, T]."""
+        ids, labels, mask, starts = pad_rows(rows, self.tokenizer.pad_token_id, left=left)
         ids, labels, mask = (torch.tensor(x, dtype=torch.long) for x in (ids, labels, mask))
         embeds = splice_visual(self.llm.get_input_embeddings(), ids,
                                [(i, s) if s >= 0 else (-1, -1) for i, s in enumerate(starts)], visual)

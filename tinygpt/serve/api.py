@@ -6,183 +6,149 @@
         -> stream: 200 application/x-ndjson, one {"text": answer so far, "error_code": 0} per line;
            the last line holds the whole answer (an error after the first line: error_code 500)
         -> 4xx {"text": what is wrong, "error_code": status}  (every route, 404/405 included)
-        -> 503 + Retry-After when `Limits.max_pending` requests are already being served
+        -> 429 + Retry-After when `Limits.max_batch_size + Limits.max_queue` requests are held
         Content-Type must be application/json (415 otherwise): a web page cannot make a visitor's
         browser run generation without a CORS preflight.
     POST /worker_get_status -> {"model_names": [...], "speed": 1, "queue_length": n}  (mllm-npu)
-    GET  /health            -> {"status": "ok", "busy": bool, "queue_length": n, ...}
+    GET  /health            -> {"status": "ok", "busy": bool, "queue_length": n, "running": n, ...}
+    GET  /metrics           -> Prometheus text (metrics.py)
 
-Each request is a fresh single-turn conversation (`chat.session()`); requests queue on the
-model's lock, so concurrent clients are answered one after another.  Memory is bounded: at most
-`Limits.max_decoding` images are decoded at once, at most `Limits.max_pending` requests are held,
-and a session keeps only the model's input tensor and a bounded thumbnail (Chat.upload_image).
+Each request is a fresh single-turn conversation; all routes (and the web page) hand their
+requests to one scheduler (scheduler.py), whose model thread decodes them in one batch.  Memory is
+bounded: at most `Limits.max_decoding` images are decoded at once, waiting requests hold the model's
+input tensor only, and at most `max_batch_size + max_queue` requests are held.
 """
 from __future__ import annotations
 
-import ctypes
-import functools
 import json
 import logging
-import threading
-from typing import Iterator
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Optional
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from ..conversation.chat import Chat
+from .handoff import EventStream, GenerationFailed, Handoff, Inbox
+from .memory import limit_malloc_arenas, trim_heap
+from .metrics import CONTENT_TYPE, ServeMetrics
 from .openai_api import add_openai_routes, error_body
+from .scheduler import Busy, Request as Scheduled, Scheduler
 from .validation import Limits, RequestError, decode_image, parse_generate_request, read_json_request
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "tinygpt-v"
+CLIENT_GONE = 499  # nginx's "client closed request": counted in /metrics, never sent
 
 
-RETRY_AFTER_S = 2
+def build_scheduler(chat: Chat, limits: Limits) -> Scheduler:
+    return Scheduler(chat.model, max_batch_size=limits.max_batch_size, max_queue=limits.max_queue,
+                     batch_timeout_s=limits.batch_timeout_s, metrics=ServeMetrics())
 
 
-class _Counter:
-    """Requests accepted and not yet answered (reported as queue_length)."""
-
-    def __init__(self):
-        self._n = 0
-        self._lock = threading.Lock()
-
-    def add(self, k: int) -> None:
-        with self._lock:
-            self._n += k
-
-    def admit(self, limit: int) -> bool:
-        """Count one more request unless `limit` are already held."""
-        with self._lock:
-            if self._n >= limit:
-                return False
-            self._n += 1
-            return True
-
-    @property
-    def value(self) -> int:
-        return self._n
-
-
-def create_api(chat: Chat, limits: Limits | None = None) -> FastAPI:
-    """A FastAPI app serving `chat`'s model (mount the Gradio UI on it, or serve it alone)."""
+def create_api(chat: Chat, limits: Optional[Limits] = None, scheduler: Optional[Scheduler] = None) -> FastAPI:
+    """A FastAPI app serving `chat`'s model (mount the Gradio UI on it, or serve it alone).  Without
+    `scheduler` it makes its own, closed when the server shuts down."""
     limits = limits or Limits()
     limit_malloc_arenas()
-    app = FastAPI(title="tinygpt", docs_url=None, redoc_url=None, openapi_url=None)
-    pending = _Counter()
-    decoding = threading.BoundedSemaphore(limits.max_decoding)
+    owned = scheduler is None
+    scheduler = scheduler or build_scheduler(chat, limits)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        if owned:
+            scheduler.close()
+
+    app = FastAPI(title="tinygpt", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.scheduler = scheduler
+    app.add_middleware(_CountRequests, metrics=scheduler.metrics)
+    handoff = Handoff(chat, scheduler, limits)
 
     @app.exception_handler(RequestError)
     async def _bad_request(request: Request, exc: RequestError):
         return _error(exc.status, exc.message, openai=_is_openai(request))
+
+    @app.exception_handler(Busy)
+    async def _busy(request: Request, exc: Busy):
+        return _error(429, str(exc), headers={"Retry-After": str(exc.retry_after)}, openai=_is_openai(request))
+
+    @app.exception_handler(GenerationFailed)
+    async def _failed(request: Request, exc: GenerationFailed):
+        return _error(500, str(exc), openai=_is_openai(request))
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException):  # 404, 405, ... in the API's shape
         return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None),
                       openai=_is_openai(request))
 
-    def release() -> None:
-        pending.add(-1)
-        trim_heap()
-
-    def session_for(load_image, history, question) -> Chat:
-        # Decoding and preprocessing run in a worker thread: they are CPU work, not for the event
-        # loop.  The full-size decoded image lives only inside this block, a few at a time.
-        with decoding:
-            session = chat.session()
-            session.upload_image(load_image())
-            trim_heap()
-        for asked, answered in history:
-            session.add_turn(asked, answered)
-        session.ask(question)
-        return session
-
-    add_openai_routes(app, chat, limits, lambda: pending.admit(limits.max_pending), release, session_for)
+    add_openai_routes(app, chat, limits, handoff)
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": MODEL_NAME, "busy": chat.busy, "queue_length": pending.value,
-                "prompt_template": chat.style.template, "end_sym": chat.style.end_sym}
+        return {"status": "ok", "model": MODEL_NAME, "busy": scheduler.running > 0, "queue_length": scheduler.held,
+                "running": scheduler.running, "prompt_template": chat.style.template, "end_sym": chat.style.end_sym}
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(scheduler.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.post("/worker_get_status")
     async def status():
-        return {"model_names": [MODEL_NAME], "speed": 1, "queue_length": pending.value}
+        return {"model_names": [MODEL_NAME], "speed": 1, "queue_length": scheduler.held}
 
     @app.post("/worker_generate")
     async def worker_generate(request: Request):
         req = parse_generate_request(await read_json_request(request, limits), limits)
-        if not pending.admit(limits.max_pending):
-            return _error(503, f"the server is busy ({limits.max_pending} requests in progress); retry later",
-                          headers={"Retry-After": str(RETRY_AFTER_S)})
-        streaming = False
-        try:
-            session = await run_in_threadpool(session_for, lambda: decode_image(req.image_b64, limits), [], req.text)
-            if not req.stream:
-                text = await run_in_threadpool(session.answer, **req.options)
-                return {"text": text, "error_code": 0}
-            pieces = await run_in_threadpool(session.stream, **req.options)  # waits for the model
-            streaming = True  # from here on _ndjson owns the pending count
-            return StreamingResponse(_ndjson(session, pieces, pending), media_type="application/x-ndjson")
-        except RequestError:
-            raise
-        except Exception as exc:
-            log.exception("generation failed")
-            return _error(500, f"generation failed: {type(exc).__name__}: {exc}")
-        finally:
-            if not streaming:
-                release()
+        scheduled, inbox = await handoff.start(lambda: decode_image(req.image_b64, limits), [], req.text, req.options)
+        if req.stream:
+            return EventStream(_ndjson(handoff, scheduled, inbox), scheduled, "application/x-ndjson")
+        answers = await handoff.answers(scheduled, inbox, request)
+        if answers is None:
+            return Response(status_code=CLIENT_GONE)
+        return {"text": answers[0].text, "error_code": 0}
 
     return app
 
 
-@functools.cache
-def _glibc():
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl, macOS, Windows): nothing to tune
-        return None
+class _CountRequests:
+    """ASGI middleware: every answered request counted by route and status in /metrics."""
+
+    def __init__(self, app, metrics: ServeMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = [500]
+
+        async def send_and_note(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self.metrics.count(scope["path"], status[0])
 
 
-def limit_malloc_arenas(n: int = 2) -> None:
-    """At most `n` malloc arenas for this process: glibc otherwise gives each server thread its own
-    (up to 8 x cores), and each keeps the peak of what its thread once decoded (measured: held RSS
-    1.40x idle after three bursts of 4096 px images with the default, 1.03x with 2)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.mallopt(_M_ARENA_MAX, n)
-
-
-def trim_heap() -> None:
-    """Give freed heap memory back to the OS: a decoded image is freed at once, but glibc keeps
-    freed chunks in its arenas, so without this RSS after a burst of large images stays near its peak."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-_M_ARENA_MAX = -8  # glibc's mallopt parameter number
-
-
-def _ndjson(session: Chat, pieces: Iterator[str], pending: _Counter) -> Iterator[bytes]:
+async def _ndjson(handoff: Handoff, request: Scheduled, inbox: Inbox) -> AsyncIterator[bytes]:
     text = ""
     try:
-        for piece in pieces:
-            text += piece
-            yield _line({"text": text, "error_code": 0})
-        final = session.history[-1][1]
-        if final != text or not text:
-            yield _line({"text": final, "error_code": 0})
-    except Exception as exc:  # the status line is already sent: report in-band, as mllm-npu does
-        log.exception("generation failed while streaming")
-        yield _line({"text": f"generation failed: {type(exc).__name__}: {exc}", "error_code": 500})
+        async for event in handoff.events(request, inbox):
+            if event.error is not None:  # the status line is already sent: report in-band, as mllm-npu does
+                yield _line({"text": f"generation failed: {type(event.error).__name__}: {event.error}",
+                             "error_code": 500})
+            elif event.answer is not None:
+                if event.answer.text != text or not text:
+                    yield _line({"text": event.answer.text, "error_code": 0})
+            else:
+                text += event.text
+                yield _line({"text": text, "error_code": 0})
     finally:
-        close = getattr(pieces, "close", None)
-        if close is not None:
-            close()  # a client that went away cancels generation
-        pending.add(-1)
         trim_heap()
 
 

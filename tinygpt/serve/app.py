@@ -24,7 +24,7 @@ def build_app(chat: Chat, *, ui: bool = True, limits: Optional[Limits] = None,
 
     from .ui import build_ui
 
-    demo = build_ui(chat, limits, examples)
+    demo = build_ui(chat, limits, examples, scheduler=app.state.scheduler)
     demo.queue(max_size=64)
     allowed = sorted({os.path.dirname(os.path.abspath(p)) for p, _ in examples})
     return gr.mount_gradio_app(app, demo, path="/", ssr_mode=False, max_file_size=limits.max_image_bytes,

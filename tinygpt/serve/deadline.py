@@ -7,13 +7,18 @@ request is parsed.  Here every request (headers and body) must arrive within `RE
 of its first byte (of the connection, for the first request); otherwise the connection is closed.
 Answers are not limited: the deadline is disarmed once the request is complete.
 
+A request h11 cannot parse (broken framing such as `Content-Length: abc`) is answered 400 with a
+JSON body in both APIs' error shapes (uvicorn's own answer is plain text, which JSON clients choke on).
+
     uvicorn.run(app, http=DeadlineH11Protocol, timeout_keep_alive=5)
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,18 @@ class DeadlineH11Protocol(H11Protocol):
         cycle = self.cycle
         if cycle is not None and cycle is not self._cycle_at_arm and not cycle.more_body:
             self._disarm()  # this request is complete: the app has it
+
+    def send_400_response(self, msg: str) -> None:
+        message = "malformed HTTP request: h11 cannot parse its request line or headers (e.g. a non-numeric Content-Length)"
+        body = json.dumps({"text": message, "error_code": 400,  # /worker_generate's shape ...
+                           "error": {"message": message, "type": "invalid_request_error",  # ... and OpenAI's
+                                     "param": None, "code": 400}}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
+                      h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

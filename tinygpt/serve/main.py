@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -50,7 +51,20 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     g.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     g.add_argument("--top-p", type=float, default=defaults.top_p)
     g.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty)
+    limits = Limits()
+    s = p.add_argument_group("serving (the scheduler that batches concurrent requests; docs/chat.md)")
+    s.add_argument("--max-batch-size", type=int, default=limits.max_batch_size,
+                   help="answers decoded together (default %(default)s)")
+    s.add_argument("--max-queue", type=int, default=limits.max_queue,
+                   help="requests waiting beyond the batch; one more gets 429 + Retry-After (default %(default)s)")
+    s.add_argument("--batch-timeout-ms", type=float, default=limits.batch_timeout_s * 1000,
+                   help="the longest an arriving request waits for others still being prepared, to share one prefill "
+                   "(default %(default)s)")
     args = p.parse_args(argv)
+    if args.max_batch_size < 1 or args.max_queue < 0 or not 0 <= args.batch_timeout_ms <= 10_000:
+        p.error("--max-batch-size must be >= 1, --max-queue >= 0 and --batch-timeout-ms in [0, 10000]")
+    args.limits = dataclasses.replace(limits, max_batch_size=args.max_batch_size, max_queue=args.max_queue,
+                                      batch_timeout_s=args.batch_timeout_ms / 1000)
     if args.cli and not args.image:
         p.error("--cli needs --image IMG")
     if args.image and not args.cli:
@@ -104,7 +118,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise StartupError("give --model (an exported directory) or --cfg-path, not both")
     chat = load_chat(None if args.model else config_path(args.cfg_path), args.options, args.generation,
                      model_dir=args.model)
-    limits = Limits()
+    limits = args.limits
     if args.cli:
         from .cli import run_cli
 
@@ -120,6 +134,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"authentication", file=sys.stderr)
     where = f"http://{args.host}:{args.port}"
     print(f"demo.py: {'JSON API' if args.api_only else 'chat page'} on {where}/ "
-          f"(POST {where}/worker_generate, GET {where}/health)", file=sys.stderr)
+          f"(POST {where}/v1/chat/completions, POST {where}/worker_generate, GET {where}/health, "
+          f"GET {where}/metrics; up to {limits.max_batch_size} answers batched)", file=sys.stderr)
     serve(app, args.host, args.port)
     return 0

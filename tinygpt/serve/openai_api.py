@@ -3,17 +3,18 @@ llama.cpp's server and MindIE speak), so the `openai` client works unchanged:
 
     GET  /v1/models             -> {"object": "list", "data": [{"id": "tinygpt-v", ...}]}
     POST /v1/chat/completions   {"messages": [...], "max_tokens", "temperature", "top_p", "stop",
-                                 "seed", "n": 1, "stream", "stream_options": {"include_usage"}}
+                                 "seed", "n", "stream", "stream_options": {"include_usage"}}
         -> a `chat.completion` (with `usage`), or with "stream": true server-sent events of
            `chat.completion.chunk`s ending in `data: [DONE]`
         -> 4xx {"error": {"message", "type": "invalid_request_error", "param", "code"}}
 
-Messages alternate user / assistant and end with the user's question; the image is an
-`image_url` part of the first user message as a `data:image/...;base64,` URI (the server fetches
-nothing: http(s) URLs are refused; `Limits.local_image_root` allows `file://` paths under one
-folder, off by default).  One image per conversation, as TinyGPT-V; earlier turns are the history.
-Validation, decoding, the queue bound and the model lock are the mllm-npu API's (`api.py`,
-`validation.py`): one implementation.
+Messages (an optional system message first) alternate user / assistant and end with the user's
+question; the image is an `image_url` part of the first user message as a `data:image/...;base64,`
+URI (the server fetches nothing: http(s) URLs are refused; `Limits.local_image_root` allows
+`file://` paths under one folder, off by default).  One image per conversation, as TinyGPT-V;
+earlier turns are the history.  `n` choices are n rows of one batch; `stop` strings end a row's
+generation.  Validation, decoding, the queue bound and the scheduler are the mllm-npu API's
+(`api.py`, `validation.py`, `handoff.py`): one implementation.
 """
 from __future__ import annotations
 
@@ -21,18 +22,45 @@ import json
 import os
 import time
 import uuid
-from typing import Any, Iterator, Optional
+from typing import Any, AsyncIterator, Optional
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import Response
 
-from ..conversation.chat import Chat, VisibleText
-from .validation import Limits, RequestError, check_options, check_text, decode_image, open_image, read_json_request
+from ..conversation.chat import Chat
+from .handoff import EventStream
+from .validation import (Limits, RequestError, check_number, check_options, check_text, decode_image, open_image,
+                         read_json_request)
 
 MODEL_NAME = "tinygpt-v"
-_KNOWN = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed",
-          "n", "stream", "stream_options", "user"}
+_SUPPORTED = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed",
+              "n", "stream", "stream_options"}
+# Accounting fields: they do not change the answer.
+_IGNORED = {"user", "metadata", "service_tier"}
+# Standard parameters this server does not implement, accepted at the neutral value chat front-ends
+# send by default (as vLLM and llama.cpp's server accept them); any other value is a 400 naming them.
+_NEUTRAL = {
+    "frequency_penalty": lambda v: v in (None, 0),
+    "presence_penalty": lambda v: v in (None, 0),
+    "logprobs": lambda v: v in (None, False),
+    "top_logprobs": lambda v: v in (None, 0),
+    "logit_bias": lambda v: v in (None, {}),
+    "response_format": lambda v: v is None or v == {"type": "text"},
+    "tools": lambda v: v in (None, []),
+    "tool_choice": lambda v: v in (None, "none", "auto"),
+    "parallel_tool_calls": lambda v: v is None or isinstance(v, bool),
+    "functions": lambda v: v in (None, []),
+    "function_call": lambda v: v in (None, "none", "auto"),
+    "modalities": lambda v: v in (None, ["text"]),
+    "audio": lambda v: v is None,
+    "prediction": lambda v: v is None,
+    "store": lambda v: v in (None, False),
+    "reasoning_effort": lambda v: v is None,
+    "web_search_options": lambda v: v is None,
+}
+# A system message's text goes before the first question (separated as chat templates of models
+# trained without a system role do, e.g. Mistral's and Gemma's).
+SYSTEM_SEPARATOR = "\n\n"
 
 
 def error_body(status: int, message: str, param: Optional[str] = None) -> dict:
@@ -40,9 +68,9 @@ def error_body(status: int, message: str, param: Optional[str] = None) -> dict:
                       "param": param, "code": status}}
 
 
-def add_openai_routes(app: FastAPI, chat: Chat, limits: Limits, admit, release, session_for) -> None:
-    """Mount /v1/models and /v1/chat/completions; `admit`/`release` bound the requests in flight
-    and `session_for(load_image, turns, question)` builds a Chat session (shared with api.py)."""
+def add_openai_routes(app: FastAPI, chat: Chat, limits: Limits, handoff) -> None:
+    """Mount /v1/models and /v1/chat/completions; `handoff` (handoff.Handoff, shared with api.py)
+    takes a validated request to the scheduler and back."""
 
     @app.get("/v1/models")
     async def models():
@@ -52,32 +80,24 @@ def add_openai_routes(app: FastAPI, chat: Chat, limits: Limits, admit, release, 
     @app.post("/v1/chat/completions")
     async def completions(request: Request):
         req = parse_chat_request(await read_json_request(request, limits), limits)
-        if not admit():
-            return JSONResponse(error_body(503, "the server is busy; retry later"), status_code=503,
-                                headers={"Retry-After": "2"})
-        streaming = False
-        try:
-            session = await run_in_threadpool(session_for, req.image, req.history, req.question)
-            prompt_tokens = await run_in_threadpool(session.prompt_length)
-            if not req.stream:
-                text = await run_in_threadpool(session.answer, **req.options)
-                return completion(text, req, chat, prompt_tokens)
-            pieces = await run_in_threadpool(session.stream, **req.options)
-            streaming = True
-            return StreamingResponse(_events(session, pieces, req, chat, prompt_tokens, release),
-                                     media_type="text/event-stream")
-        finally:
-            if not streaming:
-                release()
+        scheduled, inbox = await handoff.start(req.image, req.history, req.question, req.options, n=req.n,
+                                               stop=tuple(req.stop))
+        if req.stream:
+            return EventStream(_events(handoff, scheduled, inbox, req), scheduled, "text/event-stream")
+        answers = await handoff.answers(scheduled, inbox, request)
+        if answers is None:
+            return Response(status_code=499)  # the client is gone: nothing is sent
+        return completion(answers, req)
 
 
 class ChatRequest:
     """A validated /v1/chat/completions body."""
 
-    def __init__(self, image: Any, history: list, question: str, options: dict, stop: list[str],
+    def __init__(self, image: Any, history: list, question: str, options: dict, stop: list[str], n: int,
                  stream: bool, include_usage: bool):
         self.image, self.history, self.question = image, history, question
-        self.options, self.stop, self.stream, self.include_usage = options, stop, stream, include_usage
+        self.options, self.stop, self.n = options, stop, n
+        self.stream, self.include_usage = stream, include_usage
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
 
@@ -85,28 +105,33 @@ class ChatRequest:
 def parse_chat_request(payload: Any, limits: Limits) -> ChatRequest:
     if not isinstance(payload, dict):
         raise RequestError(400, f"the body must be a JSON object, not {type(payload).__name__}")
-    unknown = sorted(set(payload) - _KNOWN)
+    unknown = sorted(set(payload) - _SUPPORTED - _IGNORED - set(_NEUTRAL))
     if unknown:
-        raise RequestError(400, f"unsupported parameter(s): {', '.join(unknown)}; supported: {', '.join(sorted(_KNOWN))}")
-    if payload.get("n", 1) != 1:
-        raise RequestError(400, "'n' must be 1: one answer per request")
-    image, turns = _read_messages(payload.get("messages"), limits)
-    options = {}
-    max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
-    for key, value, types in (("max_new_tokens", max_tokens, (int,)), ("temperature", payload.get("temperature"), (int, float)),
-                              ("top_p", payload.get("top_p"), (int, float)), ("seed", payload.get("seed"), (int,))):
+        raise RequestError(400, f"unsupported parameter(s): {', '.join(unknown)}; supported: {', '.join(sorted(_SUPPORTED))}")
+    unimplemented = sorted(k for k, neutral in _NEUTRAL.items() if k in payload and not neutral(payload[k]))
+    if unimplemented:
+        raise RequestError(400, f"not implemented by this server: {', '.join(unimplemented)} (accepted only at "
+                                "the neutral value: 0, false, {}, [] or a text response_format)")
+    numbers = {"max_tokens": payload.get("max_completion_tokens", payload.get("max_tokens")),
+               "temperature": payload.get("temperature"), "top_p": payload.get("top_p"),
+               "seed": payload.get("seed"), "n": payload.get("n")}
+    for key, value in numbers.items():
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise RequestError(400, f"'{key if key != 'max_new_tokens' else 'max_tokens'}' must be a number, got {value!r}")
-        options[key] = float(value) if key in ("temperature", "top_p") else value
-    seed = options.pop("seed", None)
+        integer = key in ("max_tokens", "seed", "n")
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            raise RequestError(400, f"'{key}' must be {'an integer' if integer else 'a number'}, got {type(value).__name__}")
+        check_number(key, value, 400)
+    n = numbers.pop("n")
+    if n is not None and not 1 <= n <= limits.max_choices:
+        raise RequestError(400, f"'n' must be between 1 and {limits.max_choices}, got {n}")
+    image, turns = _read_messages(payload.get("messages"), limits)
+    options = {"max_new_tokens" if k == "max_tokens" else k: float(v) if k in ("temperature", "top_p") else v
+               for k, v in numbers.items() if v is not None}
     try:
         check_options(options, limits)
     except RequestError as exc:  # the same checks, in this API's names
         raise RequestError(400, exc.message.replace("'max_new_tokens'", "'max_tokens'")) from None
-    if seed is not None:
-        options["seed"] = seed
     stop = payload.get("stop") or []
     stop = [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
@@ -118,21 +143,26 @@ def parse_chat_request(payload: Any, limits: Limits) -> ChatRequest:
     if not isinstance(usage, dict):
         raise RequestError(400, "'stream_options' must be an object")
     history, (question, _) = turns[:-1], turns[-1]
-    return ChatRequest(image, history, question, options, stop, stream, bool(usage.get("include_usage")))
+    return ChatRequest(image, history, question, options, stop, n or 1, stream, bool(usage.get("include_usage")))
 
 
 def _read_messages(messages: Any, limits: Limits) -> tuple[Any, list]:
     """-> (the image's loader, [(user text, assistant text or None), ...]); the last turn is open."""
     if not isinstance(messages, list) or not messages:
         raise RequestError(400, "'messages' must be a non-empty list of {role, content}")
-    turns, image = [], None
+    turns, image, system = [], None, []
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant"):
-            raise RequestError(400, f"messages[{i}] must be an object with role user, assistant or system")
+        if not isinstance(message, dict) or message.get("role") not in ("system", "developer", "user", "assistant"):
+            raise RequestError(400, f"messages[{i}] must be an object with role system, user or assistant")
         role = message["role"]
-        if role == "system":
-            raise RequestError(400, f"messages[{i}]: this model was not trained with a system prompt; "
-                                    "send user and assistant messages only")
+        if role in ("system", "developer"):  # OpenAI's newer name for the system role
+            if turns:
+                raise RequestError(400, f"messages[{i}]: system messages come before the first user message")
+            text, found = _read_content(message.get("content"), i, limits)
+            if found is not None:
+                raise RequestError(400, f"messages[{i}]: a system message holds text only")
+            system.append(check_text(text, limits))
+            continue
         want = "user" if len(turns) == 0 or turns[-1][1] is not None else "assistant"
         if role != want:
             raise RequestError(400, f"messages[{i}] is from {role!r} but a {want!r} message was expected: "
@@ -143,7 +173,8 @@ def _read_messages(messages: Any, limits: Limits) -> tuple[Any, list]:
                 raise RequestError(400, f"messages[{i}]: one image per conversation, in the first user message")
             image = found
         if role == "user":
-            turns.append([check_text(text, limits), None])
+            text = check_text(text, limits)
+            turns.append([SYSTEM_SEPARATOR.join(system + [text]) if not turns else text, None])
         else:
             turns[-1][1] = text
     if turns[-1][1] is not None:
@@ -197,73 +228,43 @@ def _image_loader(url: str, limits: Limits, where: str):
     return load
 
 
-def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
-    cut = min((text.find(s) for s in stop if s in text), default=-1)
-    return (text[:cut].rstrip(), True) if cut >= 0 else (text, False)
+def _usage(answers: list) -> dict:
+    prompt, completion_tokens = answers[0].prompt_tokens, sum(a.completion_tokens for a in answers)
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
 
 
-def _usage(chat: Chat, text: str, prompt_tokens: int) -> dict:
-    completion_tokens = len(chat.model.tokenizer(text, add_special_tokens=False).input_ids)
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
-
-
-def _finish(chat: Chat, text: str, req: ChatRequest, stopped: bool) -> str:
-    limit = req.options.get("max_new_tokens", chat.defaults.max_new_tokens)
-    if not stopped and len(chat.model.tokenizer(text, add_special_tokens=False).input_ids) >= limit:
-        return "length"
-    return "stop"
-
-
-def completion(text: str, req: ChatRequest, chat: Chat, prompt_tokens: int) -> dict:
-    text, stopped = _cut_at_stop(text, req.stop)
+def completion(answers: list, req: ChatRequest) -> dict:
     return {"id": req.id, "object": "chat.completion", "created": req.created, "model": MODEL_NAME,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": _finish(chat, text, req, stopped)}],
-            "usage": _usage(chat, text, prompt_tokens)}
+            "choices": [{"index": i, "message": {"role": "assistant", "content": a.text},
+                         "finish_reason": a.finish_reason} for i, a in enumerate(answers)],
+            "usage": _usage(answers)}
 
 
-def _chunk(req: ChatRequest, delta: dict, finish: Optional[str] = None, usage: Optional[dict] = None) -> bytes:
+def _chunk(req: ChatRequest, index: int, delta: dict, finish: Optional[str] = None,
+           usage: Optional[dict] = None) -> bytes:
     body = {"id": req.id, "object": "chat.completion.chunk", "created": req.created, "model": MODEL_NAME,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if usage is None else []}
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish}] if usage is None else []}
     if usage is not None:
         body["usage"] = usage
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
 
 
-def _events(session: Chat, pieces: Iterator[str], req: ChatRequest, chat: Chat, prompt_tokens: int,
-            release) -> Iterator[bytes]:
-    """Server-sent events: the role, the content as it grows (held back where a stop string may
-    begin), the finish reason, the usage when asked, then [DONE]."""
-    filters = [VisibleText(s) for s in req.stop]
-    sent, stopped = "", False
-    try:
-        yield _chunk(req, {"role": "assistant", "content": ""})
-        for piece in pieces:
-            for f in filters:
-                piece = f.feed(piece)
-            if any(f.done for f in filters):
-                stopped = True
-            if piece:
-                sent += piece
-                yield _chunk(req, {"content": piece})
-            if stopped:
-                break
-        if not stopped:
-            tail = ""
-            for f in filters:  # what each filter held back, through the filters after it
-                tail = f.feed(tail) + f.flush()
-            if tail:
-                sent += tail
-                yield _chunk(req, {"content": tail})
-        yield _chunk(req, {}, _finish(chat, sent, req, stopped))
-        if req.include_usage:
-            yield _chunk(req, {}, usage=_usage(chat, sent, prompt_tokens))
-        yield b"data: [DONE]\n\n"
-    except Exception as exc:  # the status line is sent: report in-band, as OpenAI servers do
-        yield f"data: {json.dumps(error_body(500, f'generation failed: {type(exc).__name__}: {exc}'))}\n\n".encode()
-    finally:
-        close = getattr(pieces, "close", None)
-        if close is not None:
-            close()  # a client that went away (or a stop string) cancels generation
-        release()
+async def _events(handoff, scheduled, inbox, req: ChatRequest) -> AsyncIterator[bytes]:
+    """Server-sent events: each choice's role, its content as it grows (never an end marker or a
+    stop string, nor the start of one), its finish reason; the usage when asked; then [DONE]."""
+    for i in range(req.n):
+        yield _chunk(req, i, {"role": "assistant", "content": ""})
+    answers = {}
+    async for event in handoff.events(scheduled, inbox):
+        if event.error is not None:  # the status line is sent: report in-band, as OpenAI servers do
+            message = f"generation failed: {type(event.error).__name__}: {event.error}"
+            yield f"data: {json.dumps(error_body(500, message))}\n\n".encode()
+            return
+        if event.answer is not None:
+            answers[event.index] = event.answer
+            yield _chunk(req, event.index, {}, event.answer.finish_reason)
+        elif event.text:
+            yield _chunk(req, event.index, {"content": event.text})
+    if req.include_usage:
+        yield _chunk(req, 0, {}, usage=_usage([answers[i] for i in range(req.n)]))
+    yield b"data: [DONE]\n\n"

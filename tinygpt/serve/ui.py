@@ -1,6 +1,7 @@
 """The Gradio chat demo: upload an image, talk about it, watch answers stream in.
 
-One `Chat` session per browser tab (in `gr.State`), all sharing the model and its lock.  For
+One `Chat` session per browser tab (in `gr.State`), all sharing the model; with the server's
+scheduler (app.py) the tabs' answers are rows of the same batch as the API's requests.  For
 `[INST]`-style templates (the multi-task stage) the page adds task-tag buttons, a box editor for
 `[identify]` (four numbers, or click two corners on the "Boxes" image) and draws every box an
 answer mentions.
@@ -18,14 +19,16 @@ from ..conversation.chat import Chat
 from ..conversation.boxes import Box, format_box, grid_point, parse_boxes
 from ..conversation.protocol import TASK_TAGS
 from .boxes import draw_boxes
+from .scheduler import Busy, Scheduler, stream_session
 from .validation import Limits, RequestError, check_options, check_text, open_image
 
 TITLE = "TinyGPT-V"
 
 
 def build_ui(chat: Chat, limits: Optional[Limits] = None,
-             examples: Sequence[tuple[str, str]] = ()) -> gr.Blocks:
-    """The demo page for `chat`'s model; `examples` are (image path, question) pairs."""
+             examples: Sequence[tuple[str, str]] = (), scheduler: Optional[Scheduler] = None) -> gr.Blocks:
+    """The demo page for `chat`'s model; `examples` are (image path, question) pairs; without
+    `scheduler` answers stream from the Chat itself (one at a time)."""
     limits = limits or Limits()
     defaults = chat.defaults
     instruct = chat.style.instruct
@@ -84,10 +87,13 @@ def build_ui(chat: Chat, limits: Optional[Limits] = None,
         history += [{"role": "user", "content": _show(text)}, {"role": "assistant", "content": ""}]
         yield "", history, session, _annotate(session.image, marked)
         answer = ""
-        for piece in session.stream(**options):
-            answer += piece
-            history[-1] = {"role": "assistant", "content": _show(answer)}
-            yield "", history, session, gr.skip()
+        try:
+            for piece in stream_session(scheduler, session, **options) if scheduler else session.stream(**options):
+                answer += piece
+                history[-1] = {"role": "assistant", "content": _show(answer)}
+                yield "", history, session, gr.skip()
+        except Busy as exc:
+            raise gr.Error(str(exc)) from None
         final = session.history[-1][1]
         history[-1] = {"role": "assistant", "content": _show(final)}
         yield "", history, session, _annotate(session.image, marked + parse_boxes(final))

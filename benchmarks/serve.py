@@ -1,0 +1,222 @@
+"""Throughput and latency of `demo.py --api-only` under 1, 2, 4, 8, 16 concurrent OpenAI-client users.
+
+    bash quickstart.sh                         # the tiny model this measures by default
+    python -m benchmarks.serve [--clients 1 2 4 8 16] [--requests 8] [--max-tokens 16] [--rounds 2]
+    python -m benchmarks.serve --model-root /path/to/a/clone/with/output   # where output/tiny is
+    python -m benchmarks.serve --record        # also write benchmarks/results/serve_tiny.json
+    python -m benchmarks.serve --preset small  # a random model, ViT-g-proportioned (benchmarks/_common.py)
+
+The server runs in its own process on 127.0.0.1 (the same command a user runs).  Each client is a
+thread with the official `openai` client that sends `--requests` streamed greedy chat completions
+one after another (questions drawn in turn from a fixed list, so prompts differ in length).  Per
+client count: answers/s and generated tokens/s over the wall time, p50/p95 latency of a whole
+answer and of its first token (TTFT), and how many answers differ from the answer the same question
+gets alone (greedy: batching must not change an answer; the lone answers are taken first, with one
+client).  Rounds interleave the client counts (1 2 4 ... 1 2 4 ...); figures are medians over rounds.
+The JSON (machine, CPU, load average, commit, every round) goes to --out (an untracked path by
+default); `--record` also writes it to benchmarks/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from tinygpt.serve.validation import Limits
+
+from . import _common as C
+
+QUESTIONS = ["[vqa] what colour is the circle?", "[vqa] how many squares are there?",
+             "[caption] describe this image in detail.", "[vqa] is there a triangle?",
+             "[refer] the red circle", "[vqa] what shape is left of the square?"]
+
+
+def shapes_png(side: int = 224) -> str:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (side, side), "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse([side // 8, side // 8, side // 2, side // 2], fill="red")
+    draw.rectangle([side // 2, side // 3, side - side // 8, side - side // 8], fill="blue")
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def preset_config(name: str, workdir: Path) -> str:
+    """A YAML for a random-weight preset (its answers run to max_tokens: decode-heavy)."""
+    from tinygpt.common.config import Config, to_yaml
+
+    cfg = Config(model=C.preset(name, workdir))
+    cfg.run.device = "cpu"
+    path = workdir / f"serve_{name}.yaml"
+    path.write_text(to_yaml(cfg))
+    return str(path)
+
+
+def start_server(args) -> subprocess.Popen:
+    import httpx
+
+    command = [sys.executable, str(C.ROOT / "demo.py"), "--api-only", "--port", str(args.port),
+               "--max-batch-size", str(args.max_batch_size), "--batch-timeout-ms", str(args.batch_timeout_ms), *(["--cfg-path", args.cfg_path] if args.cfg_path else []),
+               *(["--options", *args.options] if args.options else [])]
+    # The server's log goes to a file: a pipe nobody reads fills up (one access-log line per
+    # request) and then blocks the server.
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen(command, cwd=args.model_root, stdout=subprocess.DEVNULL, stderr=log)
+    for _ in range(1500):
+        try:
+            if httpx.get(f"http://127.0.0.1:{args.port}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None:
+            log.seek(0)
+            raise SystemExit(f"the server did not start:\n{log.read().decode()[-2000:]}")
+        time.sleep(0.2)
+    server.terminate()
+    raise SystemExit("the server did not answer /health within 300 s")
+
+
+def ask(client, image: str, question: str, max_tokens: int) -> dict:
+    """One streamed greedy answer: its text, tokens, latency and time to first token."""
+    start = time.perf_counter()
+    first, text, tokens = None, "", 0
+    stream = client.chat.completions.create(
+        model="tinygpt-v", max_tokens=max_tokens, temperature=0, stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": [{"type": "text", "text": question},
+                                               {"type": "image_url", "image_url": {"url": image}}]}])
+    for chunk in stream:
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+        if chunk.choices and chunk.choices[0].delta.content:
+            first = first or time.perf_counter()
+            text += chunk.choices[0].delta.content
+    end = time.perf_counter()
+    return {"question": question, "text": text, "tokens": tokens, "latency": end - start,
+            "ttft": (first or end) - start}
+
+
+def run_level(url: str, image: str, clients: int, requests: int, max_tokens: int) -> tuple[float, list[dict]]:
+    import openai
+
+    results, lock = [], threading.Lock()
+
+    def client(k: int):
+        c = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
+        for i in range(requests):
+            r = ask(c, image, QUESTIONS[(k + i) % len(QUESTIONS)], max_tokens)
+            with lock:
+                results.append(r)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, results
+
+
+def summarise(clients: int, wall: float, results: list[dict], alone: dict) -> dict:
+    latencies = sorted(r["latency"] for r in results)
+    ttfts = sorted(r["ttft"] for r in results)
+    return {"clients": clients, "answers": len(results), "wall_s": round(wall, 3),
+            "answers_per_s": round(len(results) / wall, 3),
+            "tokens_per_s": round(sum(r["tokens"] for r in results) / wall, 2),
+            "p50_latency_s": round(statistics.median(latencies), 4), "p95_latency_s": round(_p95(latencies), 4),
+            "p50_ttft_s": round(statistics.median(ttfts), 4), "p95_ttft_s": round(_p95(ttfts), 4),
+            "differ_from_alone": sum(r["text"] != alone[r["question"]] for r in results)}
+
+
+def _p95(values: list[float]) -> float:
+    return values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-root", default=str(C.ROOT),
+                   help="the folder the server runs in (its output/tiny and data/synthetic are the model's)")
+    p.add_argument("--cfg-path", default="eval_configs/tiny.yaml")
+    p.add_argument("--preset", choices=["tiny", "small"], help="a random-weight preset instead of --cfg-path")
+    p.add_argument("--options", nargs="*", default=[])
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    p.add_argument("--requests", type=int, default=8, help="answers each client asks for, one after another")
+    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--max-batch-size", type=int, default=16)
+    p.add_argument("--batch-timeout-ms", type=float, default=Limits().batch_timeout_s * 1000,
+                   help="the server's --batch-timeout-ms (default: its own)")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--port", type=int, default=7913)
+    p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "tinygpt-bench" / "serve.json"))
+    p.add_argument("--record", action="store_true",
+                   help="also write benchmarks/results/serve_tiny.json (serve_preset_<name>.json with --preset)")
+    args = p.parse_args(argv)
+
+    name = "tiny"
+    if args.preset:
+        name = f"preset_{args.preset}"
+        args.cfg_path = preset_config(args.preset, Path(tempfile.mkdtemp(prefix="tinygpt-serve-")))
+    machine = C.machine()
+    url = f"http://127.0.0.1:{args.port}"
+    image = shapes_png()
+    server = start_server(args)
+    try:
+        import openai
+
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
+        for question in QUESTIONS:  # warm-up
+            ask(client, image, question, args.max_tokens)
+        alone = {q: ask(client, image, q, args.max_tokens)["text"] for q in QUESTIONS}
+        rounds = []
+        for r in range(args.rounds):
+            for clients in args.clients:
+                wall, results = run_level(url, image, clients, args.requests, args.max_tokens)
+                row = summarise(clients, wall, results, alone)
+                rounds.append({"round": r, **row})
+                print(json.dumps(rounds[-1]), flush=True)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+    table = []
+    for clients in args.clients:
+        runs = [x for x in rounds if x["clients"] == clients]
+        row = {k: statistics.median(x[k] for x in runs) for k in runs[0] if k not in ("round", "clients")}
+        # every answer of every round counts here, not a median
+        row.update(clients=clients, answers=sum(x["answers"] for x in runs),
+                   differ_from_alone=sum(x["differ_from_alone"] for x in runs))
+        table.append(row)
+    base = table[0]
+    for row in table:
+        row["speedup"] = round(row["answers_per_s"] / base["answers_per_s"], 2)
+        row["p95_over_lone_p95"] = round(row["p95_latency_s"] / base["p95_latency_s"], 2)
+    print(C.table(table, [("clients", "clients", "d"), ("answers_per_s", "answers/s", ".2f"),
+                          ("speedup", "x 1 client", ".2f"), ("tokens_per_s", "tokens/s", ".1f"),
+                          ("p50_latency_s", "p50 latency s", ".3f"), ("p95_latency_s", "p95 latency s", ".3f"),
+                          ("p50_ttft_s", "p50 TTFT s", ".3f"), ("p95_ttft_s", "p95 TTFT s", ".3f"),
+                          ("answers", "answers", "d"), ("differ_from_alone", "!= alone", "d")]))
+    result = {"machine": machine, **C.git_commit(), "loadavg_at_end": list(os.getloadavg()),
+              "model": {"preset": args.preset, "cfg_path": args.cfg_path, "options": args.options, "model_root": args.model_root},
+              "settings": {"requests_per_client": args.requests, "max_tokens": args.max_tokens,
+                           "max_batch_size": args.max_batch_size,
+                           "batch_timeout_ms": args.batch_timeout_ms, "rounds": args.rounds, "greedy": True,
+                           "streamed": True, "image": "224x224 PNG"},
+              "alone": alone, "table": table, "rounds": rounds}
+    print("wrote", C.write_json(args.out, result))
+    if args.record:
+        print("wrote", C.write_json(C.RESULTS / f"serve_{name}.json", result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
