@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from ..common.errors import UserError
 from ..conversation.chat import Chat
 from .handoff import EventStream, GenerationFailed, Handoff, Inbox
 from .memory import limit_malloc_arenas, trim_heap
@@ -70,6 +71,10 @@ def create_api(chat: Chat, limits: Optional[Limits] = None, scheduler: Optional[
     @app.exception_handler(RequestError)
     async def _bad_request(request: Request, exc: RequestError):
         return _error(exc.status, exc.message, openai=_is_openai(request))
+
+    @app.exception_handler(UserError)
+    async def _refused_text(request: Request, exc: UserError):  # e.g. protocol markup typed by a user
+        return _error(400, str(exc), openai=_is_openai(request))
 
     @app.exception_handler(Busy)
     async def _busy(request: Request, exc: Busy):
