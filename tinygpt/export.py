@@ -11,6 +11,11 @@ DIR/tokenizer*.json   the tokenizer
 DIR/README.md         a model card: the config, the prompt style, parameter counts, and the
                       evaluation table of `evaluation.output_dir/results.md` when there is one
 
+Int8 (`model.{llm,vision}.quantize: int8`): int8 packed weights are objects of the torch process
+(fbgemm/oneDNN), which neither safetensors nor the ONNX graphs can hold, so both formats export the
+float weights.  The directory keeps `quantize: int8` in its config.yaml: loading it quantizes again
+(the same weights give the same int8 model).  The ONNX graphs compute in fp32.
+
 With `--format onnx` the directory is for onnxruntime instead (`tinygpt/onnx_runtime.py`, no torch):
 vision.onnx (images -> visual tokens), llm_step.onnx (the language model with its KV cache as
 tensors: one graph for the prefill and each decode step), embed_tokens.npy, the tokenizer, onnx.json.
@@ -18,6 +23,7 @@ tensors: one graph for the prefill and each decode step), embed_tokens.npy, the 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import shutil
 import sys
@@ -40,7 +46,7 @@ def export(cfg: Config, out: str, keep_lora: bool = False) -> str:
     """Write `out` (created; an existing export there is replaced file by file) and return it."""
     import tinygpt
 
-    model = tinygpt.build_model(cfg, "cpu", training=keep_lora)  # training=False merges LoRA
+    model = tinygpt.build_model(_float(cfg), "cpu", training=keep_lora)  # training=False merges LoRA
     model.eval()
     # A deep copy of the model config build_model resolved (the prompt style included).
     exported: ModelConfig = OmegaConf.to_object(OmegaConf.structured(cfg.model))
@@ -58,6 +64,13 @@ def export(cfg: Config, out: str, keep_lora: bool = False) -> str:
     model.tokenizer.save_pretrained(out)
     atomic.write_text(os.path.join(out, CONFIG), to_yaml(Config(model=exported)))
     atomic.write_text(os.path.join(out, "README.md"), model_card(cfg, model, keep_lora))
+    return out
+
+
+def _float(cfg: Config) -> Config:
+    """`cfg` with int8 quantization off: what an export writes (see the module docstring)."""
+    out = copy.deepcopy(cfg)
+    out.model.llm.quantize = out.model.vision.quantize = "none"
     return out
 
 
@@ -107,7 +120,7 @@ def export_onnx(cfg: Config, out: str) -> str:
 
     from .processors.image import IMAGE_STATS
 
-    model = tinygpt.build_model(cfg, "cpu", training=False)
+    model = tinygpt.build_model(_float(cfg), "cpu", training=False)
     model.float().eval()
     os.makedirs(out, exist_ok=True)
     size, config = cfg.model.vision.image_size, model.llm.config

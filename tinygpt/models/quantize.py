@@ -78,7 +78,8 @@ def int8_linear(linear: nn.Linear) -> Int8Linear:
 
 def check_int8(cfg, device: torch.device | str, training: bool) -> None:
     """Raise QuantizationError when `model.{llm,vision}.quantize: int8` cannot be honoured: a training
-    build, trained base weights, bitsandbytes' load_in_8bit as well, or a device other than the CPU."""
+    build, bitsandbytes' load_in_8bit as well, or a device other than the CPU.  (`model.*.train` may
+    be true: an inference build of a config that trained the part freezes it, then quantizes it.)"""
     asked = [f"model.{part}.quantize" for part in ("llm", "vision") if getattr(cfg, part).quantize == INT8]
     if not asked:
         return
@@ -89,10 +90,6 @@ def check_int8(cfg, device: torch.device | str, training: bool) -> None:
     if training:
         raise QuantizationError(f"{asked[0]}: int8 is for inference (chat, API, evaluation, export); "
                                 "training builds keep float weights: set it to none in the training YAML")
-    for part in ("llm", "vision"):
-        if getattr(cfg, part).quantize == INT8 and getattr(cfg, part).train:
-            raise QuantizationError(f"model.{part}.quantize is int8 but model.{part}.train is true: "
-                                    "int8 weights cannot be trained; turn one of them off")
     if cfg.llm.quantize == INT8 and cfg.llm.load_in_8bit:
         raise QuantizationError("model.llm.quantize: int8 and model.llm.load_in_8bit (bitsandbytes) both set; "
                                 "choose one")
