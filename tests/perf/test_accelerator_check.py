@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_accelerator_check_passes_on_cpu_and_writes_its_report(tmp_path):
     out = tmp_path / "accelerator_cpu.json"
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(["bash", str(ROOT / "scripts/accelerator_check.sh"), "--device", "cpu", "--steps", "20",
+    proc = subprocess.run(["bash", str(ROOT / "scripts/accelerator_check.sh"), "--device", "cpu", "--steps", "12",
                            "--no-tests", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads(out.read_text())

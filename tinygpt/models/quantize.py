@@ -12,8 +12,9 @@ kernels), inference only, applied after LoRA is merged; the packed weights live 
 (a checkpoint or export keeps the float weights; `quantize: int8` in the config re-quantizes them
 at load).
 
-`load_in_8bit` (`quantize_llm_8bit`, TinyGPT-V's `low_resource` mode): Phi-2's Linear layers become bitsandbytes `Linear8bitLt` (LLM.int8(): int8 weights with a per-row
-scale, outlier activation columns above `threshold` computed in 16 bit).  LoRA is merged into the
+`load_in_8bit` (`quantize_llm_8bit`, TinyGPT-V's `low_resource` mode): Phi-2's Linear layers become
+bitsandbytes `Linear8bitLt` (LLM.int8(): int8 weights with a per-row scale, outlier activation
+columns above `threshold` computed in 16 bit).  LoRA is merged into the
 base weights first, because an int8 base cannot hold a separate adapter's update exactly and the
 merged layer is cheaper to run.  The result is inference-only: the LLM is frozen afterwards.
 `lm_head` stays in full precision (quantizing the vocabulary projection costs most accuracy for
