@@ -17,8 +17,10 @@ with a markdown table beside it as .md):
                 logged step differs by more than twice that: bf16 rounds every matmul input to 8
                 mantissa bits, which moves a tiny model's loss by a few per cent, not its course
   4. inference  the fp32 run's checkpoint built for inference twice, on the CPU in fp32 and on the
-                device with bf16 weights: per-position logits cosine on the eval images' captions
-                prompt (>= COSINE_MIN) and the greedy captions (>= ANSWERS_MIN identical)
+                device with bf16 weights: per-position logits cosine on the caption prompt of
+                EVAL_IMAGES images (>= COSINE_MIN) and the greedy captions' words, position by
+                position (>= WORDS_MIN the same; whole identical captions are reported too: a
+                briefly trained model repeats itself, and one near-tie late in a caption changes it)
   5. throughput training samples/s of both runs (median logged window) and batched generation on
                 the device (batch 8, 16 new tokens: benchmarks/generate.py's run_one)
 Exit status 0 when every step passes, 1 otherwise (the report says which).
@@ -51,7 +53,7 @@ DEVICE_TESTS = ("tests/common/test_device.py", "tests/common/test_doctor.py", "t
                 "tests/models/test_inference_mode.py")
 LOSS_TOLERANCE = 0.05
 COSINE_MIN = 0.99
-ANSWERS_MIN = 0.75
+WORDS_MIN = 0.9
 EVAL_IMAGES = 8
 
 
@@ -119,11 +121,18 @@ def compare_inference(checkpoint: str, corpus: Path, device: torch.device) -> tu
     want = reference.generate(images, prompts, max_new_tokens=16)
     got = model.generate(images.to(device), prompts, max_new_tokens=16)
     same = sum(a == b for a, b in zip(want, got)) / len(want)
+    words = statistics.mean(_same_words(a, b) for a, b in zip(want, got))
     out = {"min_cosine": cosine.min().item(), "median_cosine": cosine.median().item(), "cosine_min": COSINE_MIN,
-           "identical_answers": same, "answers_min": ANSWERS_MIN, "examples": list(zip(want, got))[:3],
-           "ok": cosine.min().item() >= COSINE_MIN and same >= ANSWERS_MIN}
+           "identical_answers": same, "same_words": words, "words_min": WORDS_MIN,
+           "examples": list(zip(want, got))[:3], "ok": cosine.min().item() >= COSINE_MIN and words >= WORDS_MIN}
     del reference
     return out, model
+
+
+def _same_words(a: str, b: str) -> float:
+    """Share of word positions where two answers agree (over the longer one; two empty answers agree)."""
+    a, b = a.split(), b.split()
+    return sum(x == y for x, y in zip(a, b)) / max(len(a), len(b)) if a or b else 1.0
 
 
 def table(report: dict) -> str:
@@ -137,8 +146,8 @@ def table(report: dict) -> str:
              f"({tr['final_relative_diff']:.1%}; worst step {tr['worst_step_relative_diff']:.1%}; tolerance "
              f"{tr['tolerance']:.0%})"),
             ("inference bf16 vs cpu fp32", "ok" if inf["ok"] else "FAILED",
-             f"logits cosine min {inf['min_cosine']:.4f} (>= {COSINE_MIN}); identical greedy captions "
-             f"{inf['identical_answers']:.0%} (>= {ANSWERS_MIN:.0%})"),
+             f"logits cosine min {inf['min_cosine']:.4f} (>= {COSINE_MIN}); greedy caption words the same "
+             f"{inf['same_words']:.0%} (>= {WORDS_MIN:.0%}); identical captions {inf['identical_answers']:.0%}"),
             ("training throughput", "", f"{thr['train_samples_per_s_device']:.1f} samples/s on the device, "
                                         f"{thr['train_samples_per_s_cpu']:.1f} on the CPU (fp32)"),
             ("batched generation", "", f"batch {thr['generate_batch']}: {thr['generate_total_tok_s']:.1f} tok/s, "
