@@ -46,10 +46,13 @@ def export(cfg: Config, out: str, keep_lora: bool = False) -> str:
     """Write `out` (created; an existing export there is replaced file by file) and return it."""
     import tinygpt
 
-    model = tinygpt.build_model(_float(cfg), "cpu", training=keep_lora)  # training=False merges LoRA
+    built = _float(cfg)
+    model = tinygpt.build_model(built, "cpu", training=keep_lora)  # training=False merges LoRA
     model.eval()
-    # A deep copy of the model config build_model resolved (the prompt style included).
-    exported: ModelConfig = OmegaConf.to_object(OmegaConf.structured(cfg.model))
+    # A deep copy of the model config build_model resolved (the prompt style included), with the
+    # int8 choice the float weights are exported for.
+    exported: ModelConfig = OmegaConf.to_object(OmegaConf.structured(built.model))
+    exported.llm.quantize, exported.vision.quantize = cfg.model.llm.quantize, cfg.model.vision.quantize
     exported.llm.hf_config, exported.llm.tokenizer, exported.llm.weights = LLM_CONFIG, ".", None
     exported.vision.weights = exported.qformer.weights = None
     exported.ckpt, exported.feature_cache = [WEIGHTS], None
