@@ -1,14 +1,24 @@
-"""Chat latency before/after the compute-dtype policy (models/compute_dtype.py), A/B in one process.
+"""Chat latency before/after the compute-dtype policy (models/compute_dtype.py) and with int8 weights
+(models/quantize.py), arms interleaved in one process.
 
     python -m benchmarks.chat                                  # tiny preset, its own dtype (fp32 on CPU)
     python -m benchmarks.chat --dtype bf16                     # tiny preset, bf16 weights
     python -m benchmarks.chat --full-size --batches 1          # TinyGPT-V stage 4, bf16, 448 px: TTFT
     python -m benchmarks.chat --full-size --image-size 224 --batches 4 --rounds 1
+    python -m benchmarks.chat --full-size --batches 1 --arms auto int8 --rounds 2   # int8 vs bf16
 
 One model, random weights, built with `model.compute_dtype: storage` (every matmul in the weights'
 dtype: the path before the policy, arm "storage"); arm "auto" applies the device's policy
-(`compute_dtype.apply`) and removes it again, so both arms run the same weights.  Rounds alternate
-the order ((storage, auto), (auto, storage), ...) and the table shows each arm's median over rounds.
+(`compute_dtype.apply`) and removes it again, so both arms run the same weights; arm "int8" is "auto"
+with the LLM's and the vision tower's Linears swapped for int8 ones quantized from those weights
+(`model.{llm,vision}.quantize: int8`), swapped back for the other arms.  Rounds alternate the order
+((storage, auto), (auto, storage), ...) and the table shows each arm's median over rounds; ratios
+are against the first arm named.
+With int8 and auto both run, two more figures: quality (per-position cosine of the prompt's logits
+int8 vs auto, and greedy agreement: the share of auto's 32 greedy tokens int8 also picks, fed
+auto's tokens, and the share its own free-running greedy output matches), and int8 alone: the float
+layers dropped, one more int8 run whose peak RSS is what a `quantize: int8` process holds (the
+interleaved runs' peak counts both copies).
 A run is benchmarks/generate.py's `run_one`: one image per prompt, 32 visual tokens + BOS + 32
 random prompt tokens, greedy decoding of N new tokens with the KV cache, giving per arm and batch
   TTFT          image encode + prefill + first token (s); encode s: the image encode alone
@@ -34,29 +44,81 @@ import time
 import torch
 
 from tinygpt.common import device as devices
-from tinygpt.models import compute_dtype
+from tinygpt.models import compute_dtype, quantize
 
 from . import _common as C
 from . import generate
 
-ARMS = ("storage", "auto")
+ARMS = ("storage", "auto", "int8")
 METRICS = ("ttft_s", "encode_s", "median_ms_per_step", "total_tok_s", "decode_tok_s", "peak_mem_gb")
 
 
 class Arms:
-    """Switches one model between its storage-dtype build and the device's compute-dtype policy."""
+    """Switches one model between its storage-dtype build, the device's compute-dtype policy, and
+    that policy with int8 Linears (built once from the same weights, then swapped in and out)."""
 
     def __init__(self, model, device):
         self.model, self.device, self.applied = model, device, None
         self.choices = []
+        self.int8: list | None = None  # [parent, attribute, float layer, int8 layer]
 
     def use(self, arm: str) -> None:
-        if arm == "auto" and self.applied is None:
+        if arm != "storage" and self.applied is None:
             self.applied = compute_dtype.apply(self.model, self.device, "auto")
             self.choices = [c.describe() for c in self.applied.choices]
         elif arm == "storage" and self.applied is not None:
+            self._swap(False)
             self.applied.remove()
             self.applied = None
+        self._swap(arm == "int8")
+
+    def _swap(self, int8: bool) -> None:
+        if int8 and self.int8 is None:
+            with torch.no_grad():
+                self.int8 = [[parent, child, linear, quantize.int8_linear(linear)]
+                             for parent, child, linear in quantize.int8_targets(self.model)]
+        for parent, child, linear, q in self.int8 or []:
+            setattr(parent, child, q if int8 else linear)
+
+    def drop_float(self) -> None:
+        """Keep only the int8 arm: the float layers it replaces are freed."""
+        self.use("int8")
+        for entry in self.int8:
+            entry[2] = None
+
+
+@torch.no_grad()
+def quality(model, arms: Arms, prompt_tokens: int, new_tokens: int = 32, seed: int = 0) -> dict:
+    """int8 against auto on one image + prompt: per-position cosine of the prompt's logits, greedy
+    agreement with auto's tokens fed (teacher-forced) and free-running."""
+    g = torch.Generator().manual_seed(seed)
+    size = model.cfg.vision.image_size
+    images = torch.randn(1, 3, size, size, generator=g)
+    ids = torch.randint(2, len(model.tokenizer), (1, prompt_tokens), generator=g)
+    out = {}
+    for arm in ("auto", "int8"):
+        arms.use(arm)
+        embed = model.llm.get_input_embeddings()
+        embeds = torch.cat([embed(torch.zeros(1, 1, dtype=torch.long)), model.encode_images(images).to(embed.weight.dtype),
+                            embed(ids)], dim=1)
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+        greedy = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False, num_beams=1,
+                                    min_new_tokens=new_tokens, max_new_tokens=new_tokens, pad_token_id=0, eos_token_id=0)
+        out[arm] = {"embeds": embeds, "greedy": greedy[0]}
+    reference = out["auto"]["greedy"]
+    logits = {}
+    for arm in ("auto", "int8"):  # each arm's prompt, then auto's greedy tokens fed
+        arms.use(arm)
+        embed = model.llm.get_input_embeddings()
+        fed = torch.cat([out[arm]["embeds"], embed(reference[None, :-1])], dim=1)
+        logits[arm] = model.llm(inputs_embeds=fed).logits[0].float()
+    prompt = out["auto"]["embeds"].shape[1]
+    cosine = torch.nn.functional.cosine_similarity(logits["int8"][:prompt], logits["auto"][:prompt], dim=-1)
+    forced = logits["int8"][prompt - 1:].argmax(-1)
+    return {"positions": prompt, "min_cosine": cosine.min().item(), "median_cosine": cosine.median().item(),
+            "greedy_agreement_forced": (forced == reference).float().mean().item(),
+            "greedy_agreement_free": (out["int8"]["greedy"] == reference).float().mean().item(),
+            "new_tokens": new_tokens}
 
 
 def main(argv=None) -> int:
@@ -70,8 +132,9 @@ def main(argv=None) -> int:
     parser.add_argument("--new-tokens", type=int, default=None, help="default 32 (full size 16)")
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5, help="A/B rounds (full size: 1 is minutes already)")
-    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
-                        help="which arms to run (default both; one arm re-measures it without the other's cost)")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=["storage", "auto"],
+                        help="which arms to run, in this order (default storage auto; one arm re-measures it "
+                             "without the others' cost; ratios are against the first)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default torch's)")
     parser.add_argument("--device", default="auto")
     C.add_output_args(parser)
@@ -105,6 +168,13 @@ def main(argv=None) -> int:
     arms.use("auto")  # the probe and the conversion happen at build time for a user: not in a run
     apply_s = time.perf_counter() - t
     generate.run_one(model, device, 1, 2, args.prompt_tokens)  # warm-up of the new arm's kernels
+    quantize_s = None
+    if "int8" in args.arms:  # quantized once, as a `quantize: int8` build does: not in a run
+        t = time.perf_counter()
+        arms.use("int8")
+        quantize_s = time.perf_counter() - t
+        generate.run_one(model, device, 1, 2, args.prompt_tokens)
+        print(f"  int8: {len(arms.int8)} Linear layers quantized in {quantize_s:.1f} s", flush=True)
     for line in arms.choices:
         print(f"  {line}")
 
@@ -118,7 +188,21 @@ def main(argv=None) -> int:
                 print(f"  round {r} {arm:7s} batch {b}: TTFT {row['ttft_s']:.2f} s (encode {row['encode_s']:.2f}), "
                       f"{row['median_ms_per_step']:.0f} ms/token, {row['total_tok_s']:.2f} tok/s, "
                       f"peak {row['peak_mem_gb']:.2f} GB", flush=True)
-    arms.use("storage")
+    quality_row = int8_alone = None
+    if {"auto", "int8"} <= set(args.arms):
+        quality_row = quality(model, arms, args.prompt_tokens)
+        print("int8 vs auto: per-position logits cosine min {min_cosine:.5f} (median {median_cosine:.5f}) over "
+              "{positions} positions; greedy agreement {greedy_agreement_forced:.0%} of {new_tokens} tokens fed "
+              "auto's, {greedy_agreement_free:.0%} free-running".format(**quality_row), flush=True)
+        arms.drop_float()
+        int8_alone = generate.run_one(model, device, 1, new_tokens, args.prompt_tokens, seed=args.rounds)
+        int8_alone["weights_gb"] = C.param_bytes(model) / 1e9 + sum(q.packed.weight().int_repr().numel()
+                                                                    for *_, q in arms.int8) / 1e9
+        print(f"int8 alone (float layers dropped): TTFT {int8_alone['ttft_s']:.2f} s, "
+              f"{int8_alone['median_ms_per_step']:.0f} ms/token, peak {int8_alone['peak_mem_gb']:.2f} GB, "
+              f"weights {int8_alone['weights_gb']:.2f} GB", flush=True)
+    else:
+        arms.use("storage")
 
     rows = [{"arm": arm, "batch": b, "runs": len(runs[arm, b]),
              **{k: statistics.median(x[k] for x in runs[arm, b] if x[k] is not None) for k in METRICS}}
@@ -128,22 +212,24 @@ def main(argv=None) -> int:
                          ("median_ms_per_step", "ms/token", ".0f"), ("total_tok_s", "total tok/s", ".2f"),
                          ("decode_tok_s", "decode tok/s", ".2f"), ("peak_mem_gb", "peak GB", ".2f")]))
     speedups = {}
-    for b in args.batches if len(args.arms) == 2 else []:
-        before, after = (next(x for x in rows if x["arm"] == a and x["batch"] == b) for a in ARMS)
-        speedups[b] = {"ttft": before["ttft_s"] / after["ttft_s"],
-                       "total_tok_s": after["total_tok_s"] / before["total_tok_s"],
-                       "decode_tok_s": after["decode_tok_s"] / before["decode_tok_s"]}
-        print(f"batch {b}: auto vs storage: TTFT {speedups[b]['ttft']:.2f}x faster, total tok/s "
-              f"{speedups[b]['total_tok_s']:.2f}x, decode tok/s {speedups[b]['decode_tok_s']:.2f}x")
+    for b in args.batches:
+        before = next(x for x in rows if x["arm"] == args.arms[0] and x["batch"] == b)
+        for arm in args.arms[1:]:
+            after = next(x for x in rows if x["arm"] == arm and x["batch"] == b)
+            speedups[f"{arm}_vs_{args.arms[0]}_b{b}"] = ratio = {
+                "ttft": after["ttft_s"] / before["ttft_s"], "total_tok_s": after["total_tok_s"] / before["total_tok_s"],
+                "decode_tok_s": after["decode_tok_s"] / before["decode_tok_s"]}
+            print(f"batch {b}: {arm} vs {args.arms[0]}: TTFT {ratio['ttft']:.2f}x, total tok/s "
+                  f"{ratio['total_tok_s']:.2f}x, decode tok/s {ratio['decode_tok_s']:.2f}x")
     result = {
         "benchmark": "chat", "label": label, **commit, "machine": info,
         "loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "device": str(device), "torch": torch.__version__, "weights_dtype": args.dtype or "auto",
         "image_size": model_cfg.vision.image_size, "new_tokens": new_tokens, "prompt_tokens": args.prompt_tokens,
-        "rounds": args.rounds, "arms": args.arms, "build_s": build_s, "apply_s": apply_s,
+        "rounds": args.rounds, "arms": args.arms, "build_s": build_s, "apply_s": apply_s, "quantize_s": quantize_s,
         "weights_gb": C.param_bytes(model) / 1e9, "rss_after_build_bytes": rss_after_build,
         "choices": arms.choices, "policy": _policy(device, model), "matmul_peak_gflop_s": peaks,
-        "rows": rows, "speedups": speedups, "runs": {f"{a}_b{b}": v for (a, b), v in runs.items()},
+        "rows": rows, "speedups": speedups, "int8_quality": quality_row, "int8_alone": int8_alone, "runs": {f"{a}_b{b}": v for (a, b), v in runs.items()},
     }
     if bandwidth:
         floor_ms = 1000 * streamed / bandwidth
@@ -156,7 +242,8 @@ def main(argv=None) -> int:
                       f"at {bandwidth / 1e9:.1f} GB/s)")
     slug = ("full" if args.full_size else args.preset) + f"_{args.dtype or 'auto'}_{model_cfg.vision.image_size}px"
     slug += "_b" + "-".join(map(str, args.batches)) + (f"_{args.threads}thread" if args.threads else "")
-    slug += "" if len(args.arms) == 2 else f"_{args.arms[0]}_only"
+    slug += f"_{args.arms[0]}_only" if len(args.arms) == 1 else "" if args.arms == ["storage", "auto"] \
+        else "_" + "-".join(args.arms)
     out = C.write_json(C.result_path(args, f"chat_{slug}.json"), result)
     print(f"wrote {out}")
     return 0

@@ -3,7 +3,8 @@
 Reports torch / torch_npu / CUDA / CANN versions, the devices found, the device, collective backend
 and dtypes tinygpt would use, what an inference model computes in there and why (half-precision
 weights upcast to fp32 where half matmuls are slow: the matmul probe's figures, and with a config
-each component's choice), whether bitsandbytes can do an 8-bit matmul here, whether `java` runs
+each component's choice), whether `quantize: int8` (torch's dynamic quantized Linear) runs here and
+how close it is, with a config what it quantizes, whether bitsandbytes can do an 8-bit matmul here, whether `java` runs
 (pycocoevalcap's METEOR/SPICE need it), gradio / playwright presence, and with a config the files it
 names that do not exist, one line per config entry (how many of its paths are missing, the first
 one).  Exit status 0, or 1 when the config cannot run: it does not load, or an entry has none of its
@@ -63,6 +64,36 @@ def check_bitsandbytes(device: torch.device | None) -> dict[str, Any]:
     except Exception as exc:  # bitsandbytes fails in many ways on unsupported hardware
         out["int8_matmul"] = False
         out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def check_int8(device: torch.device | None, cfg_path: str | None) -> dict[str, Any]:
+    """`model.{llm,vision}.quantize: int8` here: the quantized engine, one Int8Linear against its
+    fp32 reference (relative error), and with a config which parts it quantizes."""
+    out: dict[str, Any] = {"engine": torch.backends.quantized.engine, "ok": None, "config": None}
+    if cfg_path:
+        from tinygpt.common.config import ConfigError, load_config
+
+        try:
+            model_cfg = load_config(cfg_path).model
+            out["config"] = {"llm": model_cfg.llm.quantize, "vision": model_cfg.vision.quantize}
+        except ConfigError:
+            pass  # check_config reports it
+    if device is None or device.type != "cpu":
+        out["error"] = f"CPU only; the device here is {device}"
+        return out
+    from tinygpt.models.quantize import int8_linear
+
+    try:
+        gen = torch.Generator().manual_seed(0)
+        layer = torch.nn.Linear(256, 256)
+        x = torch.randn(4, 256, generator=gen)
+        want = layer(x)
+        got = int8_linear(layer)(x)
+        err = ((got - want).norm() / want.norm()).item()
+        out.update(ok=err < 0.05, relative_error=round(err, 4))  # 8-bit weights and inputs: ~1-2%
+    except Exception as exc:  # a torch build without fbgemm/oneDNN
+        out.update(ok=False, error=f"{type(exc).__name__}: {exc}")
     return out
 
 
@@ -196,7 +227,7 @@ def collect(cfg_path: str | None = None) -> dict[str, Any]:
     precision = (config or {}).get("precision") or "auto"
     env = devices.describe(requested, precision)
     chosen = torch.device(env["device"]) if env["device"] else None
-    return {"environment": env, "compute": check_compute(chosen, cfg_path),
+    return {"environment": env, "compute": check_compute(chosen, cfg_path), "int8": check_int8(chosen, cfg_path),
             "bitsandbytes": check_bitsandbytes(chosen), "java": check_java(),
             "packages": check_packages(), "config": config}
 
@@ -223,6 +254,11 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"would use: device {env['device']}, backend {env['backend']}, "
                      f"autocast {env['autocast_dtype']}, frozen towers {env['frozen_dtype']}")
     lines += _compute_lines(report["compute"])
+    int8 = report["int8"]
+    asked = ", ".join(f"{part} {choice}" for part, choice in (int8["config"] or {}).items())
+    lines.append(f"[{_mark(int8['ok'])}] quantize: int8 (torch dynamic quantized Linear, engine {int8['engine']})"
+                 + (f": relative error {int8['relative_error']}" if "relative_error" in int8 else "")
+                 + (f" ({int8['error']})" if int8.get("error") else "") + (f"; config: {asked}" if asked else ""))
     bnb = report["bitsandbytes"]
     lines.append(f"[{_mark(bool(bnb['imports']))}] bitsandbytes {bnb['version'] or '-'}; int8 matmul here: "
                  f"{_mark(bnb['int8_matmul'])}" + (f" ({bnb['error']})" if bnb.get("error") else ""))

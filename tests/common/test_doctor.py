@@ -20,7 +20,7 @@ def test_json_reports_cpu_gloo_fp32(capsys):
     env = report["environment"]
     assert (env["device"], env["backend"], env["autocast_dtype"]) == ("cpu", "gloo", "fp32")
     assert env["error"] is None
-    assert set(report) == {"environment", "compute", "bitsandbytes", "java", "packages", "config"}
+    assert set(report) == {"environment", "compute", "int8", "bitsandbytes", "java", "packages", "config"}
     assert report["config"] is None
 
 
@@ -127,3 +127,14 @@ def test_says_what_each_component_computes_in_and_why(tmp_path, monkeypatch, cap
     rows = {r["component"]: r for r in json.loads(capsys.readouterr().out)["compute"]["components"]}
     assert (rows["qformer"]["storage"], rows["qformer"]["rows_per_image"], rows["qformer"]["compute"]) == \
         ("bf16", 32, "fp32")
+
+
+def test_reports_int8_quantization_and_what_the_config_quantizes(tmp_path, capsys):
+    cfg = tmp_path / "chat.yaml"
+    cfg.write_text("model:\n  llm: {hf_config: phi2, quantize: int8}\nrun: {device: cpu}\n")
+    assert doctor.main(["--cfg-path", str(cfg), "--json"]) == 0
+    int8 = json.loads(capsys.readouterr().out)["int8"]
+    assert int8["ok"] is True and 0 < int8["relative_error"] < 0.05  # a real int8 matmul ran
+    assert int8["config"] == {"llm": "int8", "vision": "none"}
+    assert doctor.main(["--cfg-path", str(cfg)]) == 0
+    assert "[ok] quantize: int8 (torch dynamic quantized Linear" in capsys.readouterr().out

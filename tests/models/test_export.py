@@ -48,6 +48,23 @@ def test_round_trip_gives_identical_outputs(trained, tmp_path, keep_lora):
     assert loaded.style == reference.style
 
 
+def test_an_int8_config_exports_float_weights_that_load_as_int8(trained, tmp_path):
+    from tinygpt.models.quantize import Int8Linear
+
+    cfg, _ = trained
+    cfg = tinygpt.common.config.from_yaml(tinygpt.common.config.to_yaml(cfg))  # the fixture's stays float
+    cfg.model.llm.quantize = cfg.model.vision.quantize = "int8"
+    out = export(cfg, str(tmp_path / "int8"))
+    saved = yaml.safe_load((tmp_path / "int8" / "config.yaml").read_text())["model"]
+    assert (saved["llm"]["quantize"], saved["vision"]["quantize"]) == ("int8", "int8")
+    loaded = tinygpt.from_pretrained(out, "cpu")
+    assert isinstance(loaded.llm.model.layers[0].mlp.fc1, Int8Linear)
+    reference = tinygpt.build_model(cfg, "cpu", training=False)  # quantized straight from the checkpoint
+    (v1, l1), (v2, l2) = outputs(reference), outputs(loaded)
+    torch.testing.assert_close(v2, v1, rtol=0, atol=1e-6)
+    torch.testing.assert_close(l2, l1, rtol=0, atol=1e-5)
+
+
 def test_demo_and_cli_load_an_exported_directory(trained, tmp_path, capsys):
     from tinygpt.conversation import GenerationOptions
     from tinygpt.serve.main import load_chat, main as demo_main

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import chat
 from tinygpt.common import device as devices
 
@@ -18,4 +20,18 @@ def test_chat_row_measures_both_arms_and_records_the_commit(tmp_path, monkeypatc
     assert {(r["arm"], r["batch"]) for r in result["rows"]} == {(a, b) for a in ("storage", "auto") for b in (1, 4)}
     assert all(r["runs"] == 2 and r["ttft_s"] > 0 and r["peak_mem_gb"] > 0 for r in result["rows"])
     assert any(line.startswith("visual_encoder (bf16 weights, 5 rows/image): fp32") for line in result["choices"])
-    assert result["policy"]["upcast_rows"] == 4 and set(result["speedups"]) == {"1", "4"}
+    assert result["policy"]["upcast_rows"] == 4 and set(result["speedups"]) == {"auto_vs_storage_b1", "auto_vs_storage_b4"}
+
+
+@pytest.mark.slow
+def test_int8_arm_is_timed_against_auto_with_its_quality_and_its_own_peak(tmp_path):
+    out = tmp_path / "chat_int8.json"
+    assert chat.main(["--arms", "auto", "int8", "--rounds", "2", "--batches", "1", "--new-tokens", "3",
+                      "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert {r["arm"] for r in result["rows"]} == {"auto", "int8"} and result["quantize_s"] > 0
+    quality = result["int8_quality"]  # int8 Linears against the same float weights
+    assert quality["min_cosine"] > 0.99 and 0 <= quality["greedy_agreement_forced"] <= 1
+    assert quality["positions"] == 1 + 4 + 32  # BOS + the tiny preset's visual tokens + the prompt
+    assert result["int8_alone"]["peak_mem_gb"] > 0 and result["int8_alone"]["weights_gb"] > 0
+    assert set(result["speedups"]) == {"int8_vs_auto_b1"}

@@ -62,6 +62,8 @@ class VisionConfig:
     weights: Optional[str] = None  # LAVIS eva_vit_g.pth
     train: bool = False
     dtype: str = "auto"  # auto: half precision on accelerators when frozen, fp32 on CPU
+    # int8: the tower's block Linears in int8 for inference on CPU (models/quantize.py); none: as `dtype`
+    quantize: str = "none"
     grad_checkpointing: bool = False
     # Init std of the learned position embedding of a tower trained from scratch (weights replace it).
     pos_embed_std: float = ranged(0.02, 0.0)
@@ -126,7 +128,9 @@ class LLMConfig:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     train: bool = False  # full fine-tune of the base weights (tiny recipe only)
     train_norms: bool = True  # TinyGPT-V: input/q/k/post/final norm weights train, kept in fp32
-    load_in_8bit: bool = False
+    load_in_8bit: bool = False  # bitsandbytes LLM.int8() (CUDA/CPU); see `quantize` for torch's CPU kernels
+    # int8: the LLM's Linears (not lm_head) in int8 for inference on CPU (models/quantize.py); none: as `dtype`
+    quantize: str = "none"
     dtype: str = "auto"
     grad_checkpointing: bool = False
     attn_implementation: str = "sdpa"
@@ -348,6 +352,8 @@ _CHOICES = {
     "model.vision.dtype": ("auto", "fp32", "bf16", "fp16"),
     "model.llm.dtype": ("auto", "fp32", "bf16", "fp16"),
     "model.compute_dtype": ("auto", "storage", "fp32"),
+    "model.vision.quantize": ("none", "int8"),
+    "model.llm.quantize": ("none", "int8"),
 }
 
 

@@ -12,9 +12,15 @@ DIR/README.md         a model card: the config, the prompt style, parameter coun
                       evaluation table of `evaluation.output_dir/results.md` when there is one
 
 Its parity check: tests/models/test_export.py (the round trip gives identical visual tokens and logits).
+
+Int8 (`model.{llm,vision}.quantize: int8`): int8 packed weights are objects of the torch process
+(fbgemm/oneDNN), which no file format here holds, so every target exports the float weights
+(`float_config`).  This directory keeps `quantize: int8` in its config.yaml: loading it quantizes
+again (the same weights give the same int8 model); the ONNX and hf targets compute in float.
 """
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from typing import Optional
@@ -30,14 +36,24 @@ CONFIG, LLM_CONFIG, WEIGHTS = "config.yaml", "llm_config.json", "model.safetenso
 FORMAT = "tinygpt-full"
 
 
+def float_config(cfg: Config) -> Config:
+    """`cfg` with int8 quantization off: what every export target builds (see the module docstring)."""
+    out = copy.deepcopy(cfg)
+    out.model.llm.quantize = out.model.vision.quantize = "none"
+    return out
+
+
 def export(cfg: Config, out: str, keep_lora: bool = False) -> str:
     """Write `out` (created; an existing export there is replaced file by file) and return it."""
     import tinygpt
 
-    model = tinygpt.build_model(cfg, "cpu", training=keep_lora)  # training=False merges LoRA
+    built = float_config(cfg)
+    model = tinygpt.build_model(built, "cpu", training=keep_lora)  # training=False merges LoRA
     model.eval()
-    # A deep copy of the model config build_model resolved (the prompt style included).
-    exported: ModelConfig = OmegaConf.to_object(OmegaConf.structured(cfg.model))
+    # A deep copy of the model config build_model resolved (the prompt style included), with the
+    # int8 choice the float weights are exported for.
+    exported: ModelConfig = OmegaConf.to_object(OmegaConf.structured(built.model))
+    exported.llm.quantize, exported.vision.quantize = cfg.model.llm.quantize, cfg.model.vision.quantize
     exported.llm.hf_config, exported.llm.tokenizer, exported.llm.weights = LLM_CONFIG, ".", None
     exported.vision.weights = exported.qformer.weights = None
     exported.ckpt, exported.feature_cache = [WEIGHTS], None

@@ -22,6 +22,7 @@ from ..common import atomic
 from ..common.config import Config, image_statistics
 from ..conversation.chat_template import style_chat_template
 from ..processors.image import IMAGE_STATS
+from .directory import float_config
 from .targets import BLIP2, LLAVA, REMOTE, ExportError, Target, choose_target
 
 IMAGE_TOKEN = "<image>"
@@ -33,7 +34,7 @@ def build_inference_model(cfg: Config):
     """The model as tinygpt answers with it: LoRA merged, fp32, eval mode."""
     import tinygpt
 
-    return tinygpt.build_model(cfg, "cpu", training=False).float().eval()
+    return tinygpt.build_model(float_config(cfg), "cpu", training=False).float().eval()
 
 
 def export_hf(cfg: Config, out: str, verify: bool = True, report=print) -> tuple[Target, dict | None]:

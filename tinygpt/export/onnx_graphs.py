@@ -18,6 +18,7 @@ import torch
 
 from ..common import atomic
 from ..common.config import Config, image_statistics
+from .directory import float_config
 
 
 class _Vision(torch.nn.Module):
@@ -66,7 +67,7 @@ def export_onnx(cfg: Config, out: str) -> str:
 
     from ..processors.image import IMAGE_STATS
 
-    model = tinygpt.build_model(cfg, "cpu", training=False)
+    model = tinygpt.build_model(float_config(cfg), "cpu", training=False)
     model.float().eval()
     os.makedirs(out, exist_ok=True)
     size, config = cfg.model.vision.image_size, model.llm.config

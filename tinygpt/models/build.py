@@ -16,7 +16,7 @@ from ..common.config import Config, ConfigError, ModelConfig, require_file
 from ..common.errors import UserError
 from ..common.registry import registry
 from ..conversation.protocol import PromptStyle
-from . import compute_dtype, weights
+from . import compute_dtype, quantize, weights
 from ..conversation.chat_template import FROM_TOKENIZER, chat_template_style
 from .llm import TINYGPTV_FAMILY, load_llm_config
 from .norms import FloatCompute
@@ -78,6 +78,8 @@ def build_model(cfg: Config | ModelConfig, device: torch.device | str | None = N
     """
     model_cfg, device, source = _where(cfg, device, source)
     on_meta = device.type == "meta"
+    if not on_meta:
+        quantize.check_int8(model_cfg, device, training)  # before minutes of building, not after
     load_weights = load_weights and not on_meta
     llm_config, tokenizer = _llm_config_and_tokenizer(model_cfg, source, with_tokenizer=not on_meta)
     _template_from_tokenizer(model_cfg, tokenizer)
@@ -89,11 +91,11 @@ def build_model(cfg: Config | ModelConfig, device: torch.device | str | None = N
     reports = _load_all(model, model_cfg, source) if load_weights else []  # checked against the YAML's trainable set
     merged = None if training else _to_inference(model)
     if model_cfg.llm.load_in_8bit and not on_meta:
-        from .quantize import quantize_llm_8bit
-
-        quantize_llm_8bit(model, device)
+        quantize.quantize_llm_8bit(model, device)
     computes = []
-    if not training and not on_meta:  # each component's compute dtype for this device
+    if not training and not on_meta:
+        quantize.quantize_int8(model)  # the parts whose `quantize` is int8
+        # each component's compute dtype for this device
         computes = compute_dtype.apply(model, device, model_cfg.compute_dtype).choices
     if not on_meta:
         log.info("%s", _summary(model, device, reports, merged, computes))

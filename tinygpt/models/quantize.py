@@ -1,7 +1,20 @@
-"""8-bit LLM weights for low-memory inference (TinyGPT-V's `low_resource` mode).
+"""Int8 weights for inference: `model.{llm,vision}.quantize: int8` (CPU) and `model.llm.load_in_8bit`.
 
-Phi-2's Linear layers become bitsandbytes `Linear8bitLt` (LLM.int8(): int8 weights with a per-row
-scale, outlier activation columns above `threshold` computed in 16 bit).  LoRA is merged into the
+`quantize: int8` (`quantize_int8`): every Linear of the LLM (not `lm_head`) and of the vision tower's
+blocks becomes torch's dynamic quantized Linear (`Int8Linear`): int8 weights with one scale per
+output channel, each call's input quantized to 8 bits on the fly (one scale per call), int8 x int8
+products accumulated in int32 by fbgemm / oneDNN.  Chosen by `python -m benchmarks.quant_kernels`
+on a 2-core EPYC (docs/quantization.md): it reads half the bytes of bf16 weights when decoding one
+token, and at a 448 px image's 1025 ViT tokens it runs 8-bit integer products where bf16 weights
+would be upcast to fp32; weight-only int8 (`aten._weight_int8pack_mm`), torchao's eager configs,
+bitsandbytes and int4 measured slower or less exact there.  CPU only (fbgemm/oneDNN are CPU
+kernels), inference only, applied after LoRA is merged; the packed weights live in the process
+(a checkpoint or export keeps the float weights; `quantize: int8` in the config re-quantizes them
+at load).
+
+`load_in_8bit` (`quantize_llm_8bit`, TinyGPT-V's `low_resource` mode): Phi-2's Linear layers become
+bitsandbytes `Linear8bitLt` (LLM.int8(): int8 weights with a per-row scale, outlier activation
+columns above `threshold` computed in 16 bit).  LoRA is merged into the
 base weights first, because an int8 base cannot hold a separate adapter's update exactly and the
 merged layer is cheaper to run.  The result is inference-only: the LLM is frozen afterwards.
 `lm_head` stays in full precision (quantizing the vocabulary projection costs most accuracy for
@@ -10,6 +23,7 @@ little memory), as do the norms, the embeddings and the vision side.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 from torch import nn
@@ -25,8 +39,92 @@ SUPPORTED_DEVICE_TYPES = ("cpu", "cuda", "xpu")
 OUTLIER_THRESHOLD = 6.0  # LLM.int8()'s default, as transformers' load_in_8bit uses
 
 
+INT8 = "int8"
+QUANTIZE_CHOICES = ("none", INT8)  # model.llm.quantize, model.vision.quantize
+
+
 class QuantizationError(UserError):
     """8-bit loading was asked for where it cannot work; the message says what to change."""
+
+
+class Int8Linear(nn.Module):
+    """A Linear with int8 weights: torch's dynamic quantized Linear (`packed`, fp32 in and out) behind
+    the input's own dtype, so it drops into a bf16 model.  x [..., in_features] -> [..., out_features]."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        reference = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        with torch.no_grad():
+            reference.weight.copy_(linear.weight)
+            if linear.bias is not None:
+                reference.bias.copy_(linear.bias)
+        # One scale per output channel: a row of small weights keeps its precision beside a large one.
+        reference.qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+        with warnings.catch_warnings():  # torch.ao's deprecation notices name the API, not a fault here
+            warnings.simplefilter("ignore")
+            self.packed = torch.ao.nn.quantized.dynamic.Linear.from_float(reference)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.packed(x.float()).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per output channel"
+
+
+def int8_linear(linear: nn.Linear) -> Int8Linear:
+    """`linear`'s weights (any float dtype) as an Int8Linear on the CPU."""
+    return Int8Linear(linear)
+
+
+def check_int8(cfg, device: torch.device | str, training: bool) -> None:
+    """Raise QuantizationError when `model.{llm,vision}.quantize: int8` cannot be honoured: a training
+    build, bitsandbytes' load_in_8bit as well, or a device other than the CPU.  (`model.*.train` may
+    be true: an inference build of a config that trained the part freezes it, then quantizes it.)"""
+    asked = [f"model.{part}.quantize" for part in ("llm", "vision") if getattr(cfg, part).quantize == INT8]
+    if not asked:
+        return
+    device_type = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
+    if device_type != "cpu":
+        raise QuantizationError(f"{asked[0]}: int8 runs torch's CPU kernels (fbgemm/oneDNN) and the device is "
+                                f"'{device_type}'; set it to none there (accelerators compute bf16/fp16 natively)")
+    if training:
+        raise QuantizationError(f"{asked[0]}: int8 is for inference (chat, API, evaluation, export); "
+                                "training builds keep float weights: set it to none in the training YAML")
+    if cfg.llm.quantize == INT8 and cfg.llm.load_in_8bit:
+        raise QuantizationError("model.llm.quantize: int8 and model.llm.load_in_8bit (bitsandbytes) both set; "
+                                "choose one")
+
+
+def int8_targets(model: nn.Module, parts: tuple[str, ...] = ("llm", "vision")) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """(parent module, attribute, Linear) of every layer `quantize: int8` swaps in `parts`: the LLM's
+    Linears but lm_head (the vocabulary projection keeps the logits exact), the vision tower's (its
+    blocks; the patch embedding is a convolution)."""
+    modules = {"llm": model.llm, "vision": model.visual_encoder}
+    out = []
+    for part in parts:
+        for name, m in modules[part].named_modules():
+            if isinstance(m, nn.Linear) and name != "lm_head":
+                parent, _, child = name.rpartition(".")
+                out.append((modules[part].get_submodule(parent), child, m))
+    return out
+
+
+@torch.no_grad()
+def quantize_int8(model: nn.Module) -> dict[str, int]:
+    """Swap the Linear layers (`int8_targets`) of the parts whose `quantize` is int8 for Int8Linear,
+    one at a time, so only one layer's fp32 copy exists at once.  Call on an inference build (LoRA
+    merged).  Returns the layers swapped per part."""
+    done = {}
+    for part in ("llm", "vision"):
+        if getattr(model.cfg, part).quantize != INT8:
+            continue
+        targets = int8_targets(model, (part,))
+        for parent, child, linear in targets:
+            setattr(parent, child, int8_linear(linear))
+        done[part] = len(targets)
+        log.info("%s: %d Linear layers in int8 (torch dynamic quantized Linear)", part, len(targets))
+    return done
 
 
 def _bitsandbytes():

@@ -1,0 +1,113 @@
+"""`model.{llm,vision}.quantize: int8` (torch's dynamic quantized Linear on CPU): close to the float
+model, smaller, built by config for every inference consumer, refused clearly where it cannot work."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import tinygpt.models.tinygpt_v  # noqa: F401  (registers the "tinygpt_v" arch)
+from tiny import tiny_model_config
+from tinygpt.common.config import ConfigError, load_config
+from tinygpt.models.build import build_model
+from tinygpt.models.quantize import Int8Linear, QuantizationError, quantize_int8
+
+
+def make(tiny_root, **kwargs):
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config(tiny_root, **kwargs), "cpu", load_weights=False, training=False)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _, p in sorted(model.named_parameters()):
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model
+
+
+def quantized_copy(model, parts=("llm", "vision")):
+    twin = copy.deepcopy(model)
+    for part in parts:
+        getattr(twin.cfg, part).quantize = "int8"
+    return twin, quantize_int8(twin)
+
+
+def linear_bytes(module):
+    """Weight bytes of the Linear layers: float parameters, or the int8 packed weights."""
+    total = 0
+    for m in module.modules():
+        if type(m) is nn.Linear:
+            total += m.weight.numel() * m.weight.element_size()
+        elif isinstance(m, Int8Linear):
+            total += m.packed.weight().int_repr().numel()
+    return total
+
+
+@torch.no_grad()
+def prompt_logits(model, images):
+    ids = model.tokenizer(["what colour is the circle?"], return_tensors="pt").input_ids
+    embed = model.llm.get_input_embeddings()
+    embeds = torch.cat([model.encode_images(images).to(embed.weight.dtype), embed(ids)], dim=1)
+    return model.llm(inputs_embeds=embeds).logits[0], embeds
+
+
+def test_int8_logits_and_greedy_match_the_float_model(tiny_root):
+    model = make(tiny_root)
+    images = torch.randn(1, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+    want, embeds = prompt_logits(model, images)
+    twin, done = quantized_copy(model)
+    n_layers = len(model.llm.model.layers)
+    assert done == {"llm": 4 * n_layers, "vision": 4 * model.cfg.vision.depth}  # qkv/dense/fc1/fc2 per block
+    assert isinstance(twin.llm.model.layers[0].mlp.fc1, Int8Linear)
+    assert isinstance(twin.visual_encoder.encoder.layers[0].self_attn.qkv, Int8Linear)
+    assert type(twin.llm.lm_head) is nn.Linear  # the vocabulary projection stays float
+    got, _ = prompt_logits(twin, images)
+    cosine = nn.functional.cosine_similarity(got, want, dim=-1)  # per position
+    # 8-bit activations (7 bits of range: torch's default for AVX2 safety) on a 64-wide model; the
+    # full-size figure (2560 wide) is benchmarks.chat --arms auto int8's quality check
+    assert cosine.min() > 0.998, cosine
+    assert linear_bytes(twin.llm.model) <= 0.25 * linear_bytes(model.llm.model)  # int8 vs fp32 (lm_head aside)
+
+    with torch.no_grad():
+        kwargs = dict(inputs_embeds=embeds, max_new_tokens=16, min_new_tokens=16, do_sample=False,
+                      pad_token_id=0, eos_token_id=0)
+        float_ids, int8_ids = model.llm.generate(**kwargs), twin.llm.generate(**kwargs)
+    agree = (float_ids == int8_ids).float().mean().item()
+    assert agree >= 0.9, (float_ids, int8_ids)
+
+
+def test_int8_drops_into_a_bf16_model_and_the_compute_policy(tiny_root):
+    """bf16 activations in, bf16 out, through the build's compute-dtype policy (which leaves the int8
+    layers alone: they are not nn.Linear)."""
+    cfg = tiny_model_config(tiny_root)
+    cfg.llm.dtype = cfg.vision.dtype = "bf16"
+    cfg.llm.quantize = cfg.vision.quantize = "int8"
+    model = build_model(cfg, "cpu", load_weights=False, training=False)
+    assert isinstance(model.llm.model.layers[0].self_attn.query_key_value, Int8Linear)
+    assert isinstance(model.llm.lm_head, nn.Linear) and model.llm.lm_head.weight.dtype == torch.bfloat16
+    images = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        visual = model.encode_images(images)
+        out = model.llm(inputs_embeds=visual.to(torch.bfloat16)).logits
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+def test_int8_is_refused_where_it_cannot_work(tiny_root):
+    cfg = tiny_model_config(tiny_root)
+    cfg.llm.quantize = "int8"
+    with pytest.raises(QuantizationError, match="device is 'cuda'"):
+        build_model(cfg, "cuda", load_weights=False, training=False)
+    with pytest.raises(QuantizationError, match="for inference"):
+        build_model(cfg, "cpu", load_weights=False, training=True)
+    cfg.llm.load_in_8bit = True
+    with pytest.raises(QuantizationError, match="choose one"):
+        build_model(cfg, "cpu", load_weights=False, training=False)
+
+
+def test_quantize_choice_is_validated_with_file_and_key(tmp_path, tiny_root):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"model:\n  llm:\n    hf_config: {tiny_root / 'phi.json'}\n    quantize: int4\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: key 'model.llm.quantize' is 'int4'; expected one of none, int8"):
+        load_config(str(path))
+    path.write_text(f"model:\n  llm:\n    hf_config: {tiny_root / 'phi.json'}\n  vision:\n    quantize: int8\n")
+    assert load_config(str(path)).model.vision.quantize == "int8"
