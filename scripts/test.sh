@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, slow end-to-end tests included (README "Tests").
+# The whole test suite, slow end-to-end tests included (README "Quick start").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --browser

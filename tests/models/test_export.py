@@ -57,7 +57,7 @@ def test_an_int8_config_exports_float_weights_that_load_as_int8(trained, tmp_pat
     out = export(cfg, str(tmp_path / "int8"))
     saved = yaml.safe_load((tmp_path / "int8" / "config.yaml").read_text())["model"]
     assert (saved["llm"]["quantize"], saved["vision"]["quantize"]) == ("int8", "int8")
-    loaded = tinygpt.from_pretrained(out, "cpu")
+    loaded = tinygpt.from_pretrained(out, "cpu").model
     assert isinstance(loaded.llm.model.layers[0].mlp.fc1, Int8Linear)
     reference = tinygpt.build_model(cfg, "cpu", training=False)  # quantized straight from the checkpoint
     (v1, l1), (v2, l2) = outputs(reference), outputs(loaded)
