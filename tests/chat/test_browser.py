@@ -104,10 +104,10 @@ def test_browser_chat(inst_model, make_chat, serve, tmp_path):
             # [identify] with a box typed into the box fields: the box goes into the question.
             page.locator("#tinygpt-tag-identify").click()
             expect(page.locator("#tinygpt-text textarea")).to_have_value("[identify] ")
-            for name, value in zip(("x1", "y1", "x2", "y2"), (10, 20, 45, 60)):
+            for name, value in zip(("x1", "y1", "x2", "y2"), (70, 72, 95, 95)):  # the purple triangle
                 page.locator(f"#tinygpt-{name} input").fill(str(value))
             ask(page, None)
-            assert "{<10><20><45><60>}" in page.locator("#tinygpt-chatbot .message.user").last.inner_text()
+            assert "{<70><72><95><95>}" in page.locator("#tinygpt-chatbot .message.user").last.inner_text()
             expect(page.locator("#tinygpt-chatbot .message.bot")).to_have_count(2)
 
             screenshot = Path(os.environ.get("TINYGPT_SCREENSHOT") or tmp_path / "demo.png")
