@@ -26,7 +26,9 @@ def main(argv=None) -> int:
     if args.keep_lora and args.format != "safetensors":
         raise UserError("--keep-lora is for --format safetensors (the other formats merge LoRA)")
     import tinygpt
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a bar per shard of a tiny file is noise; the result line says what was written
     cfg = tinygpt.load_config(args.cfg_path, args.options)
     if args.format == "onnx":
         from .onnx_graphs import export_onnx

@@ -12,7 +12,9 @@ against torch's).
 """
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 
 import torch
 
@@ -56,6 +58,24 @@ class _LLMStep(torch.nn.Module):
                 torch.stack([layers[i].values for i in range(self.layers)]))
 
 
+def _export(module: torch.nn.Module, example: tuple, path: str, **kwargs) -> None:
+    """torch.onnx.export of an inference wrapper, without the exporter's chatter: the wrapper in eval
+    mode (it is a new Module, in training mode until told), no progress lines, and torch's notes that
+    do not concern this graph (torchvision's ops it skips, its own deprecated pytree internals, an
+    axis name it merges) kept out of the user's terminal."""
+    module.eval()
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec")
+            warnings.filterwarnings("ignore", message="# The axis name")
+            torch.onnx.export(module, example, path, dynamo=True, external_data=False, verbose=False, **kwargs)
+    finally:
+        registration.setLevel(level)
+
+
 def export_onnx(cfg: Config, out: str) -> str:
     """The onnxruntime directory (see the module docstring); parity is tested in tests/models/test_onnx.py."""
     import json
@@ -76,18 +96,17 @@ def export_onnx(cfg: Config, out: str) -> str:
     batch = Dim("batch", max=64)
     with torch.no_grad():
         with atomic.atomic_path(os.path.join(out, "vision.onnx"), ".onnx") as tmp:
-            torch.onnx.export(_Vision(model), (torch.zeros(2, 3, size, size),), tmp, input_names=["images"],
-                              output_names=["visual"], dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
+            _export(_Vision(model), (torch.zeros(2, 3, size, size),), tmp, input_names=["images"],
+                    output_names=["visual"], dynamic_shapes=({0: batch},))
         # Traced with a non-empty cache of 2 positions; every length (0 for the prefill) is dynamic.
         example = (torch.zeros(1, 3, config.hidden_size), torch.ones(1, 5, dtype=torch.long),
                    torch.zeros(layers, 1, heads, 2, head_dim), torch.zeros(layers, 1, heads, 2, head_dim))
         step = Dim("step", max=4096)
         with atomic.atomic_path(os.path.join(out, "llm_step.onnx"), ".onnx") as tmp:
-            torch.onnx.export(_LLMStep(model.llm), example, tmp, input_names=["embeds", "mask", "past_k", "past_v"],
-                              output_names=["logits", "keys", "values"],
-                              dynamic_shapes=({0: batch, 1: step}, {0: batch, 1: Dim.DYNAMIC},
-                                              {1: batch, 3: Dim.DYNAMIC}, {1: batch, 3: Dim.DYNAMIC}),
-                              dynamo=True, external_data=False)
+            _export(_LLMStep(model.llm), example, tmp, input_names=["embeds", "mask", "past_k", "past_v"],
+                    output_names=["logits", "keys", "values"],
+                    dynamic_shapes=({0: batch, 1: step}, {0: batch, 1: Dim.DYNAMIC},
+                                    {1: batch, 3: Dim.DYNAMIC}, {1: batch, 3: Dim.DYNAMIC}))
         np.save(os.path.join(out, "embed_tokens.npy"), model.llm.get_input_embeddings().weight.float().numpy())
     tok = model.tokenizer
     model.tokenizer.save_pretrained(out)
