@@ -3,11 +3,14 @@ and only flags it accepts, every repository path they name exists, and every Pyt
 README runs (against a tiny trained-looking model standing in for the quickstart's)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import shlex
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,9 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 PYTHONS = {"python", "python3", ".venv/bin/python"}
+OURS = {"tinygpt", "benchmarks"}  # packages whose commands are checked (others' tools are only documented)
 # The quickstart's outputs, which a fresh clone (and CI) does not have: a Python block's paths to
 # them are pointed at the fixture's.
 QUICKSTART_STAGE = "output/tiny/stage4"
+DEMO_ADDRESS = "127.0.0.1:7860"  # `python demo.py`'s default
 
 
 def blocks(path: Path, lang: str) -> list[tuple[int, str]]:
@@ -56,14 +61,18 @@ def invocation(command: str):
         words = ["python"] + [w for w in words[1:] if not w.startswith("--nproc") and not w.startswith("--nnodes")]
     if words[0] not in PYTHONS or len(words) < 2:
         return None
-    if words[1] == "-m":
-        target = ("module", words[2])
-        rest = words[3:]
-    elif words[1].endswith(".py"):
+    if words[1] == "-m" and words[2].split(".")[0] in OURS:
+        # A subcommand (`python -m tinygpt.datasets check ...`) has its own --help.
+        sub = []
+        while len(words) > 3 + len(sub) and not words[3 + len(sub)].startswith("-") and words[3 + len(sub)].isidentifier():
+            sub.append(words[3 + len(sub)])
+        target = ("module", " ".join([words[2], *sub]))
+        rest = words[3 + len(sub):]
+    elif words[1].endswith(".py") and (ROOT / words[1].split("/")[0]).exists():
         target = ("script", words[1])
         rest = words[2:]
     else:
-        return None
+        return None  # another project's tool (vLLM, SGLang, llama.cpp's converter): documented, not ours to check
     flags = []
     for w in rest:
         if w == "--options":  # what follows are KEY=VALUE overrides, not flags
@@ -84,7 +93,7 @@ def all_commands():
 
 @functools.lru_cache(maxsize=None)
 def help_text(kind: str, name: str) -> str:
-    argv = [sys.executable, "-m", name] if kind == "module" else [sys.executable, str(ROOT / name)]
+    argv = [sys.executable, "-m", *name.split()] if kind == "module" else [sys.executable, str(ROOT / name)]
     proc = subprocess.run(argv + ["--help"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{' '.join(argv)} --help failed: {proc.stderr[-2000:]}"
     return proc.stdout
@@ -135,13 +144,44 @@ def stand_in_stage(tiny_root, tmp_path_factory):
     torch.manual_seed(0)
     save_trainable(tinygpt.build_model(cfg, "cpu", load_weights=False), str(stage / "checkpoint_final.safetensors"))
     (stage / "config.yaml").write_text(to_yaml(cfg))
+    cfg.model.ckpt = [str(stage / "checkpoint_final.safetensors")]
+    (stage.parent / "serve.yaml").write_text(to_yaml(cfg))  # what `demo.py --cfg-path` serves for the API blocks
     return stage
+
+
+@contextlib.contextmanager
+def demo_server(cfg_path: Path):
+    """`demo.py --api-only` on a free port, ready (GET /health answers); yields its address."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "demo.py"), "--api-only", "--cfg-path", str(cfg_path),
+                             "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"demo.py exited: {proc.stderr.read().decode()[-2000:]}"
+            try:
+                if httpx.get(f"http://{address}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("line, code", blocks(ROOT / "README.md", "python"), ids=lambda v: str(v)[:20])
 def test_every_python_block_of_the_readme_runs(line, code, stand_in_stage, tmp_path):
     script = tmp_path / "block.py"
-    script.write_text(code.replace(QUICKSTART_STAGE, str(stand_in_stage)))
-    proc = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    with contextlib.ExitStack() as stack:
+        if DEMO_ADDRESS in code:  # a client of `python demo.py`: run against one serving the stand-in
+            code = code.replace(DEMO_ADDRESS, stack.enter_context(demo_server(stand_in_stage.parent / "serve.yaml")))
+        script.write_text(code.replace(QUICKSTART_STAGE, str(stand_in_stage)))
+        proc = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"README.md line {line}: the block fails:\n{proc.stderr[-3000:]}"

@@ -177,8 +177,9 @@ def test_case_2_llava_mix_stage_2_checks_and_trains_as_the_guide_says(scratch, m
     assert code == 0, err
     assert re.search(r"^  mix +llava_mix +7 records  share +80\.0%.*\(5 of 7 read usable\)", out, re.M)
     assert re.search(r"^  mix_text +llava_mix_text +2 records  share +20\.0%.*\(2 of 2 read usable\)", out, re.M)
-    rendered = re.search(r"^<\|endoftext\|>USER: <Img><image x(\d+)></Img> what colour is the image\? ASSISTANT: "
-                         r"\[\[\w+###\]\](<\|endoftext\|>USER: is it dark\? ASSISTANT: \[\[no###\]\])?$", out, re.M)
+    # TinyGPT-V's conversation spaces: the first question wrapped with a trailing one, later ones + " "
+    rendered = re.search(r"^<\|endoftext\|>USER: <Img><image x(\d+)></Img> what colour is the image\?  ASSISTANT: "
+                         r"\[\[\w+###\]\](<\|endoftext\|>USER: is it dark\?  ASSISTANT: \[\[no###\]\])?$", out, re.M)
     assert rendered, out
     assert f"<image x{rendered.group(1)}>" in section("Case 2")  # the guide shows the same slot
     assert run_line(train_line, monkeypatch, capsys)[0] == 0
