@@ -1,6 +1,8 @@
 """The README and docs/*.md cannot rot: every command they show names a script or module that exists
-and only flags it accepts, every repository path they name exists, and every Python block of the
-README runs (against a tiny trained-looking model standing in for the quickstart's)."""
+and only flags it accepts, every repository path they name exists, and every Python block runs
+(against a tiny random model standing in for the quickstart's, served or exported where the block
+needs it).  The commands that train, evaluate and export for real run in the tests of their own
+features (and docs/own-data.md's, verbatim, in tests/training/test_own_data_guide.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -24,6 +26,7 @@ OURS = {"tinygpt", "benchmarks"}  # packages whose commands are checked (others'
 # them are pointed at the fixture's.
 QUICKSTART_STAGE = "output/tiny/stage4"
 DEMO_ADDRESS = "127.0.0.1:7860"  # `python demo.py`'s default
+EXPORTED_HF = "exported/tiny-hf"  # docs/export.md's `--format hf` directory
 
 
 def blocks(path: Path, lang: str) -> list[tuple[int, str]]:
@@ -175,13 +178,31 @@ def demo_server(cfg_path: Path):
         proc.wait(timeout=60)
 
 
+@pytest.fixture(scope="module")
+def stand_in_export(stand_in_stage):
+    """The stand-in exported as docs/export.md's `exported/tiny-hf` (the remote-code target)."""
+    out = stand_in_stage.parent / "tiny-hf"
+    if not out.exists():
+        from tinygpt.export import main as export_main
+
+        assert export_main(["--format", "hf", "--no-verify", "--cfg-path", str(stand_in_stage.parent / "serve.yaml"),
+                            "--out", str(out)]) == 0
+    return out
+
+
+PYTHON_BLOCKS = [pytest.param(doc, line, code, id=f"{doc.name}:{line}") for doc in DOCS
+                 for line, code in blocks(doc, "python")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("line, code", blocks(ROOT / "README.md", "python"), ids=lambda v: str(v)[:20])
-def test_every_python_block_of_the_readme_runs(line, code, stand_in_stage, tmp_path):
+@pytest.mark.parametrize("doc, line, code", PYTHON_BLOCKS)
+def test_every_python_block_runs(doc, line, code, stand_in_stage, request, tmp_path):
     script = tmp_path / "block.py"
     with contextlib.ExitStack() as stack:
         if DEMO_ADDRESS in code:  # a client of `python demo.py`: run against one serving the stand-in
             code = code.replace(DEMO_ADDRESS, stack.enter_context(demo_server(stand_in_stage.parent / "serve.yaml")))
+        if EXPORTED_HF in code:
+            code = code.replace(EXPORTED_HF, str(request.getfixturevalue("stand_in_export")))
         script.write_text(code.replace(QUICKSTART_STAGE, str(stand_in_stage)))
         proc = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"README.md line {line}: the block fails:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{doc.name} line {line}: the block fails:\n{proc.stderr[-3000:]}"
