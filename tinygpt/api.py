@@ -78,8 +78,6 @@ def from_pretrained(source: str, device: Optional[str] = None, options: Sequence
     - a YAML config (train_configs/... or eval_configs/...; its model.ckpt names the weights).
     `options` are config overrides (KEY=VALUE); `device` overrides run.device."""
     import tinygpt
-    from .common import device as devices
-    from .processors.build import eval_processor
 
     options = list(options) + ([f"run.device={device}"] if device else [])
     if os.path.isdir(source) and os.path.isfile(os.path.join(source, _CHECKPOINT)):
@@ -95,6 +93,16 @@ def from_pretrained(source: str, device: Optional[str] = None, options: Sequence
     else:
         raise UserError(f"from_pretrained: {source} is neither an exported directory, a training output folder "
                         f"nor a config file")
+    return Pretrained(inference_chat(cfg, generation))
+
+
+def inference_chat(cfg, generation: Optional[GenerationOptions] = None) -> Chat:
+    """Config -> inference model (LoRA merged, frozen, on run.device) -> the Chat, with the eval image
+    transform at the model's input size (what from_pretrained, demo.py and the servers answer with)."""
+    import tinygpt
+    from .common import device as devices
+    from .processors.build import eval_processor
+
     device = devices.resolve_device(cfg.run.device)
     model = tinygpt.build_model(cfg, device, training=False)
-    return Pretrained(Chat(model, eval_processor(cfg.model), device, defaults=generation))
+    return Chat(model, eval_processor(cfg.model), device, defaults=generation)

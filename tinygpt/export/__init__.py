@@ -11,7 +11,7 @@ target, each with its own parity check:
   transformers.  docs/export.md: the targets, the checks, and serving with other engines.
 """
 from .cli import main
-from .directory import export, from_pretrained, load_exported_config, model_card
+from .directory import export, load_exported_config, model_card
 from .onnx_graphs import export_onnx
 
-__all__ = ["export", "export_onnx", "from_pretrained", "load_exported_config", "main", "model_card"]
+__all__ = ["export", "export_onnx", "load_exported_config", "main", "model_card"]

@@ -110,10 +110,3 @@ def load_exported_config(directory: str, options: Optional[list[str]] = None) ->
     model.llm.tokenizer = os.path.join(directory, model.llm.tokenizer)
     model.ckpt = [os.path.join(directory, p) for p in model.ckpt]
     return cfg
-
-
-def from_pretrained(directory: str, device: Optional[str] = None):
-    """An inference model (LoRA merged, frozen, eval mode) from an exported directory."""
-    import tinygpt
-
-    return tinygpt.build_model(load_exported_config(directory), device, training=False)

@@ -94,10 +94,9 @@ def config_path(requested: Optional[str]) -> str:
 
 def load_chat(cfg_path: Optional[str], options: list[str], generation: GenerationOptions,
               model_dir: Optional[str] = None) -> Chat:
-    """Config -> inference model (LoRA merged, frozen, on run.device) -> Chat with the eval image transform."""
+    """Config (or exported directory) -> the Chat every route answers with (api.inference_chat)."""
     import tinygpt
-    from tinygpt.common import device as devices
-    from tinygpt.processors.build import eval_processor
+    from tinygpt.api import inference_chat
 
     if model_dir:
         from tinygpt.export import load_exported_config
@@ -105,9 +104,7 @@ def load_chat(cfg_path: Optional[str], options: list[str], generation: Generatio
         cfg = load_exported_config(model_dir, options)
     else:
         cfg = tinygpt.load_config(cfg_path, options)
-    device = devices.resolve_device(cfg.run.device)
-    model = tinygpt.build_model(cfg, device, training=False)  # LoRA merged, frozen, eval mode
-    return Chat(model, eval_processor(cfg.model), device, defaults=generation)
+    return inference_chat(cfg, generation)
 
 
 @entry_point("demo.py")
