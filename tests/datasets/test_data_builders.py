@@ -265,7 +265,7 @@ def test_samples_are_reproducible_and_seed_dependent(tmp_path):
 
 def test_a_processor_setting_the_processor_refuses_names_the_dataset_key(tmp_path):
     img = jpg(tmp_path / "coco" / "a.jpg")
-    ann = dump(tmp_path / "c.json", [{"image": "a.jpg", "caption": "a red square"}])
+    ann = dump(tmp_path / "c.json", [{"image": "train2014/a.jpg", "caption": "a red square"}])
     crossed = ProcessorConfig(name="blip2_image_train", image_size=S, min_scale=0.9, max_scale=0.5)
     with pytest.raises(ConfigError, match=r"datasets\.coco_caption\.vis_processor: .*min_scale"):
         build("coco_caption", storage=[ann], image_root=str(img.parent), vis_processor=crossed)

@@ -11,6 +11,7 @@ import torch
 
 from builder_fixtures import build, dump, jpg
 from tinygpt.conversation.protocol import CONNECT_SYM, IGNORE, Dialogue, PromptStyle, encode, split_sample
+from tinygpt.datasets.base import DataError
 from tinygpt.datasets.collate import collate
 from tinygpt.datasets.loader import build_loader
 
@@ -82,8 +83,12 @@ def test_ocrvqa_reads_the_training_split_of_dataset_json(tmp_path):
 
 def test_caption_pool_keeps_its_three_trailing_spaces(tmp_path):
     img = jpg(tmp_path / "coco" / "COCO_train2014_000000000009.jpg")
+    jpg(tmp_path / "coco" / "COCO_val2014_000000000010.jpg")
     ann = dump(tmp_path / "karpathy.json", [{"image": "train2014/COCO_train2014_000000000009.jpg",
-                                             "caption": "A Man riding.", "image_id": 9}])
+                                             "caption": "A Man riding.", "image_id": 9},
+                                            # Karpathy's "restval": TinyGPT-V keeps only paths with "train"
+                                            {"image": "val2014/COCO_val2014_000000000010.jpg",
+                                             "caption": "A val image.", "image_id": 10}])
     got = produced(build("coco_caption", storage=[ann], image_root=str(img.parent)), epochs=250)
     assert got == {(f"<Img><ImageHere></Img> [caption] {p} ", "a man riding") for p in CAPTION}
     assert ("<Img><ImageHere></Img> [caption] A photo of  ", "a man riding") in got
@@ -91,6 +96,13 @@ def test_caption_pool_keeps_its_three_trailing_spaces(tmp_path):
     ann = dump(tmp_path / "textcaps.json", {"data": [{"image_id": "abc", "caption_str": "A sign."}]})
     assert produced(build("textcaps", storage=[ann], image_root=str(tmp_path / "tc")), epochs=250) == {
         (f"<Img><ImageHere></Img> [caption] {p} ", "a sign") for p in CAPTION}
+
+
+def test_coco_caption_without_train_images_names_the_rule(tmp_path):
+    jpg(tmp_path / "coco" / "COCO_val2014_000000000010.jpg")
+    ann = dump(tmp_path / "karpathy.json", [{"image": "val2014/COCO_val2014_000000000010.jpg", "caption": "A cat."}])
+    with pytest.raises(DataError, match=r"datasets\.coco_caption\.storage: none of the 1 records has 'train'"):
+        build("coco_caption", storage=[ann], image_root=str(tmp_path / "coco"))
 
 
 def _refs(tmp_path, bbox, size):

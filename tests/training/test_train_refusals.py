@@ -88,7 +88,7 @@ def _garbage_images(tmp_path, n=8):
     for i in range(n):
         (images / f"{i}.jpg").write_bytes(b"not a jpeg" * 10)
     ann = tmp_path / "ann.json"
-    ann.write_text(json.dumps([{"image": f"{i}.jpg", "caption": "a red circle"} for i in range(n)]))
+    ann.write_text(json.dumps([{"image": f"train2014/{i}.jpg", "caption": "a red circle"} for i in range(n)]))
     return DatasetConfig(builder="coco_caption", storage=[str(ann)], image_root=str(images),
                          vis_processor=ProcessorConfig(name="blip2_image_train", image_size=28, min_scale=1.0))
 

@@ -13,7 +13,7 @@ import random
 
 from tinygpt.common.config import ConfigError
 from tinygpt.common.registry import registry
-from tinygpt.datasets.base import Builder, expect_list, first_existing, load_json, require
+from tinygpt.datasets.base import Builder, DataError, expect_list, first_existing, load_json, require
 from tinygpt.datasets.templates import ALIGNMENT, PROMPT_LINE, CAPTION
 
 
@@ -71,15 +71,24 @@ class _ShortCaptionBuilder(Builder):
 class COCOCaptionBuilder(_ShortCaptionBuilder):
     """storage: coco_karpathy_train.json; image_root: the COCO 2014 image folder.
 
+    Only records whose "image" path contains "train" are used, as TinyGPT-V's COCOCaptionDataset
+    filters them: Karpathy's train file also lists the val2014 "restval" images, which it leaves out.
     The "image" field is tried as given under image_root, then by its file name alone (so both
     a coco/ root holding train2014/ and the train2014/ folder itself work).
     """
 
     def build(self):
         self.root = self.image_root()
-        records = []
+        records, left_out = [], 0
         for path, i, rec in self.json_records():
-            records.append((require(rec, "image", path, i, str), require(rec, "caption", path, i, str)))
+            image = require(rec, "image", path, i, str)
+            if "train" in image:
+                records.append((image, require(rec, "caption", path, i, str)))
+            else:
+                left_out += 1
+        if left_out and not records:
+            raise DataError(f"{self.where('storage')}: none of the {left_out} records has 'train' in its \"image\" "
+                            "path, and coco_caption trains only on those (TinyGPT-V's rule)")
         self.pool = self.prompts()
         self.probe_images(records, self.locate)
         return self.dataset(records, self.sample)
