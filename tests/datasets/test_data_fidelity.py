@@ -70,6 +70,18 @@ def test_vqa_sets_wrap_with_the_trailing_space(tmp_path):
          "what color is the bus? ", "red")}
 
 
+def test_coco_vqa_sets_leave_out_records_without_their_image_at_build(tmp_path):
+    jpg(tmp_path / "coco" / "COCO_train2014_000000000002.jpg")
+    recs = [{"question_id": i, "question": f"Q{i}?", "answer": ["a"], "direct_answers": ["a"],
+             "image": f"train2014/COCO_train2014_{i:012d}.jpg"} for i in (1, 2, 3)]
+    ann = dump(tmp_path / "vqa.json", recs)
+    for name in ("coco_vqa", "ok_vqa", "aok_vqa"):  # TinyGPT-V filters these when it builds them
+        ds = build(name, storage=[ann], image_root=str(tmp_path / "coco"))
+        assert len(ds) == 1 and ds[0]["instruction_input"].endswith(" q2? ")
+    gqa = build("gqa", storage=[ann], image_root=str(tmp_path / "coco"))  # the original keeps them
+    assert len(gqa) == 3 and gqa[0] is None and gqa[1] is not None
+
+
 def test_ocrvqa_reads_the_training_split_of_dataset_json(tmp_path):
     jpg(tmp_path / "images" / "B01.jpg")
     ann = dump(tmp_path / "dataset.json", {

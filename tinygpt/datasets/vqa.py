@@ -12,21 +12,28 @@ Sample: {"image", "instruction_input": "<Img><ImageHere></Img> [vqa] {question} 
 several human answers one is drawn with probability proportional to how many annotators gave it.
 Images are looked up under image_root as given, by file name alone, and (A-OKVQA names COCO 2017
 files) as COCO_train2014_/COCO_val2014_<name>, so one COCO 2014 folder serves all four.
+coco_vqa, ok_vqa and aok_vqa leave out, at build time, the records whose image is not there (as
+TinyGPT-V's COCOVQADataset / AOKVQADataset do, so the epoch has their length and order); the others,
+like the original's, keep them and skip them when the epoch reaches them.
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections import Counter
 
 from tinygpt.common.registry import registry
-from tinygpt.datasets.base import Builder, DataError, first_existing, load_json, require
+from tinygpt.datasets.base import Builder, DataError, ImageUnreadable, first_existing, load_json, require
 from tinygpt.datasets.templates import VQA
+
+log = logging.getLogger(__name__)
 
 
 class _VQABuilder(Builder):
     default_prompts = VQA
     answer_field = "answer"
+    drop_missing_images = False  # TinyGPT-V's COCO-image VQA sets filter them when they are built
 
     def build(self):
         self.root = self.image_root()
@@ -43,7 +50,22 @@ class _VQABuilder(Builder):
             # (answer, weight) pairs once at build time; the draw happens per sample.
             records.append((image, question, tuple(Counter(answers).items())))
         self.probe_images(records, self.locate)
+        if self.drop_missing_images:
+            records = self.with_images(records)
         return self.dataset(records, self.sample)
+
+    def with_images(self, records: list) -> list:
+        kept = []
+        for rec in records:
+            try:
+                self.locate(rec)
+            except ImageUnreadable:
+                continue
+            kept.append(rec)
+        if len(kept) < len(records):
+            log.info("%s: left out %d of %d records whose image is not under %s", self.name,
+                     len(records) - len(kept), len(records), self.root)
+        return kept
 
     def locate(self, rec) -> str:
         name = os.path.basename(rec[0])
@@ -61,15 +83,21 @@ class _VQABuilder(Builder):
 class COCOVQABuilder(_VQABuilder):
     """storage: vqa_train.json (+ vqa_val.json); image_root: COCO 2014 images."""
 
+    drop_missing_images = True
+
 
 @registry.register("dataset", "ok_vqa")
 class OKVQABuilder(_VQABuilder):
     """storage: okvqa_train.json; image_root: COCO 2014 images."""
 
+    drop_missing_images = True
+
 
 @registry.register("dataset", "aok_vqa")
 class AOKVQABuilder(_VQABuilder):
     """storage: aokvqa_v1p0_train.json; image_root: COCO images."""
+
+    drop_missing_images = True
 
     answer_field = "direct_answers"
 
