@@ -13,8 +13,10 @@ official `openai` client, sending `--requests` streamed greedy chat completions 
 answers/s and generated tokens/s over the wall time, p50/p95 latency of a whole answer and of its
 first token (TTFT), how many answers differ from the answer the same question gets alone (greedy:
 batching must not change an answer; the lone answers are taken first, with one client), and where
-the CPU went: ms of CPU per answer in the server process and in the client processes, and the cores
-each used (on a small machine the clients share its cores with the server).  Rounds interleave the
+the time went: ms of CPU per answer in the server process and in the client processes, the cores
+each used (on a small machine the clients share its cores with the server), and, from the server's
+/metrics, the model thread's ms per answer in prefills and in decode steps, and the rows each
+prefill and each step carried.  Rounds interleave the
 client counts (1 2 4 ... 1 2 4 ...); figures are medians over rounds.  The JSON (machine, CPU, load
 average, commit, every round) goes to --out (an untracked path by default); `--record` also writes
 it to benchmarks/results/.
@@ -189,6 +191,30 @@ def summarise(clients: int, wall: float, results: list[dict], alone: dict, serve
             "client_cores": round(client_cpu / wall, 2)}
 
 
+def model_counters(url: str) -> dict:
+    """The server's model-thread counters (/metrics): prefill and decode-step time and counts, rows."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = {"tinygpt_prefill_seconds_sum", "tinygpt_prefill_seconds_count", "tinygpt_prefill_rows_total",
+              "tinygpt_time_per_output_token_seconds_sum", "tinygpt_time_per_output_token_seconds_count",
+              "tinygpt_generation_tokens_total"}
+    text = httpx.get(url + "/metrics", timeout=30).text
+    return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name in wanted}
+
+
+def model_share(before: dict, after: dict, answers: int) -> dict:
+    """Per answer: the model thread's ms in prefills and in decode steps; rows per prefill and per step."""
+    d = {k: after[k] - before[k] for k in after}
+    prefills, steps = d["tinygpt_prefill_seconds_count"], d["tinygpt_time_per_output_token_seconds_count"]
+    step_rows = d["tinygpt_generation_tokens_total"] - d["tinygpt_prefill_rows_total"]  # a prefill gives a first token
+    return {"prefill_ms_per_answer": round(1000 * d["tinygpt_prefill_seconds_sum"] / answers, 2),
+            "decode_ms_per_answer": round(1000 * d["tinygpt_time_per_output_token_seconds_sum"] / answers, 2),
+            "rows_per_prefill": round(d["tinygpt_prefill_rows_total"] / prefills, 2) if prefills else None,
+            "rows_per_step": round(step_rows / steps, 2) if steps else None}
+
+
 def _median(values) -> Optional[float]:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -239,10 +265,11 @@ def main(argv=None) -> int:
         try:
             for r in range(args.rounds):
                 for clients in args.clients:
-                    cpu = process_cpu_s(server.pid)
+                    cpu, counters = process_cpu_s(server.pid), model_counters(url)
                     wall, results, client_cpu = pool.run(clients, args.requests, args.max_tokens)
                     cpu = None if cpu is None else process_cpu_s(server.pid) - cpu
-                    row = summarise(clients, wall, results, alone, cpu, client_cpu)
+                    row = {**summarise(clients, wall, results, alone, cpu, client_cpu),
+                           **model_share(counters, model_counters(url), len(results))}
                     rounds.append({"round": r, **row})
                     print(json.dumps(rounds[-1]), flush=True)
         finally:
@@ -270,7 +297,10 @@ def main(argv=None) -> int:
                           ("answers", "answers", "d"), ("differ_from_alone", "!= alone", "d"),
                           ("server_cpu_ms_per_answer", "server CPU ms/answer", ".1f"),
                           ("client_cpu_ms_per_answer", "client CPU ms/answer", ".1f"),
-                          ("server_cores", "server cores", ".2f"), ("client_cores", "client cores", ".2f")]))
+                          ("server_cores", "server cores", ".2f"), ("client_cores", "client cores", ".2f"),
+                          ("prefill_ms_per_answer", "prefill ms/answer", ".1f"),
+                          ("decode_ms_per_answer", "decode ms/answer", ".1f"),
+                          ("rows_per_prefill", "rows/prefill", ".1f"), ("rows_per_step", "rows/step", ".1f")]))
     result = {"machine": machine, **C.git_commit(), "loadavg_at_end": list(os.getloadavg()),
               "model": {"preset": args.preset, "cfg_path": args.cfg_path, "options": args.options, "model_root": args.model_root},
               "settings": {"requests_per_client": args.requests, "max_tokens": args.max_tokens,
