@@ -1,20 +1,25 @@
 """Throughput and latency of `demo.py --api-only` under 1, 2, 4, 8, 16 concurrent OpenAI-client users.
 
     bash quickstart.sh                         # the tiny model this measures by default
-    python -m benchmarks.serve [--clients 1 2 4 8 16] [--requests 8] [--max-tokens 16] [--rounds 2]
+    python -m benchmarks.serve [--clients 1 2 4 8 16] [--requests 24] [--max-tokens 16] [--rounds 3]
     python -m benchmarks.serve --model-root /path/to/a/clone/with/output   # where output/tiny is
     python -m benchmarks.serve --record        # also write benchmarks/results/serve_tiny.json
     python -m benchmarks.serve --preset small  # a random model, ViT-g-proportioned (benchmarks/_common.py)
 
 The server runs in its own process on 127.0.0.1 (the same command a user runs).  Each client is a
-thread with the official `openai` client that sends `--requests` streamed greedy chat completions
-one after another (questions drawn in turn from a fixed list, so prompts differ in length).  Per
-client count: answers/s and generated tokens/s over the wall time, p50/p95 latency of a whole
-answer and of its first token (TTFT), and how many answers differ from the answer the same question
-gets alone (greedy: batching must not change an answer; the lone answers are taken first, with one
-client).  Rounds interleave the client counts (1 2 4 ... 1 2 4 ...); figures are medians over rounds.
-The JSON (machine, CPU, load average, commit, every round) goes to --out (an untracked path by
-default); `--record` also writes it to benchmarks/results/.
+separate process (as users are: no interpreter lock shared with the other clients) with the
+official `openai` client, sending `--requests` streamed greedy chat completions one after another
+(questions drawn in turn from a fixed list, so prompts differ in length).  Per client count:
+answers/s and generated tokens/s over the wall time, p50/p95 latency of a whole answer and of its
+first token (TTFT), how many answers differ from the answer the same question gets alone (greedy:
+batching must not change an answer; the lone answers are taken first, with one client), and where
+the time went: ms of CPU per answer in the server process and in the client processes, the cores
+each used (on a small machine the clients share its cores with the server), and, from the server's
+/metrics, the model thread's ms per answer in prefills and in decode steps, and the rows each
+prefill and each step carried.  Rounds interleave the
+client counts (1 2 4 ... 1 2 4 ...); figures are medians over rounds.  The JSON (machine, CPU, load
+average, commit, every round) goes to --out (an untracked path by default); `--record` also writes
+it to benchmarks/results/.
 """
 from __future__ import annotations
 
@@ -22,14 +27,15 @@ import argparse
 import base64
 import io
 import json
+import multiprocessing as mp
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 from tinygpt.serve.validation import Limits
 
@@ -67,7 +73,9 @@ def start_server(args) -> subprocess.Popen:
     import httpx
 
     command = [sys.executable, str(C.ROOT / "demo.py"), "--api-only", "--port", str(args.port),
-               "--max-batch-size", str(args.max_batch_size), "--batch-timeout-ms", str(args.batch_timeout_ms), *(["--cfg-path", args.cfg_path] if args.cfg_path else []),
+               "--max-batch-size", str(args.max_batch_size), "--batch-timeout-ms", str(args.batch_timeout_ms),
+               *(["--threads", str(args.threads)] if args.threads else []),
+               *(["--cfg-path", args.cfg_path] if args.cfg_path else []),
                *(["--options", *args.options] if args.options else [])]
     # The server's log goes to a file: a pipe nobody reads fills up (one access-log line per
     # request) and then blocks the server.
@@ -106,36 +114,110 @@ def ask(client, image: str, question: str, max_tokens: int) -> dict:
             "ttft": (first or end) - start}
 
 
-def run_level(url: str, image: str, clients: int, requests: int, max_tokens: int) -> tuple[float, list[dict]]:
+def _client(tasks, results, url: str, image: str) -> None:
+    """A client process (a user): the official `openai` client asking, one after another, the
+    questions it is given; reports its answers and the CPU time it spent."""
     import openai
 
-    results, lock = [], threading.Lock()
-
-    def client(k: int):
-        c = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
-        for i in range(requests):
-            r = ask(c, image, QUESTIONS[(k + i) % len(QUESTIONS)], max_tokens)
-            with lock:
-                results.append(r)
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - start, results
+    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
+    ask(client, image, QUESTIONS[0], 4)  # warm-up: the client builds its machinery on first use
+    results.put("ready")
+    while (task := tasks.get()) is not None:
+        k, requests, max_tokens = task
+        cpu = time.process_time()
+        answers = [ask(client, image, QUESTIONS[(k + i) % len(QUESTIONS)], max_tokens) for i in range(requests)]
+        results.put((answers, time.process_time() - cpu))
 
 
-def summarise(clients: int, wall: float, results: list[dict], alone: dict) -> dict:
+class Clients:
+    """`n` client processes, started once (spawned: no state shared with this process) and reused by
+    every level: a level with k clients gives work to the first k."""
+
+    def __init__(self, n: int, url: str, image: str):
+        ctx = mp.get_context("spawn")
+        self.results = ctx.Queue()
+        self.tasks = [ctx.Queue() for _ in range(n)]
+        self.procs = [ctx.Process(target=_client, args=(q, self.results, url, image), daemon=True) for q in self.tasks]
+        for proc in self.procs:
+            proc.start()
+        for _ in self.procs:
+            self.results.get()  # each has answered its warm-up question
+
+    def run(self, clients: int, requests: int, max_tokens: int) -> tuple[float, list[dict], float]:
+        """-> wall seconds, every answer, the client processes' CPU seconds."""
+        start = time.perf_counter()
+        for k in range(clients):
+            self.tasks[k].put((k, requests, max_tokens))
+        results, cpu = [], 0.0
+        for _ in range(clients):
+            answers, spent = self.results.get()
+            results += answers
+            cpu += spent
+        return time.perf_counter() - start, results, cpu
+
+    def close(self) -> None:
+        for q in self.tasks:
+            q.put(None)
+        for proc in self.procs:
+            proc.join(30)
+
+
+def process_cpu_s(pid: int) -> Optional[float]:
+    """CPU seconds (user + system) process `pid` has used so far (None where /proc is missing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def summarise(clients: int, wall: float, results: list[dict], alone: dict, server_cpu: Optional[float],
+              client_cpu: float) -> dict:
     latencies = sorted(r["latency"] for r in results)
     ttfts = sorted(r["ttft"] for r in results)
-    return {"clients": clients, "answers": len(results), "wall_s": round(wall, 3),
+    n = len(results)
+    return {"clients": clients, "answers": n, "wall_s": round(wall, 3),
             "answers_per_s": round(len(results) / wall, 3),
             "tokens_per_s": round(sum(r["tokens"] for r in results) / wall, 2),
             "p50_latency_s": round(statistics.median(latencies), 4), "p95_latency_s": round(_p95(latencies), 4),
             "p50_ttft_s": round(statistics.median(ttfts), 4), "p95_ttft_s": round(_p95(ttfts), 4),
-            "differ_from_alone": sum(r["text"] != alone[r["question"]] for r in results)}
+            "differ_from_alone": sum(r["text"] != alone[r["question"]] for r in results),
+            # where the CPU went: ms per answer in the server process and in the client processes,
+            # and the cores each used on average over the level
+            "server_cpu_ms_per_answer": None if server_cpu is None else round(1000 * server_cpu / n, 2),
+            "client_cpu_ms_per_answer": round(1000 * client_cpu / n, 2),
+            "server_cores": None if server_cpu is None else round(server_cpu / wall, 2),
+            "client_cores": round(client_cpu / wall, 2)}
+
+
+def model_counters(url: str) -> dict:
+    """The server's model-thread counters (/metrics): prefill and decode-step time and counts, rows."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = {"tinygpt_prefill_seconds_sum", "tinygpt_prefill_seconds_count", "tinygpt_prefill_rows_total",
+              "tinygpt_time_per_output_token_seconds_sum", "tinygpt_time_per_output_token_seconds_count",
+              "tinygpt_generation_tokens_total"}
+    text = httpx.get(url + "/metrics", timeout=30).text
+    return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name in wanted}
+
+
+def model_share(before: dict, after: dict, answers: int) -> dict:
+    """Per answer: the model thread's ms in prefills and in decode steps; rows per prefill and per step."""
+    d = {k: after[k] - before[k] for k in after}
+    prefills, steps = d["tinygpt_prefill_seconds_count"], d["tinygpt_time_per_output_token_seconds_count"]
+    step_rows = d["tinygpt_generation_tokens_total"] - d["tinygpt_prefill_rows_total"]  # a prefill gives a first token
+    return {"prefill_ms_per_answer": round(1000 * d["tinygpt_prefill_seconds_sum"] / answers, 2),
+            "decode_ms_per_answer": round(1000 * d["tinygpt_time_per_output_token_seconds_sum"] / answers, 2),
+            "rows_per_prefill": round(d["tinygpt_prefill_rows_total"] / prefills, 2) if prefills else None,
+            "rows_per_step": round(step_rows / steps, 2) if steps else None}
+
+
+def _median(values) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
 def _p95(values: list[float]) -> float:
@@ -150,12 +232,13 @@ def main(argv=None) -> int:
     p.add_argument("--preset", choices=["tiny", "small"], help="a random-weight preset instead of --cfg-path")
     p.add_argument("--options", nargs="*", default=[])
     p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    p.add_argument("--requests", type=int, default=8, help="answers each client asks for, one after another")
+    p.add_argument("--requests", type=int, default=24, help="answers each client asks for, one after another")
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--batch-timeout-ms", type=float, default=Limits().batch_timeout_s * 1000,
                    help="the server's --batch-timeout-ms (default: its own)")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--threads", type=int, help="the server's --threads (default: its own)")
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--port", type=int, default=7913)
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "tinygpt-bench" / "serve.json"))
     p.add_argument("--record", action="store_true",
@@ -178,12 +261,19 @@ def main(argv=None) -> int:
             ask(client, image, question, args.max_tokens)
         alone = {q: ask(client, image, q, args.max_tokens)["text"] for q in QUESTIONS}
         rounds = []
-        for r in range(args.rounds):
-            for clients in args.clients:
-                wall, results = run_level(url, image, clients, args.requests, args.max_tokens)
-                row = summarise(clients, wall, results, alone)
-                rounds.append({"round": r, **row})
-                print(json.dumps(rounds[-1]), flush=True)
+        pool = Clients(max(args.clients), url, image)
+        try:
+            for r in range(args.rounds):
+                for clients in args.clients:
+                    cpu, counters = process_cpu_s(server.pid), model_counters(url)
+                    wall, results, client_cpu = pool.run(clients, args.requests, args.max_tokens)
+                    cpu = None if cpu is None else process_cpu_s(server.pid) - cpu
+                    row = {**summarise(clients, wall, results, alone, cpu, client_cpu),
+                           **model_share(counters, model_counters(url), len(results))}
+                    rounds.append({"round": r, **row})
+                    print(json.dumps(rounds[-1]), flush=True)
+        finally:
+            pool.close()
     finally:
         server.terminate()
         server.wait(30)
@@ -191,7 +281,7 @@ def main(argv=None) -> int:
     table = []
     for clients in args.clients:
         runs = [x for x in rounds if x["clients"] == clients]
-        row = {k: statistics.median(x[k] for x in runs) for k in runs[0] if k not in ("round", "clients")}
+        row = {k: _median(x[k] for x in runs) for k in runs[0] if k not in ("round", "clients")}
         # every answer of every round counts here, not a median
         row.update(clients=clients, answers=sum(x["answers"] for x in runs),
                    differ_from_alone=sum(x["differ_from_alone"] for x in runs))
@@ -204,11 +294,18 @@ def main(argv=None) -> int:
                           ("speedup", "x 1 client", ".2f"), ("tokens_per_s", "tokens/s", ".1f"),
                           ("p50_latency_s", "p50 latency s", ".3f"), ("p95_latency_s", "p95 latency s", ".3f"),
                           ("p50_ttft_s", "p50 TTFT s", ".3f"), ("p95_ttft_s", "p95 TTFT s", ".3f"),
-                          ("answers", "answers", "d"), ("differ_from_alone", "!= alone", "d")]))
+                          ("answers", "answers", "d"), ("differ_from_alone", "!= alone", "d"),
+                          ("server_cpu_ms_per_answer", "server CPU ms/answer", ".1f"),
+                          ("client_cpu_ms_per_answer", "client CPU ms/answer", ".1f"),
+                          ("server_cores", "server cores", ".2f"), ("client_cores", "client cores", ".2f"),
+                          ("prefill_ms_per_answer", "prefill ms/answer", ".1f"),
+                          ("decode_ms_per_answer", "decode ms/answer", ".1f"),
+                          ("rows_per_prefill", "rows/prefill", ".1f"), ("rows_per_step", "rows/step", ".1f")]))
     result = {"machine": machine, **C.git_commit(), "loadavg_at_end": list(os.getloadavg()),
               "model": {"preset": args.preset, "cfg_path": args.cfg_path, "options": args.options, "model_root": args.model_root},
               "settings": {"requests_per_client": args.requests, "max_tokens": args.max_tokens,
-                           "max_batch_size": args.max_batch_size,
+                           "max_batch_size": args.max_batch_size, "threads": args.threads,
+                           "clients": "separate processes, official openai client",
                            "batch_timeout_ms": args.batch_timeout_ms, "rounds": args.rounds, "greedy": True,
                            "streamed": True, "image": "224x224 PNG"},
               "alone": alone, "table": table, "rounds": rounds}

@@ -12,8 +12,8 @@ fi
 if ! .venv/bin/python -c "
 import importlib.util, sys
 sys.exit(any(importlib.util.find_spec(m) is None for m in
-             ('tinygpt', 'torch', 'transformers', 'peft', 'gradio', 'prometheus_client', 'openai', 'onnx', 'onnxscript',
-              'onnxruntime', 'datasets')))
+             ('tinygpt', 'torch', 'transformers', 'peft', 'gradio', 'prometheus_client', 'uvloop', 'openai', 'onnx',
+              'onnxscript', 'onnxruntime', 'datasets')))
 " 2>/dev/null; then
   .venv/bin/pip install -q --upgrade pip
   # Pinned CPU build: an unpinned torch would resolve to a multi-GB CUDA wheel.  GPU/NPU users

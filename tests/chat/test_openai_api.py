@@ -226,5 +226,8 @@ def test_metrics_parse_and_count_requests(client, server, image):
     assert after[("tinygpt_generation_tokens_total", ())] > before.get(("tinygpt_generation_tokens_total", ()), 0)
     assert after[("tinygpt_time_to_first_token_seconds_count", ())] >= 1
     assert after[("tinygpt_prompt_tokens_total", ())] > 4
+    # the request's prefill: one more row, its time counted
+    assert after[("tinygpt_prefill_rows_total", ())] == before.get(("tinygpt_prefill_rows_total", ()), 0) + 1
+    assert after[("tinygpt_prefill_seconds_sum", ())] > before.get(("tinygpt_prefill_seconds_sum", ()), 0)
     for gauge in ("tinygpt_queue_depth", "tinygpt_running_batch_size", "tinygpt_requests_held"):
         assert (gauge, ()) in after

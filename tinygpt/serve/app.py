@@ -33,9 +33,13 @@ def build_app(chat: Chat, *, ui: bool = True, limits: Optional[Limits] = None,
 
 def serve(app: FastAPI, host: str, port: int) -> None:
     """Run `app` with uvicorn until interrupted: idle keep-alive connections close after 5 s and a
-    request must arrive whole within deadline.REQUEST_DEADLINE_S (stalled clients hold no slot)."""
+    request must arrive whole within deadline.REQUEST_DEADLINE_S (stalled clients hold no slot).
+    The event loop is uvloop where installed (the serve extra): the HTTP side of an answer shares one
+    interpreter lock with the model thread, and uvloop's C loop took ~15% of the server's CPU per
+    answer off it with 8 clients (docs/chat.md)."""
     import uvicorn
 
     from .deadline import DeadlineH11Protocol
 
-    uvicorn.run(app, host=host, port=port, log_level="info", http=DeadlineH11Protocol, timeout_keep_alive=5)
+    uvicorn.run(app, host=host, port=port, log_level="info", http=DeadlineH11Protocol, timeout_keep_alive=5,
+                loop="auto")

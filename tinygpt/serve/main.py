@@ -18,6 +18,7 @@ from typing import Optional
 
 from ..conversation.chat import Chat, GenerationOptions
 from ..common.errors import UserError, entry_point
+from .threads import SMALL_MODEL_PARAMS, use_model_threads
 from .validation import Limits
 
 DEFAULT_CONFIG = "eval_configs/tiny.yaml"
@@ -60,9 +61,15 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     s.add_argument("--batch-timeout-ms", type=float, default=limits.batch_timeout_s * 1000,
                    help="the longest an arriving request waits for others still being prepared, to share one prefill "
                    "(default %(default)s)")
+    s.add_argument("--threads", type=int, metavar="N",
+                   help="threads each tensor op of the model runs on (default: 1 for a model under "
+                   f"{SMALL_MODEL_PARAMS // 10**6} M parameters, whose ops are too small to split; torch's "
+                   "default otherwise)")
     args = p.parse_args(argv)
     if args.max_batch_size < 1 or args.max_queue < 0 or not 0 <= args.batch_timeout_ms <= 10_000:
         p.error("--max-batch-size must be >= 1, --max-queue >= 0 and --batch-timeout-ms in [0, 10000]")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
     args.limits = dataclasses.replace(limits, max_batch_size=args.max_batch_size, max_queue=args.max_queue,
                                       batch_timeout_s=args.batch_timeout_ms / 1000)
     if args.cli and not args.image:
@@ -116,6 +123,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     chat = load_chat(None if args.model else config_path(args.cfg_path), args.options, args.generation,
                      model_dir=args.model)
     limits = args.limits
+    threads = use_model_threads(chat.model, args.threads)
     if args.cli:
         from .cli import run_cli
 
@@ -132,6 +140,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     where = f"http://{args.host}:{args.port}"
     print(f"demo.py: {'JSON API' if args.api_only else 'chat page'} on {where}/ "
           f"(POST {where}/v1/chat/completions, POST {where}/worker_generate, GET {where}/health, "
-          f"GET {where}/metrics; up to {limits.max_batch_size} answers batched)", file=sys.stderr)
+          f"GET {where}/metrics; up to {limits.max_batch_size} answers batched, {threads} thread(s) per op)",
+          file=sys.stderr)
     serve(app, args.host, args.port)
     return 0

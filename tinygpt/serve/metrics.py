@@ -1,6 +1,7 @@
 """The server's Prometheus metrics (`GET /metrics`, text format), named as vLLM names its own where
 there is a counterpart: requests by route and status, the queue, the running batch, prompt and
-generated tokens, time to first token and per-token latency.
+generated tokens, time to first token and per-token latency (one decode step), and the time of
+each prefill.
 
 Each server has its own registry (tests run several in one process; the global one would refuse
 the second set of names).
@@ -28,6 +29,12 @@ class ServeMetrics:
         self.generation_tokens = Counter("tinygpt_generation_tokens", "tokens generated", registry=r)
         self.ttft = Histogram("tinygpt_time_to_first_token_seconds", "from a request's acceptance to its first token",
                               buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40), registry=r)
+        # The model thread's time: prefills (arrivals joining, their images encoded together) and, in
+        # token_latency, decode steps; their sums over answers is the model's share of an answer.
+        self.prefill = Histogram("tinygpt_prefill_seconds", "one prefill of the rows joining the batch",
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.prefill_rows = Counter("tinygpt_prefill_rows", "rows prefilled (their number over prefills: rows per prefill)",
+                                    registry=r)
         self.token_latency = Histogram("tinygpt_time_per_output_token_seconds", "one decode step of the running batch",
                                        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=r)
 

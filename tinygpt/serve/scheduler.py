@@ -294,8 +294,11 @@ class Scheduler:
             for row in rows:
                 row.owner._texts[row.index] = _RowText(self.style, self.tokenizer, row.owner.stop)
             self.metrics.prompt_tokens.inc(sum(len(r.layout) for r in rows))
+            started = time.monotonic()
             tokens = self.batch.prefill(rows)
             now = time.monotonic()
+            self.metrics.prefill.observe(now - started)
+            self.metrics.prefill_rows.inc(len(rows))
             for row in rows:
                 self.metrics.ttft.observe(now - row.owner.started_at)
             self._advance(len(self.batch) - len(rows), tokens)
