@@ -333,7 +333,9 @@ def _write_doc(section: str, rows: list[dict], summary: str) -> None:
     doc.write_text(head + f"\n{summary}\n\n{table(rows, section)}\n" + text[end:])
 
 
-def run_section(section: str, types: list[str], out: Path, record: bool) -> None:
+def run_section(section: str, types: list[str], out: Path, record: bool, merge: bool = False) -> None:
+    """Walk `types`, print a line per type and the summary, write the JSON (and with `record` the docs
+    table); `merge` (with record): the new rows replace those of the same types among the recorded ones."""
     import peft
     import transformers
 
@@ -346,6 +348,8 @@ def run_section(section: str, types: list[str], out: Path, record: bool) -> None
             r = rows[-1]
             print(f"{name:<28} {'works' if r['works'] else 'NO   '} {r['seconds']:>6.2f}s  "
                   f"{', '.join(r['lora'] or []) if r['works'] else r['stage'] + ': ' + r['why']}", flush=True)
+    if merge and recorded_json.exists():
+        rows = sorted([r for t, r in recorded(section).items() if t not in types] + rows, key=lambda r: r["family"])
     summary = (f"{sum(r['works'] for r in rows)} of {len(rows)} {what} {works} (transformers "
                f"{transformers.__version__}, peft {peft.__version__}, torch {torch.__version__}; "
                f"{sum(r['seconds'] for r in rows):.0f} s on one thread of an {C.machine()['cpu']})")
@@ -368,7 +372,7 @@ def main(argv=None) -> int:
                         help="where the JSON goes (a _llm / _towers suffix is added), unless --record")
     parser.add_argument("--record", action="store_true",
                         help="write benchmarks/results/backbones_{llm,towers,onnx}.json and the tables in "
-                             "docs/backbones.md and docs/export.md")
+                             "docs/backbones.md and docs/export.md (with --families: only those rows change)")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # a hundred families' init warnings would bury the table
     warnings.filterwarnings("ignore")
@@ -376,7 +380,8 @@ def main(argv=None) -> int:
     # (2 threads at load 10: ~8 s a family; 1 thread: ~0.7 s).
     torch.set_num_threads(1)
     for section in [args.only] if args.only else ("llm", "towers"):
-        run_section(section, args.families or SECTIONS[section][1](), Path(args.out), args.record)
+        run_section(section, args.families or SECTIONS[section][1](), Path(args.out), args.record,
+                    merge=bool(args.families))
     return 0
 
 
