@@ -134,3 +134,30 @@ def test_the_manifest_records_the_cache_layout(exported):
     # GQA: the cache holds the 2 k/v heads, not the 4 query heads.
     assert manifest["kv_cache"] == {"layers": 2, "heads": 2, "key_dim": 8, "value_dim": 8}
     assert OnnxModel(out).empty_cache(3)[0].shape == (2, 3, 2, 0, 8)
+
+
+def test_a_graph_torch_cannot_trace_is_one_line_and_leaves_out_as_it_was(tmp_path, tiny_root, capsys, monkeypatch):
+    """The vision graph is written, then the step graph fails: one line with torch's cause, exit 2,
+    `--out`'s earlier content untouched and no file of the failed export in it."""
+    export = torch.onnx.export
+
+    def fail_on_step(module, example, path, **kwargs):
+        if path.endswith("llm_step.onnx"):
+            raise torch.onnx.errors.OnnxExporterError(
+                "Failed to export the model with torch.export.\n\n## Exception summary\n\n"
+                "<class 'RuntimeError'>: Sizes of tensors must match\n\n(Refer to the full stack trace)")
+        return export(module, example, path, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", fail_on_step)
+    cfg = layout_config("full", tiny_root)
+    (tmp_path / "cfg.yaml").write_text(tinygpt.common.config.to_yaml(cfg))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "onnx.json").write_text("{}")  # an earlier export's
+    code = export_main(["--format", "onnx", "--cfg-path", str(tmp_path / "cfg.yaml"), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].endswith("model type 'phi': torch.onnx.export cannot trace its llm_step.onnx graph (<class "
+                           "'RuntimeError'>: Sizes of tensors must match); use --format safetensors or hf"), err
+    assert sorted(p.name for p in out.iterdir()) == ["onnx.json"] and (out / "onnx.json").read_text() == "{}"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]

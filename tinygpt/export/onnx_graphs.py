@@ -115,16 +115,22 @@ class _LLMStep(torch.nn.Module):
                 torch.stack([layer.values for layer in layers]))
 
 
+_QUIET = {"torch.onnx._internal.exporter._registration": logging.ERROR,  # logger: the level it keeps
+          "torch.export._trace": logging.CRITICAL, "torch._guards": logging.CRITICAL}
+
+
 def _export(module: torch.nn.Module, example: tuple, path: str, **kwargs) -> None:
     """torch.onnx.export of an inference wrapper, without the exporter's chatter: the wrapper in eval
     mode (it is a new Module, in training mode until told), no progress lines, and torch's notes that
     do not concern this graph (torchvision's ops it skips, its own deprecated pytree internals, an
     axis name it merges) kept out of the user's terminal.  A graph torch cannot trace is an
-    ExportError with the cause torch's report gives (its "Exception summary")."""
+    ExportError with the cause torch's report gives (its "Exception summary"), without the stack
+    traces torch.export logs on the way."""
     module.eval()
-    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registration.level
-    registration.setLevel(logging.ERROR)
+    quiet = {logging.getLogger(name): level for name, level in _QUIET.items()}
+    levels = {logger: logger.level for logger in quiet}
+    for logger, level in quiet.items():
+        logger.setLevel(level)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec")
@@ -138,7 +144,8 @@ def _export(module: torch.nn.Module, example: tuple, path: str, **kwargs) -> Non
         raise ExportError(f"model type '{name}': torch.onnx.export cannot trace its {os.path.basename(path)} "
                           f"graph ({cause}); use --format safetensors or hf") from exc
     finally:
-        registration.setLevel(level)
+        for logger, level in levels.items():
+            logger.setLevel(level)
 
 
 def export_onnx(cfg: Config, out: str) -> str:
