@@ -161,3 +161,26 @@ def test_a_graph_torch_cannot_trace_is_one_line_and_leaves_out_as_it_was(tmp_pat
                            "'RuntimeError'>: Sizes of tensors must match); use --format safetensors or hf"), err
     assert sorted(p.name for p in out.iterdir()) == ["onnx.json"] and (out / "onnx.json").read_text() == "{}"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_verify_refuses_a_graph_that_disagrees_with_torch(tmp_path, tiny_root, capsys, monkeypatch):
+    """--verify (on by default) runs the written graphs with onnxruntime on verify.py's probes: a step
+    graph whose logits are off by 1e-3 is refused in one line and nothing is written."""
+    from tinygpt.export import onnx_graphs
+
+    forward = onnx_graphs._LLMStep.forward
+
+    def off(self, embeds, mask, past_k, past_v):  # torch.export reads the argument names
+        logits, keys, values = forward(self, embeds, mask, past_k, past_v)
+        return logits + 1e-3, keys, values
+
+    monkeypatch.setattr(onnx_graphs._LLMStep, "forward", off)
+    cfg = layout_config("full", tiny_root)
+    (tmp_path / "cfg.yaml").write_text(tinygpt.common.config.to_yaml(cfg))
+    code = export_main(["--format", "onnx", "--cfg-path", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "model type 'phi': onnxruntime's graph disagrees with the torch model" in err[0] and "1.0e-03" in err[0], err
+    assert not (tmp_path / "out").exists()
+    assert export_main(["--format", "onnx", "--no-verify", "--cfg-path", str(tmp_path / "cfg.yaml"),
+                        "--out", str(tmp_path / "out")]) == 0  # unchecked, as asked

@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-TOLERANCE = 1e-4  # max |difference| of visual tokens and logits, fp32
+from .verify import TOLERANCE  # max |difference| of visual tokens and logits, fp32: the hf targets' too
 
 
 @dataclass
@@ -83,8 +83,11 @@ def onnx_parity(model, directory: str, image, question: str, max_new_tokens: int
     visual = model.encode_images(pixels)
     embeds, mask, _ = model.embed_inputs([prompt], visual)
     follow = model.llm.get_input_embeddings()(torch.tensor([tokens], dtype=torch.long))
-    logits = model.llm(inputs_embeds=torch.cat([embeds, follow], 1),
-                       attention_mask=torch.ones(1, mask.shape[1] + len(tokens), dtype=mask.dtype)).logits[0]
+    whole = torch.ones(1, mask.shape[1] + len(tokens), dtype=mask.dtype)
+    # Positions as generate gives them (from the mask): a family that counts its own from the
+    # embeddings (RoBERTa's padding offset) would otherwise number them differently.
+    logits = model.llm(inputs_embeds=torch.cat([embeds, follow], 1), attention_mask=whole,
+                       position_ids=whole.cumsum(-1) - 1).logits[0]
 
     onnx_visual = onnx.visual_tokens(onnx.preprocess(image)[None])
     step_embeds, step_mask = onnx.prompt(onnx_visual, question)

@@ -16,6 +16,7 @@ tests/models/test_onnx.py, and `python -m benchmarks.backbones --only onnx` for 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -115,6 +116,21 @@ class _LLMStep(torch.nn.Module):
                 torch.stack([layer.values for layer in layers]))
 
 
+@contextlib.contextmanager
+def _traceable_experts(llm):
+    """Mixture-of-experts layers as transformers' `batched_mm` experts (each token's chosen experts'
+    weights gathered, one batched matmul) while tracing: its default, `grouped_mm`, is a custom op
+    (`transformers.grouped_mm_fallback`) with no ONNX function, and `eager` skips experts no token
+    chose (a data-dependent branch torch.export cannot trace).  The same sums; the model gets its
+    implementation back.  A model without experts is left as it is."""
+    before = llm.config._experts_implementation
+    llm.set_experts_implementation("batched_mm")
+    try:
+        yield
+    finally:
+        llm.set_experts_implementation(before)
+
+
 _QUIET = {"torch.onnx._internal.exporter._registration": logging.ERROR,  # logger: the level it keeps
           "torch.export._trace": logging.CRITICAL, "torch._guards": logging.CRITICAL}
 
@@ -148,18 +164,20 @@ def _export(module: torch.nn.Module, example: tuple, path: str, **kwargs) -> Non
             logger.setLevel(level)
 
 
-def export_onnx(cfg: Config, out: str) -> str:
+def export_onnx(cfg: Config, out: str, verify: bool = True, report=print) -> str:
     """The onnxruntime directory of `cfg`'s model (see the module docstring)."""
     import tinygpt
 
     model = tinygpt.build_model(float_config(cfg), "cpu", training=False)
-    return write_onnx(model, cfg, out)
+    return write_onnx(model, cfg, out, verify, report)
 
 
-def write_onnx(model, cfg: Config, out: str) -> str:
+def write_onnx(model, cfg: Config, out: str, verify: bool = True, report=print) -> str:
     """The onnxruntime directory of a built inference model (`cfg`: its config, for the image size and
     statistics).  A language model whose cache the step graph cannot hold is refused (kv_layout)
-    before anything is written; the files are moved into `out` only once all are written."""
+    before anything is written; with `verify`, onnxruntime must then agree with the model on the
+    probes of verify.py (onnx_check.py: logits < 1e-4 at every step, the same greedy tokens), else an
+    ExportError.  The files are moved into `out` only once all are written and verified."""
     import json
 
     import numpy as np
@@ -179,10 +197,11 @@ def write_onnx(model, cfg: Config, out: str) -> str:
                    torch.zeros(layout.layers, 1, layout.heads, 2, layout.key_dim),
                    torch.zeros(layout.layers, 1, layout.heads, 2, layout.value_dim))
         step = Dim("step", max=4096)
-        _export(_LLMStep(model.llm), example, os.path.join(staging, "llm_step.onnx"),
-                input_names=["embeds", "mask", "past_k", "past_v"], output_names=["logits", "keys", "values"],
-                dynamic_shapes=({0: batch, 1: step}, {0: batch, 1: Dim.DYNAMIC},
-                                {1: batch, 3: Dim.DYNAMIC}, {1: batch, 3: Dim.DYNAMIC}))
+        with _traceable_experts(model.llm):
+            _export(_LLMStep(model.llm), example, os.path.join(staging, "llm_step.onnx"),
+                    input_names=["embeds", "mask", "past_k", "past_v"], output_names=["logits", "keys", "values"],
+                    dynamic_shapes=({0: batch, 1: step}, {0: batch, 1: Dim.DYNAMIC},
+                                    {1: batch, 3: Dim.DYNAMIC}, {1: batch, 3: Dim.DYNAMIC}))
         # The embedding module's output for every id, not its weight: some families scale inside it
         # (Gemma-3's ScaledWordEmbedding).
         embed = model.llm.get_input_embeddings()
@@ -197,4 +216,23 @@ def write_onnx(model, cfg: Config, out: str) -> str:
                     "bos_token": tok.bos_token, "eos_token": tok.eos_token, "pad_token": tok.pad_token,
                     "model_type": model.llm.config.model_type, "kv_cache": asdict(layout)}
         atomic.write_json(os.path.join(staging, "onnx.json"), manifest)
+        if verify:
+            _verify(model, staging, report)
     return out
+
+
+def _verify(model, directory: str, report) -> None:
+    import onnxruntime
+
+    from .onnx_check import onnx_parity
+    from .verify import MAX_NEW_TOKENS, probes
+
+    name, worst = model.llm.config.model_type, 0.0
+    for image, question in probes():
+        parity = onnx_parity(model, directory, image, question, MAX_NEW_TOKENS)
+        if not parity.ok:
+            raise ExportError(f"model type '{name}': onnxruntime's graph disagrees with the torch model on "
+                              f"{question!r} ({parity.summary()}); use --format safetensors or hf")
+        worst = max(worst, parity.logits_diff)
+    report(f"verified with onnxruntime {onnxruntime.__version__}: max |logits diff| {worst:.2e} "
+           f"({len(probes())} probes, every decode step), answer {parity.onnx_answer!r}")
