@@ -26,10 +26,9 @@ import torch
 
 from ..common import atomic
 from ..common.config import Config, image_statistics
-from ..common.errors import UserError
 from ..models.llm import cache_keyword
-from .targets import ExportError
 from .directory import float_config
+from .targets import ExportError
 
 
 class _Vision(torch.nn.Module):
@@ -60,8 +59,12 @@ class KVLayout:
 KV_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
 
 
+def _refusal(model_type: str, why: str) -> ExportError:
+    return ExportError(f"model type '{model_type}': {why}; use --format safetensors or hf")
+
+
 def kv_layout(llm) -> KVLayout:
-    """The layout of `llm`'s KV cache, or a UserError naming its model type and why the step graph
+    """The layout of `llm`'s KV cache, or an ExportError naming its model type and why the step graph
     cannot hold its cache.  The layer types come from the config (transformers' own reading of
     `layer_types` / `sliding_window`, as `DynamicCache(config=...)` builds a cache); the shapes from
     what the model itself writes into a DynamicCache for one token: the k/v heads, head_dim and layer
@@ -74,9 +77,9 @@ def kv_layout(llm) -> KVLayout:
     name = config.model_type
     other = sorted({t for t in get_layer_types_and_kwargs(config)[0] if t not in KV_LAYER_TYPES})
     if other:
-        raise UserError(f"model type '{name}': its {', '.join(other)} layers keep a state that is not one key and "
-                        f"one value tensor per layer (recurrent, linear-attention, shared or MLP-only layers), "
-                        f"which the ONNX step graph cannot hold; use --format safetensors or hf")
+        raise _refusal(name, f"its {', '.join(other)} layers keep a state that is not one key and one value "
+                             "tensor per layer (recurrent, linear-attention, shared or MLP-only layers), which the "
+                             "ONNX step graph cannot hold")
     cache, key = DynamicCache(), cache_keyword(llm)
     with torch.no_grad():
         out = llm(inputs_embeds=torch.zeros(1, 1, llm.get_input_embeddings().weight.shape[1]),
@@ -84,13 +87,12 @@ def kv_layout(llm) -> KVLayout:
     layers = list(cache.layers)
     if getattr(out, key, None) is not cache or not layers or any(
             type(layer) is not DynamicLayer or layer.keys is None or layer.keys.numel() == 0 for layer in layers):
-        raise UserError(f"model type '{name}': it does not keep its attention cache as one key and one value tensor "
-                        f"per layer in transformers' DynamicCache, which the ONNX step graph needs; use --format "
-                        f"safetensors or hf")
+        raise _refusal(name, "it does not keep its attention cache as one key and one value tensor per layer in "
+                             "transformers' DynamicCache, which the ONNX step graph needs")
     shapes = {(tuple(layer.keys.shape[1::2]), layer.values.shape[-1]) for layer in layers}
     if len(shapes) > 1 or layers[0].keys.shape[1] != layers[0].values.shape[1]:
-        raise UserError(f"model type '{name}': its layers cache keys / values of different shapes "
-                        f"({sorted(shapes)}), which one [layers, batch, heads, length, dim] tensor cannot hold")
+        raise _refusal(name, f"its layers cache keys / values of different shapes ((heads, key dim), value dim: "
+                             f"{sorted(shapes)}), which one [layers, batch, heads, length, dim] tensor cannot hold")
     (heads, key_dim), value_dim = next(iter(shapes))
     return KVLayout(len(layers), heads, key_dim, value_dim)
 
@@ -157,8 +159,7 @@ def _export(module: torch.nn.Module, example: tuple, path: str, **kwargs) -> Non
         cause = text.split("## Exception summary", 1)[-1].strip().splitlines()[0] if text.strip() else type(exc).__name__
         model = getattr(module, "llm", module)
         name = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-        raise ExportError(f"model type '{name}': torch.onnx.export cannot trace its {os.path.basename(path)} "
-                          f"graph ({cause}); use --format safetensors or hf") from exc
+        raise _refusal(name, f"torch.onnx.export cannot trace its {os.path.basename(path)} graph ({cause})") from exc
     finally:
         for logger, level in levels.items():
             logger.setLevel(level)
@@ -231,8 +232,8 @@ def _verify(model, directory: str, report) -> None:
     for image, question in probes():
         parity = onnx_parity(model, directory, image, question, MAX_NEW_TOKENS)
         if not parity.ok:
-            raise ExportError(f"model type '{name}': onnxruntime's graph disagrees with the torch model on "
-                              f"{question!r} ({parity.summary()}); use --format safetensors or hf")
+            raise _refusal(name, f"onnxruntime's graph disagrees with the torch model on {question!r} "
+                                 f"({parity.summary()})")
         worst = max(worst, parity.logits_diff)
     report(f"verified with onnxruntime {onnxruntime.__version__}: max |logits diff| {worst:.2e} "
            f"({len(probes())} probes, every decode step), answer {parity.onnx_answer!r}")
