@@ -75,11 +75,11 @@ def onnx_parity(model, directory: str, image, question: str, max_new_tokens: int
     with _generated_ids(model.llm, generated):
         torch_answer = model.generate(pixels, [prompt], max_new_tokens=max_new_tokens)[0]
     tokens, forced = generated[0][0].tolist(), False
-    if tokens and tokens[-1] == model.tokenizer.eos_token_id:
-        tokens.pop()  # generate keeps the EOS it stopped at; greedy_ids does not
-    elif len(tokens) == max_new_tokens and tokens[-1] == model.llm.generation_config.forced_eos_token_id:
+    if len(tokens) == max_new_tokens and tokens[-1] == model.llm.generation_config.forced_eos_token_id:
         # BART-family generation configs force EOS at the length limit: a stopping rule, not a prediction
         tokens, forced = tokens[:-1], True
+    elif tokens and tokens[-1] == model.tokenizer.eos_token_id:
+        tokens.pop()  # generate keeps the EOS it stopped at; greedy_ids does not
     visual = model.encode_images(pixels)
     embeds, mask, _ = model.embed_inputs([prompt], visual)
     follow = model.llm.get_input_embeddings()(torch.tensor([tokens], dtype=torch.long))
