@@ -20,6 +20,7 @@ from typing import Optional
 
 import numpy as np
 
+from .common.errors import UserError
 from .conversation.protocol import Dialogue, PromptStyle, encode
 
 MANIFEST = "onnx.json"
@@ -55,6 +56,10 @@ class OnnxModel:
 
         with open(os.path.join(directory, MANIFEST), encoding="utf-8") as f:
             self.manifest = json.load(f)
+        if "kv_cache" not in self.manifest:
+            raise UserError(f"{os.path.join(directory, MANIFEST)}: no 'kv_cache' (written by an older tinygpt, for "
+                            "Phi's cache layout only); export the model again with `python -m tinygpt.export "
+                            "--format onnx`")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

@@ -184,3 +184,9 @@ def test_verify_refuses_a_graph_that_disagrees_with_torch(tmp_path, tiny_root, c
     assert not (tmp_path / "out").exists()
     assert export_main(["--format", "onnx", "--no-verify", "--cfg-path", str(tmp_path / "cfg.yaml"),
                         "--out", str(tmp_path / "out")]) == 0  # unchecked, as asked
+
+
+def test_a_directory_of_an_older_export_is_named_with_what_to_do(tmp_path):
+    (tmp_path / "onnx.json").write_text(json.dumps({"layers": 2, "heads": 4, "head_dim": 8}))
+    with pytest.raises(UserError, match=r"onnx.json: no 'kv_cache' .* export the model again"):
+        OnnxModel(str(tmp_path))
