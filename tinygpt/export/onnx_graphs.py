@@ -155,8 +155,8 @@ def _export(module: torch.nn.Module, example: tuple, path: str, **kwargs) -> Non
             warnings.filterwarnings("ignore", message="# The axis name")
             torch.onnx.export(module, example, path, dynamo=True, external_data=False, verbose=False, **kwargs)
     except torch.onnx.errors.OnnxExporterError as exc:
-        text = str(exc)
-        cause = text.split("## Exception summary", 1)[-1].strip().splitlines()[0] if text.strip() else type(exc).__name__
+        summary = str(exc).split("## Exception summary", 1)[-1].split("(Refer to the full stack trace")[0]
+        cause = " ".join(summary.split())[:400] or type(exc).__name__
         model = getattr(module, "llm", module)
         name = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
         raise _refusal(name, f"torch.onnx.export cannot trace its {os.path.basename(path)} graph ({cause})") from exc
