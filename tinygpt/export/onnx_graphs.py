@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -156,7 +157,8 @@ def _export(module: torch.nn.Module, example: tuple, path: str, **kwargs) -> Non
             torch.onnx.export(module, example, path, dynamo=True, external_data=False, verbose=False, **kwargs)
     except torch.onnx.errors.OnnxExporterError as exc:
         summary = str(exc).split("## Exception summary", 1)[-1].split("(Refer to the full stack trace")[0]
-        cause = " ".join(summary.split())[:400] or type(exc).__name__
+        # "<class 'torch._dynamo.exc.UserError'>: ..." -> "UserError: ..."
+        cause = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", " ".join(summary.split()))[:400] or type(exc).__name__
         model = getattr(module, "llm", module)
         name = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
         raise _refusal(name, f"torch.onnx.export cannot trace its {os.path.basename(path)} graph ({cause})") from exc
