@@ -4,6 +4,7 @@ tower: a measured count, not a promise.
     python -m benchmarks.backbones                          # every causal-LM type, then the towers
     python -m benchmarks.backbones --only llm --families qwen3 mistral
     python -m benchmarks.backbones --record                 # results JSON + the tables in docs/backbones.md
+    python -m benchmarks.backbones --only onnx --record     # which of them export to ONNX (docs/export.md)
 
 LLMs: every model type in transformers' `MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`, as a tiny random config
 of its own config class (`tiny_config`: every size field shrunk, sub-configs too, nothing
@@ -15,9 +16,13 @@ Towers (`TOWER_TYPES`): each tiny vision model saved the same way, read as `mode
 by a model over a tiny Llama, its features checked against transformers' own hidden states, then
 the same stages.  A type fails at the first stage that breaks, and its row says which and why (the
 exception's first line).
+ONNX (`--only onnx`): every type the LLM table says works, its tiny model (the same config and tower)
+built for inference, exported with `--format onnx`'s writer and held to its parity check
+(tinygpt/export/onnx_check.py: onnxruntime's logits < 1e-4 and the same greedy tokens as torch's).
 
 Writes JSON to --out (default output/benchmarks/, untracked); `--record` writes
-benchmarks/results/backbones_{llm,towers}.json and the tables between the markers of docs/backbones.md.
+benchmarks/results/backbones_{llm,towers,onnx}.json and the tables between the markers of
+docs/backbones.md (docs/export.md for ONNX).
 tests/training/test_backbone_walk.py runs every type and holds it to the recorded tables.
 """
 from __future__ import annotations
@@ -242,15 +247,56 @@ def walk_tower(model_type: str, workdir: Path) -> dict:
     return row
 
 
+def walk_onnx(model_type: str, workdir: Path) -> dict:
+    """One causal-LM model type through `--format onnx` (module docstring) -> its row: exports with
+    parity, or the stage that failed and why ("cache layout": the exporter's own up-front refusal)."""
+    from PIL import Image
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
+
+    import tinygpt
+    from tinygpt.common.config import Config
+    from tinygpt.export.onnx_check import onnx_parity
+    from tinygpt.export.onnx_graphs import kv_layout, write_onnx
+
+    row = _row(model_type)
+    with _stages(row):
+        llm = _tiny_model(CONFIG_MAPPING[model_type], AutoModelForCausalLM, row)
+        llm.save_pretrained(workdir / model_type)
+        cfg = Config(model=_model_config(workdir, workdir / model_type))
+        row["stage"] = "build"
+        torch.manual_seed(0)
+        model = tinygpt.build_model(cfg, "cpu", training=False)
+        row["stage"] = "cache layout"  # the exporter's up-front refusal
+        kv_layout(model.llm)
+        row["stage"] = "export"
+        out = workdir / f"onnx-{model_type}"
+        write_onnx(model, cfg, str(out), verify=False)  # the walk's own parity stage says how it differs
+        row["stage"] = "parity"
+        parity = onnx_parity(model, str(out), Image.new("RGB", (28, 28), "red"), "w1 w2 w3", max_new_tokens=6)
+        row["logits_diff"] = parity.logits_diff
+        if not parity.ok:
+            raise ValueError(parity.summary())
+    return row
+
+
+def onnx_types() -> list[str]:
+    """The types the recorded LLM table says work as `model.llm`."""
+    return sorted(name for name, r in recorded("llm").items() if r["works"])
+
+
 def causal_lm_types() -> list[str]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 
-SECTIONS = {  # name: (walk, default types, recorded JSON, docs markers, what a row is)
-    "llm": (walk_llm, causal_lm_types, C.RESULTS / "backbones_llm.json", "llm-walk", "model types"),
-    "towers": (walk_tower, lambda: list(TOWER_TYPES), C.RESULTS / "backbones_towers.json", "tower-walk", "towers"),
+SECTIONS = {  # name: (walk, default types, recorded JSON, doc, docs markers, what a row is, what "works" is)
+    "llm": (walk_llm, causal_lm_types, C.RESULTS / "backbones_llm.json", DOC, "llm-walk", "model types",
+            "work end to end"),
+    "towers": (walk_tower, lambda: list(TOWER_TYPES), C.RESULTS / "backbones_towers.json", DOC, "tower-walk",
+               "towers", "work end to end"),
+    "onnx": (walk_onnx, onnx_types, C.RESULTS / "backbones_onnx.json", C.ROOT / "docs" / "export.md", "onnx-walk",
+             "model types that work as model.llm", "export to ONNX with parity"),
 }
 
 
@@ -259,8 +305,16 @@ def recorded(section: str) -> dict[str, dict]:
     return {r["family"]: r for r in json.loads(SECTIONS[section][2].read_text())["rows"]}
 
 
-def table(rows: list[dict]) -> str:
-    """The markdown table docs/backbones.md publishes."""
+def table(rows: list[dict], section: str = "llm") -> str:
+    """The markdown table docs/backbones.md (docs/export.md for ONNX) publishes."""
+    if section == "onnx":
+        lines = ["| `model_type` | exports with parity | max \\|logits diff\\| | why not (stage: first line of the error) |",
+                 "|---|---|---:|---|"]
+        for r in rows:
+            diff = f"{r['logits_diff']:.1e}" if r.get("logits_diff") is not None else ""
+            why = "" if r["works"] else f"{r['stage']}: {r['why']}".replace("|", "\\|")
+            lines.append(f"| `{r['family']}` | {'yes' if r['works'] else 'no'} | {diff} | {why} |")
+        return "\n".join(lines)
     lines = ["| `model_type` | works | LoRA modules (default) | why not (stage: first line of the error) |",
              "|---|---|---|---|"]
     for r in rows:
@@ -271,18 +325,21 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _write_doc(marker: str, rows: list[dict], summary: str) -> None:
-    text = DOC.read_text()
+def _write_doc(section: str, rows: list[dict], summary: str) -> None:
+    doc, marker = SECTIONS[section][3:5]
+    text = doc.read_text()
     start, end = (text.index(f"<!-- {marker}:{m} -->") for m in ("start", "end"))
     head = text[:start] + f"<!-- {marker}:start -->"
-    DOC.write_text(head + f"\n{summary}\n\n{table(rows)}\n" + text[end:])
+    doc.write_text(head + f"\n{summary}\n\n{table(rows, section)}\n" + text[end:])
 
 
-def run_section(section: str, types: list[str], out: Path, record: bool) -> None:
+def run_section(section: str, types: list[str], out: Path, record: bool, merge: bool = False) -> None:
+    """Walk `types`, print a line per type and the summary, write the JSON (and with `record` the docs
+    table); `merge` (with record): the new rows replace those of the same types among the recorded ones."""
     import peft
     import transformers
 
-    walk, _, recorded_json, marker, what = SECTIONS[section]
+    walk, _, recorded_json, doc, _, what, works = SECTIONS[section]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in types:
@@ -291,7 +348,9 @@ def run_section(section: str, types: list[str], out: Path, record: bool) -> None
             r = rows[-1]
             print(f"{name:<28} {'works' if r['works'] else 'NO   '} {r['seconds']:>6.2f}s  "
                   f"{', '.join(r['lora'] or []) if r['works'] else r['stage'] + ': ' + r['why']}", flush=True)
-    summary = (f"{sum(r['works'] for r in rows)} of {len(rows)} {what} work end to end (transformers "
+    if merge and record and recorded_json.exists():
+        rows = sorted([r for t, r in recorded(section).items() if t not in types] + rows, key=lambda r: r["family"])
+    summary = (f"{sum(r['works'] for r in rows)} of {len(rows)} {what} {works} (transformers "
                f"{transformers.__version__}, peft {peft.__version__}, torch {torch.__version__}; "
                f"{sum(r['seconds'] for r in rows):.0f} s on one thread of an {C.machine()['cpu']})")
     print(summary)
@@ -300,26 +359,29 @@ def run_section(section: str, types: list[str], out: Path, record: bool) -> None
     path.write_text(json.dumps({"summary": summary, "machine": C.machine(), "commit": C.git_commit(), "rows": rows},
                                indent=1) + "\n")
     if record:
-        _write_doc(marker, rows, summary)
-    print(f"wrote {path}" + (f" and the table in {DOC}" if record else ""))
+        _write_doc(section, rows, summary)
+    print(f"wrote {path}" + (f" and the table in {doc}" if record else ""))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.backbones", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=tuple(SECTIONS), help="walk only the LLMs or only the towers")
+    parser.add_argument("--only", choices=tuple(SECTIONS),
+                        help="walk only the LLMs, the towers, or the LLMs' ONNX export (default: LLMs and towers)")
     parser.add_argument("--families", nargs="*", help="model types (default: every type of the section)")
     parser.add_argument("--out", default=str(C.ROOT / "output" / "benchmarks" / "backbones.json"),
                         help="where the JSON goes (a _llm / _towers suffix is added), unless --record")
     parser.add_argument("--record", action="store_true",
-                        help="write benchmarks/results/backbones_{llm,towers}.json and the tables in docs/backbones.md")
+                        help="write benchmarks/results/backbones_{llm,towers,onnx}.json and the tables in "
+                             "docs/backbones.md and docs/export.md (with --families: only those rows change)")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # a hundred families' init warnings would bury the table
     warnings.filterwarnings("ignore")
     # Tiny matmuls gain nothing from threads, and on a shared machine threads wait for each other
     # (2 threads at load 10: ~8 s a family; 1 thread: ~0.7 s).
     torch.set_num_threads(1)
-    for section in [args.only] if args.only else SECTIONS:
-        run_section(section, args.families or SECTIONS[section][1](), Path(args.out), args.record)
+    for section in [args.only] if args.only else ("llm", "towers"):
+        run_section(section, args.families or SECTIONS[section][1](), Path(args.out), args.record,
+                    merge=bool(args.families))
     return 0
 
 

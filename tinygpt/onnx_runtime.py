@@ -7,7 +7,7 @@
 
 The directory holds `vision.onnx` (images [B,3,S,S] -> visual tokens [B,Q,D]), `llm_step.onnx`
 (inputs_embeds, attention_mask, past keys, past values -> logits, keys, values: one graph for the
-prefill and every decode step, the KV cache as [layers, B, heads, T, head_dim] tensors),
+prefill and every decode step, the KV cache as [layers, B, kv heads, T, head_dim] tensors),
 `embed_tokens.npy`, the tokenizer and `onnx.json` (image size and normalisation, prompt style).
 Prompts are laid out by the same protocol as the torch model (conversation/protocol.py, torch-free);
 decoding is greedy, stops at the trained end marker and cuts the answer there.
@@ -20,6 +20,7 @@ from typing import Optional
 
 import numpy as np
 
+from .common.errors import UserError
 from .conversation.protocol import Dialogue, PromptStyle, encode
 
 MANIFEST = "onnx.json"
@@ -55,6 +56,10 @@ class OnnxModel:
 
         with open(os.path.join(directory, MANIFEST), encoding="utf-8") as f:
             self.manifest = json.load(f)
+        if "kv_cache" not in self.manifest:
+            raise UserError(f"{os.path.join(directory, MANIFEST)}: no 'kv_cache' (written by an older tinygpt, for "
+                            "Phi's cache layout only); export the model again with `python -m tinygpt.export "
+                            "--format onnx`")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -87,6 +92,12 @@ class OnnxModel:
         embeds[layout.image_at:layout.image_at + visual.shape[1]] = visual[0]
         return embeds[None], np.asarray([layout.attention], dtype=np.int64)
 
+    def empty_cache(self, batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """The (keys, values) of no position: [layers, batch, heads, 0, dim], the layout onnx.json records."""
+        kv = self.manifest["kv_cache"]
+        return tuple(np.zeros((kv["layers"], batch, kv["heads"], 0, kv[dim]), dtype=np.float32)
+                     for dim in ("key_dim", "value_dim"))
+
     def logits(self, embeds: np.ndarray, mask: np.ndarray, past: tuple) -> tuple:
         logits, keys, values = self.step.run(None, {"embeds": embeds, "mask": mask, "past_k": past[0],
                                                     "past_v": past[1]})
@@ -99,9 +110,7 @@ class OnnxModel:
         """The generated token ids, greedy, up to the end marker (included) or EOS (not)."""
         visual = self.visual_tokens(self.preprocess(image)[None])
         embeds, mask = self.prompt(visual, question)
-        m = self.manifest
-        empty = np.zeros((m["layers"], 1, m["heads"], 0, m["head_dim"]), dtype=np.float32)
-        past, out = (empty, empty.copy()), []
+        past, out = self.empty_cache(), []
         eos, end = self.tokenizer.eos_token_id, self.style.end_sym
         for step in range(max_new_tokens):
             logits, past = self.logits(embeds, mask, past)
@@ -115,6 +124,10 @@ class OnnxModel:
             out.append(token)
             if end and end in self.tokenizer.decode(out):
                 break
-            embeds = self.embed[[token]][None].astype(np.float32)
-            mask = np.concatenate([mask, np.ones((1, 1), dtype=np.int64)], axis=1)
+            embeds, mask = self.next_inputs(token, mask)
         return out
+
+    def next_inputs(self, token: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The decode step's inputs after `token`: its embedding [1, 1, D] and the mask one longer."""
+        return (self.embed[[token]][None].astype(np.float32),
+                np.concatenate([mask, np.ones((1, 1), dtype=np.int64)], axis=1))

@@ -28,3 +28,20 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
             open(tmp, "w").write("half")
             raise RuntimeError("killed mid-write")
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["result.txt"]
+
+
+def test_a_staged_directory_replaces_its_entries_only_when_the_block_succeeds(tmp_path):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    (out / "model.onnx").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic.staged_directory(str(out)) as staging:
+            (tmp_path.joinpath(staging) / "model.onnx").write_text("half")
+            raise RuntimeError("the export failed")
+    assert (out / "model.onnx").read_text() == "old" and sorted(os.listdir(tmp_path)) == ["export"]
+    with atomic.staged_directory(str(out)) as staging:
+        (tmp_path.joinpath(staging) / "model.onnx").write_text("new")
+    assert {p.name: p.read_text() for p in out.iterdir()} == {"keep.txt": "mine", "model.onnx": "new"}
+    assert stat.S_IMODE((out / "model.onnx").stat().st_mode) == 0o666 & ~_umask()
+    assert sorted(os.listdir(tmp_path)) == ["export"]  # no staging directory left

@@ -48,6 +48,27 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
         raise
 
 
+@contextlib.contextmanager
+def staged_directory(out: str) -> Iterator[str]:
+    """Yield an empty temp directory beside `out`; when the block ends without an error, each of its
+    entries replaces `out`'s entry of that name (`out` created, its other entries kept).  An error
+    leaves `out` as it was: a directory of files that only work together (an export) is never
+    half-written."""
+    import shutil
+
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=PREFIX, dir=parent) as staging:
+        yield staging
+        os.makedirs(out, exist_ok=True)
+        for name in sorted(os.listdir(staging)):
+            os.chmod(os.path.join(staging, name), _MODE)  # temporary files are created 0600
+            dest = os.path.join(out, name)
+            if os.path.isdir(dest) and not os.path.islink(dest):
+                shutil.rmtree(dest)
+            os.replace(os.path.join(staging, name), dest)
+
+
 def write_text(path: str, text: str) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)

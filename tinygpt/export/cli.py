@@ -21,7 +21,8 @@ def main(argv=None) -> int:
                         help="safetensors only: keep LoRA adapters instead of merging them")
     parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                         help="hf: reload the directory with stock transformers in a process without tinygpt and "
-                             "check logits and greedy answer against tinygpt's (default: on)")
+                             "check logits and greedy answer against tinygpt's; onnx: run it with onnxruntime and "
+                             "check logits at every decode step and the greedy tokens (default: on)")
     args = parser.parse_args(argv)
     if args.keep_lora and args.format != "safetensors":
         raise UserError("--keep-lora is for --format safetensors (the other formats merge LoRA)")
@@ -33,7 +34,7 @@ def main(argv=None) -> int:
     if args.format == "onnx":
         from .onnx_graphs import export_onnx
 
-        out = export_onnx(cfg, args.out)
+        out = export_onnx(cfg, args.out, verify=args.verify)
     elif args.format == "hf":
         from .hf import export_hf
 

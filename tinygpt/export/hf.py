@@ -12,8 +12,6 @@ only once it is written and verified: a failed export leaves `out` as it was.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from importlib import import_module
 
 import torch
@@ -44,9 +42,7 @@ def export_hf(cfg: Config, out: str, verify: bool = True, report=print) -> tuple
     model = build_inference_model(cfg)
     target = choose_target(cfg.model, model.llm, cfg.source)
     report(f"target: {target.name} ({target.reason})")
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=parent) as staging:
+    with atomic.staged_directory(out) as staging:
         tokenizer = tokenizer_with_image_token(model.tokenizer)
         import_module(f".{MODULES[target.name]}", __package__).write(cfg, model, staging, tokenizer,
                                                                      image_processor(cfg))
@@ -58,15 +54,6 @@ def export_hf(cfg: Config, out: str, verify: bool = True, report=print) -> tuple
             report(f"verified with transformers {figures['transformers']}: max |logits diff| "
                    f"{figures['max_abs_logits_diff']:.2e}, answer {figures['answer']!r}")
         atomic.write_text(os.path.join(staging, "README.md"), model_card(cfg, model, target, figures))
-        os.makedirs(out, exist_ok=True)
-        umask = os.umask(0)
-        os.umask(umask)
-        for name in sorted(os.listdir(staging)):
-            os.chmod(os.path.join(staging, name), 0o666 & ~umask)  # temporary files are created 0600
-            dest = os.path.join(out, name)
-            if os.path.isdir(dest) and not os.path.islink(dest):
-                shutil.rmtree(dest)
-            os.replace(os.path.join(staging, name), dest)
     return target, figures
 
 

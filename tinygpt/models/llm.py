@@ -34,6 +34,14 @@ def family_of(llm: nn.Module) -> str:
     return llm.config.model_type
 
 
+def cache_keyword(llm: nn.Module) -> str:
+    """The name of the KV cache in `llm.forward`'s arguments and its output: transformers >= 5.24
+    says `cache` (before: `past_key_values`, kept as a deprecated alias that warns)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
+
+
 def load_llm_config(family: str, hf_config_path: str, attn_implementation: str = "sdpa") -> PretrainedConfig:
     """The HF config of `model.llm`: Phi-2's with TinyGPT-V's q/k LayerNorm switched on, or (family
     "auto") whatever causal LM the config.json (file, or directory holding one) describes."""

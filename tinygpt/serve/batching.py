@@ -13,7 +13,6 @@ answer `TinyGPTV.generate` gives its prompt alone (tests/chat/test_scheduler.py)
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -22,6 +21,7 @@ from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
 from ..conversation.chat import GenerationOptions
 from ..conversation.protocol import Layout
+from ..models.llm import cache_keyword
 
 
 @dataclass(eq=False)  # rows are compared by identity (a tensor has no truth value)
@@ -54,8 +54,7 @@ class DecodeBatch:
         self.model = model
         self.llm = model.llm
         self.eos = model.tokenizer.eos_token_id
-        # transformers >= 5.24 names the KV cache `cache` (before: `past_key_values`).
-        self._cache_key = "cache" if "cache" in inspect.signature(self.llm.forward).parameters else "past_key_values"
+        self._cache_key = cache_keyword(self.llm)
         self.rows: list[Row] = []
         self.cache = None  # the LLM's DynamicCache, [B, H, T, D] per layer
         self.mask: Optional[torch.Tensor] = None  # [B, T] 1 where a row attends
