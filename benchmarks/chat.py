@@ -196,7 +196,7 @@ def main(argv=None) -> int:
               "auto's, {greedy_agreement_free:.0%} free-running".format(**quality_row), flush=True)
         arms.drop_float()
         int8_alone = generate.run_one(model, device, 1, new_tokens, args.prompt_tokens, seed=args.rounds)
-        int8_alone["weights_gb"] = C.param_bytes(model) / 1e9 + sum(q.packed.weight().int_repr().numel()
+        int8_alone["weights_gb"] = C.param_bytes(model) / 1e9 + sum(q.int8_weight().numel()
                                                                     for *_, q in arms.int8) / 1e9
         print(f"int8 alone (float layers dropped): TTFT {int8_alone['ttft_s']:.2f} s, "
               f"{int8_alone['median_ms_per_step']:.0f} ms/token, peak {int8_alone['peak_mem_gb']:.2f} GB, "

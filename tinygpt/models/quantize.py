@@ -22,8 +22,11 @@ little memory), as do the norms, the embeddings and the vision side.
 """
 from __future__ import annotations
 
+import contextlib
+import re
 import logging
 import warnings
+from typing import Callable
 
 import torch
 from torch import nn
@@ -47,26 +50,74 @@ class QuantizationError(UserError):
     """8-bit loading was asked for where it cannot work; the message says what to change."""
 
 
-class Int8Linear(nn.Module):
-    """A Linear with int8 weights: torch's dynamic quantized Linear (`packed`, fp32 in and out) behind
-    the input's own dtype, so it drops into a bf16 model.  x [..., in_features] -> [..., out_features]."""
+# 8-bit activations at full range where the CPU multiplies u8 x s8 with int32 sums (VNNI: vpdpbusd);
+# without VNNI fbgemm's pairwise int16 sums can saturate, so torch's 7-bit default (reduce_range) stays.
+_CAPS = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+FULL_RANGE_ACTIVATIONS = bool(_CAPS.get("avx512_vnni") or _CAPS.get("avx_vnni"))
+KERNEL = "torch dynamic quantized Linear (quantized::linear_dynamic)"
 
-    def __init__(self, linear: nn.Linear):
+
+def describe_kernel() -> str:
+    """What `quantize: int8` runs here, for the doctor and the build's log."""
+    bits = "8-bit (VNNI)" if FULL_RANGE_ACTIVATIONS else "7-bit (no VNNI: torch's reduce_range)"
+    return (f"{KERNEL}, engine {torch.backends.quantized.engine}: int8 weights per output channel, "
+            f"{bits} activations per call")
+
+
+class Int8Linear(nn.Module):
+    """A Linear with int8 weights: torch's packed int8 weight (one scale per output channel) and
+    `quantized::linear_dynamic` (each call's input quantized to 8 bits with one scale, int8 x int8
+    products summed in int32 by fbgemm / oneDNN), behind the input's own dtype so that it drops into a
+    bf16 model.  x [..., in_features] -> [..., out_features].
+
+    The float weight exists only while a value is quantized: `float_weights()` names it (a meta
+    tensor: shape and dtype, no memory) so that the weight loaders (models/weights/plan.py) check a
+    file against it and hand the value to `load_float`; the bias stays a float parameter."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        reference = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        with torch.no_grad():
-            reference.weight.copy_(linear.weight)
-            if linear.bias is not None:
-                reference.bias.copy_(linear.bias)
-        # One scale per output channel: a row of small weights keeps its precision beside a large one.
-        reference.qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+        self.in_features, self.out_features = in_features, out_features
+        self.weight_spec = torch.empty(out_features, in_features, dtype=dtype, device="meta")
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype), requires_grad=False) if bias else None
         with warnings.catch_warnings():  # torch.ao's deprecation notices name the API, not a fault here
             warnings.simplefilter("ignore")
-            self.packed = torch.ao.nn.quantized.dynamic.Linear.from_float(reference)
+            self.packed = torch.ao.nn.quantized.modules.linear.LinearPackedParams(dtype=torch.qint8)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
+        q = cls(linear.in_features, linear.out_features, linear.bias is not None, linear.weight.dtype)
+        q.load_float("weight", linear.weight)
+        if linear.bias is not None:
+            q.bias.data.copy_(linear.bias)
+        return q
+
+    def float_weights(self) -> dict[str, torch.Tensor]:
+        """{attribute: meta tensor} of the float values this module takes through `load_float`."""
+        return {"weight": self.weight_spec}
+
+    @torch.no_grad()
+    def load_float(self, name: str, value: torch.Tensor) -> None:
+        """Quantize `value` [out, in] (any float dtype) into the packed int8 weight."""
+        assert name == "weight", name
+        w = value.detach().to("cpu", torch.float32)
+        scale = w.abs().amax(1).clamp(min=1e-12) / 127  # symmetric: zero stays exactly zero
+        q = torch.quantize_per_channel(w, scale.double(), torch.zeros(len(scale), dtype=torch.long), 0, torch.qint8)
+        self.packed.set_weight_bias(q, None)
+
+    def dequantized(self) -> torch.Tensor:
+        """The weight [out, in] in fp32 as the kernel sees it (int8 x scale)."""
+        return self.packed._weight_bias()[0].dequantize()
+
+    def int8_weight(self) -> torch.Tensor:
+        """The int8 values [out, in] (an unpacked copy)."""
+        return self.packed._weight_bias()[0].int_repr()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.packed(x.float()).to(x.dtype)
+        y = torch.ops.quantized.linear_dynamic(x.float(), self.packed._packed_params,
+                                               reduce_range=not FULL_RANGE_ACTIVATIONS)
+        if self.bias is not None:
+            y = y + self.bias.float()
+        return y.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per output channel"
@@ -74,7 +125,7 @@ class Int8Linear(nn.Module):
 
 def int8_linear(linear: nn.Linear) -> Int8Linear:
     """`linear`'s weights (any float dtype) as an Int8Linear on the CPU."""
-    return Int8Linear(linear)
+    return Int8Linear.from_linear(linear)
 
 
 def check_int8(cfg, device: torch.device | str, training: bool) -> None:
@@ -100,14 +151,87 @@ def int8_targets(model: nn.Module, parts: tuple[str, ...] = ("llm", "vision")) -
     """(parent module, attribute, Linear) of every layer `quantize: int8` swaps in `parts`: the LLM's
     Linears but lm_head (the vocabulary projection keeps the logits exact), the vision tower's (its
     blocks; the patch embedding is a convolution)."""
-    modules = {"llm": model.llm, "vision": model.visual_encoder}
     out = []
     for part in parts:
-        for name, m in modules[part].named_modules():
-            if isinstance(m, nn.Linear) and name != "lm_head":
+        tower = _tower(model, part)
+        for name, m in tower.named_modules():
+            # not the vocabulary projection, nor LoRA's adapter matrices (merged into their base)
+            if isinstance(m, nn.Linear) and name != "lm_head" and not re.search(r"\.lora_[AB]\.", name):
                 parent, _, child = name.rpartition(".")
-                out.append((modules[part].get_submodule(parent), child, m))
+                out.append((tower.get_submodule(parent), child, m))
     return out
+
+
+@contextlib.contextmanager
+def linears_on_meta():
+    """Every nn.Linear created inside gets its parameters on the meta device (no memory): a
+    `quantize: int8` build creates the architecture this way and `materialize` then makes each layer
+    real one at a time, so the float model never exists whole.  (Only Linears: embeddings, norms and
+    buffers such as rotary tables are created as usual, and a tied LM head still takes the embedding.)"""
+    original = nn.Linear.__init__
+
+    def on_meta(self, in_features, out_features, bias=True, device=None, dtype=None):
+        original(self, in_features, out_features, bias, device="meta", dtype=dtype)
+
+    nn.Linear.__init__ = on_meta
+    try:
+        yield
+    finally:
+        nn.Linear.__init__ = original
+
+
+def _initialiser(model: nn.Module) -> dict[int, Callable[[nn.Linear], None]]:
+    """id(Linear) -> how its construction initialises it: the innermost Hugging Face model's
+    `_init_weights` (what `post_init` ran), LoRA's own reset for adapter matrices, else the
+    Linear's `reset_parameters`."""
+    from transformers import PreTrainedModel
+    from peft.tuners.lora import LoraLayer
+
+    out = {}
+
+    def walk(module: nn.Module, init) -> None:
+        if isinstance(module, PreTrainedModel):
+            init = module._init_weights
+        for child in module.children():
+            if isinstance(module, LoraLayer) and isinstance(child, nn.ModuleDict):
+                for adapter, linear in child.items():  # lora_A / lora_B: peft's init (B = 0: no change at start)
+                    out[id(linear)] = lambda _, layer=module, name=adapter: layer.reset_lora_parameters(name, True)
+                continue
+            if isinstance(child, nn.Linear):
+                out[id(child)] = init or nn.Linear.reset_parameters
+            walk(child, init)
+
+    walk(model, None)
+    return out
+
+
+@torch.no_grad()
+def materialize(model: nn.Module) -> dict[str, int]:
+    """Make every meta Linear (`linears_on_meta`) real, one at a time, initialised as construction
+    would have: the targets of the parts whose `quantize` is int8 (`int8_targets`) become Int8Linear
+    (a float weight exists for one layer at a time), the others float in their dtype.  Returns the
+    layers quantized per part."""
+    parts = tuple(part for part in ("llm", "vision") if getattr(model.cfg, part).quantize == INT8)
+    init = _initialiser(model)
+    targets = {id(linear): (parent, child) for parent, child, linear in int8_targets(model, parts)}
+    done = dict.fromkeys(parts, 0)
+    part_of = {id(m): part for part in parts for m in _tower(model, part).modules()}
+    for linear in list(model.modules()):
+        if not isinstance(linear, nn.Linear) or not linear.weight.is_meta:
+            continue
+        linear.to_empty(device="cpu")
+        init[id(linear)](linear)
+        if id(linear) in targets:
+            parent, child = targets[id(linear)]
+            setattr(parent, child, int8_linear(linear))
+            done[part_of[id(linear)]] += 1
+    for part, n in done.items():
+        log.info("%s: %d Linear layers in int8 as they were created (%s)", part, n, KERNEL)
+    return done
+
+
+def _tower(model: nn.Module, part: str) -> nn.Module:
+    return {"llm": model.llm, "vision": model.visual_encoder}[part]
 
 
 @torch.no_grad()
