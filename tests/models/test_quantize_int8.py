@@ -3,6 +3,8 @@ model, smaller, built by config for every inference consumer, refused clearly wh
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 
 import pytest
 import torch
@@ -125,7 +127,7 @@ def test_an_int8_build_never_holds_the_float_layers_at_once(tiny_root, monkeypat
     (building the float model first would hold all of them: the full-size peak went 7.8 GB -> int8)."""
     from tinygpt.models import quantize
 
-    seen, model_of = [], {}
+    seen, model_of, quantized = [], {}, []
     materialize, from_linear = quantize.materialize, quantize.Int8Linear.from_linear
 
     def spy_materialize(model):
@@ -133,7 +135,10 @@ def test_an_int8_build_never_holds_the_float_layers_at_once(tiny_root, monkeypat
         return materialize(model)
 
     def spy_from_linear(linear):
-        seen.append(float_target_weights(model_of["model"]))
+        gc.collect()
+        alive = sum(1 for ref in quantized if ref() is not None)  # float layers already quantized, still held
+        seen.append(float_target_weights(model_of["model"]) + alive)
+        quantized.append(weakref.ref(linear))
         return from_linear(linear)
 
     monkeypatch.setattr(quantize, "materialize", spy_materialize)

@@ -216,9 +216,10 @@ def materialize(model: nn.Module) -> dict[str, int]:
     targets = {id(linear): (parent, child) for parent, child, linear in int8_targets(model, parts)}
     done = dict.fromkeys(parts, 0)
     part_of = {id(m): part for part in parts for m in _tower(model, part).modules()}
-    for linear in list(model.modules()):
-        if not isinstance(linear, nn.Linear) or not linear.weight.is_meta:
-            continue
+    # By name, not a list of modules: a quantized layer's float weight must be freed before the next
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.weight.is_meta]
+    for name in names:
+        linear = model.get_submodule(name)
         linear.to_empty(device="cpu")
         init[id(linear)](linear)
         if id(linear) in targets:
