@@ -169,7 +169,9 @@ def merge_lora(llm: nn.Module) -> int:
     for name, module in reversed(wrapped):
         base = module.get_base_layer()
         if hasattr(base, "load_float"):  # an int8 base (quantize.py): add the update to its float form, requantize
-            weight = base.dequantized() + sum(module.get_delta_weight(a).float() for a in module.active_adapters)
+            weight = base.dequantized()
+            for adapter in module.active_adapters:
+                weight += module.get_delta_weight(adapter)
             base.load_float("weight", weight)
         else:
             module.merge(safe_merge=True)  # safe_merge: refuse (raise) if the merge produced NaNs
