@@ -168,11 +168,9 @@ def merge_lora(llm: nn.Module) -> int:
     # and an outer one unwrapped first would leave the inner one pointing back at its own base.
     for name, module in reversed(wrapped):
         base = module.get_base_layer()
-        if hasattr(base, "load_float"):  # an int8 base (quantize.py): add the update to its float form, requantize
-            weight = base.dequantized()
+        if hasattr(base, "add_float"):  # an int8 base (quantize.py): the update added to it, quantized again
             for adapter in module.active_adapters:
-                weight += module.get_delta_weight(adapter)
-            base.load_float("weight", weight)
+                base.add_float(module.get_delta_weight(adapter))
         else:
             module.merge(safe_merge=True)  # safe_merge: refuse (raise) if the merge produced NaNs
         parent_name, _, child = name.rpartition(".")

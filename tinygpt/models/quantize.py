@@ -58,6 +58,7 @@ class QuantizationError(UserError):
 _CAPS = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
 FULL_RANGE_ACTIVATIONS = bool(_CAPS.get("avx512_vnni") or _CAPS.get("avx_vnni"))
 KERNEL = "torch dynamic quantized Linear (quantized::linear_dynamic)"
+ROWS_PER_BLOCK = 256  # output rows quantized at a time (2560 wide: 2.6 MB of fp32 temporaries)
 
 
 def describe_kernel() -> str:
@@ -102,17 +103,34 @@ class Int8Linear(nn.Module):
     def load_float(self, name: str, value: torch.Tensor) -> None:
         """Quantize `value` [out, in] (any float dtype) into the packed int8 weight."""
         assert name == "weight", name
-        w = value.detach().to("cpu", torch.float32)
-        low, high = torch.aminmax(w, dim=1)  # (no |w| copy: a build's peak is one layer's temporaries)
-        scale = torch.maximum(-low, high).clamp(min=1e-12) / 127  # symmetric: zero stays exactly zero
-        q = torch.quantize_per_channel(w, scale.double(), torch.zeros(len(scale), dtype=torch.long), 0, torch.qint8)
-        self.packed.set_weight_bias(q, None)
-        del w, q
-        _return_freed_pages()
+        self._pack(lambda rows: value[rows].detach().to("cpu", torch.float32))
 
-    def dequantized(self) -> torch.Tensor:
-        """The weight [out, in] in fp32 as the kernel sees it (int8 x scale)."""
-        return self.packed._weight_bias()[0].dequantize()
+    @torch.no_grad()
+    def add_float(self, update: torch.Tensor) -> None:
+        """weight += update [out, in] (LoRA's merge, lora.py): the sum of the dequantized weight and the
+        update, quantized again."""
+        current = self.packed._weight_bias()[0]
+        values, scales = current.int_repr(), current.q_per_channel_scales().float()
+        self._pack(lambda rows: values[rows].float() * scales[rows, None] + update[rows].float())
+
+    def _pack(self, rows_of: Callable[[slice], torch.Tensor]) -> None:
+        """Quantize the fp32 weight that `rows_of(rows)` gives a block of output rows at a time (the
+        scales are per row, so blocks quantize exactly as the whole; the temporaries are one block's,
+        and a full-size build's peak is the int8 weights, not one layer's fp32 copy)."""
+        n = self.out_features
+        values = torch.empty(n, self.in_features, dtype=torch.int8)
+        scales = torch.empty(n, dtype=torch.float64)
+        for start in range(0, n, ROWS_PER_BLOCK):
+            rows = slice(start, min(n, start + ROWS_PER_BLOCK))
+            w = rows_of(rows)
+            low, high = torch.aminmax(w, dim=1)
+            scale = torch.maximum(-low, high).clamp(min=1e-12) / 127  # symmetric: zero stays exactly zero
+            values[rows] = torch.round(w / scale[:, None]).clamp_(-127, 127)
+            scales[rows] = scale
+        q = torch._make_per_channel_quantized_tensor(values, scales, torch.zeros(n, dtype=torch.long), 0)
+        self.packed.set_weight_bias(q, None)
+        del values, q
+        _return_freed_pages()
 
     def int8_weight(self) -> torch.Tensor:
         """The int8 values [out, in] (an unpacked copy)."""
