@@ -76,13 +76,16 @@ class Int8Linear(nn.Module):
 
     The float weight exists only while a value is quantized: `float_weights()` names it (a meta
     tensor: shape and dtype, no memory) so that the weight loaders (models/weights/plan.py) check a
-    file against it and hand the value to `load_float`; the bias stays a float parameter."""
+    file against it and hand the value to `load_float`.  The bias (fp32) goes into the packed
+    parameters too: the kernel adds it in its output loop (a separate add of a [1025, 6144] output was
+    a fifth of a 448 px encode)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight_spec = torch.empty(out_features, in_features, dtype=dtype, device="meta")
-        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype), requires_grad=False) if bias else None
+        self.bias_spec = torch.empty(out_features, dtype=dtype, device="meta") if bias else None
+        self.register_buffer("bias_fp32", torch.zeros(out_features) if bias else None, persistent=False)
         with warnings.catch_warnings():  # torch.ao's deprecation notices name the API, not a fault here
             warnings.simplefilter("ignore")
             self.packed = torch.ao.nn.quantized.modules.linear.LinearPackedParams(dtype=torch.qint8)
@@ -92,16 +95,21 @@ class Int8Linear(nn.Module):
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, linear.weight.dtype)
         q.load_float("weight", linear.weight)
         if linear.bias is not None:
-            q.bias.data.copy_(linear.bias)
+            q.load_float("bias", linear.bias)
         return q
 
     def float_weights(self) -> dict[str, torch.Tensor]:
         """{attribute: meta tensor} of the float values this module takes through `load_float`."""
-        return {"weight": self.weight_spec}
+        return {"weight": self.weight_spec, **({"bias": self.bias_spec} if self.bias_spec is not None else {})}
 
     @torch.no_grad()
     def load_float(self, name: str, value: torch.Tensor) -> None:
-        """Quantize `value` [out, in] (any float dtype) into the packed int8 weight."""
+        """weight: quantize `value` [out, in] (any float dtype) into the packed int8 weight; bias: the
+        packed parameters' bias [out] (fp32)."""
+        if name == "bias":
+            self.bias_fp32.copy_(value)
+            self.packed.set_weight_bias(self.packed._weight_bias()[0], self.bias_fp32)
+            return
         assert name == "weight", name
         self._pack(lambda rows: value[rows].detach().to("cpu", torch.float32))
 
@@ -128,7 +136,7 @@ class Int8Linear(nn.Module):
             values[rows] = torch.round(w / scale[:, None]).clamp_(-127, 127)
             scales[rows] = scale
         q = torch._make_per_channel_quantized_tensor(values, scales, torch.zeros(n, dtype=torch.long), 0)
-        self.packed.set_weight_bias(q, None)
+        self.packed.set_weight_bias(q, self.bias_fp32)
         del values, q
         _return_freed_pages()
 
@@ -139,8 +147,6 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.ops.quantized.linear_dynamic(x.float(), self.packed._packed_params,
                                                reduce_range=not FULL_RANGE_ACTIVATIONS)
-        if self.bias is not None:
-            y = y + self.bias.float()
         return y.to(x.dtype)
 
     def extra_repr(self) -> str:
