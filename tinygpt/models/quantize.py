@@ -1,16 +1,19 @@
 """Int8 weights for inference: `model.{llm,vision}.quantize: int8` (CPU) and `model.llm.load_in_8bit`.
 
-`quantize: int8` (`quantize_int8`): every Linear of the LLM (not `lm_head`) and of the vision tower's
-blocks becomes torch's dynamic quantized Linear (`Int8Linear`): int8 weights with one scale per
-output channel, each call's input quantized to 8 bits on the fly (one scale per call), int8 x int8
-products accumulated in int32 by fbgemm / oneDNN.  Chosen by `python -m benchmarks.quant_kernels`
-on a 2-core EPYC (docs/quantization.md): it reads half the bytes of bf16 weights when decoding one
-token, and at a 448 px image's 1025 ViT tokens it runs 8-bit integer products where bf16 weights
-would be upcast to fp32; weight-only int8 (`aten._weight_int8pack_mm`), torchao's eager configs,
-bitsandbytes and int4 measured slower or less exact there.  CPU only (fbgemm/oneDNN are CPU
-kernels), inference only, applied after LoRA is merged; the packed weights live in the process
-(a checkpoint or export keeps the float weights; `quantize: int8` in the config re-quantizes them
-at load).
+`quantize: int8`: every Linear of the LLM (not `lm_head`) and of the vision tower's blocks is an
+`Int8Linear`: int8 weights with one scale per output channel (the bias inside the packed
+parameters), run by torch's `quantized::linear_dynamic` (fbgemm / oneDNN): each call's input
+quantized to 8 bits on the fly (one scale per call; the full 8 bits on VNNI CPUs, torch's 7-bit
+`reduce_range` elsewhere), int8 x int8 products summed in int32.  Chosen by `python -m
+benchmarks.quant_kernels` on a 2-core EPYC (docs/quantization.md): it reads half the bytes of bf16
+weights when decoding one token, and at a 448 px image's 1025 ViT tokens it runs 8-bit integer
+products; weight-only int8 (`aten._weight_int8pack_mm`), torchao's eager configs, bitsandbytes and
+int4 measured slower or less exact there.  CPU only, inference only.  The build never holds the
+float model whole: `linears_on_meta` creates the Linears without memory and `materialize` makes
+them real one at a time (the targets straight into int8); weight files load into the int8 layers
+through `Int8Linear.load_float` and LoRA merges into them (lora.merge_lora).  The packed weights
+live in the process (a checkpoint or export keeps the float weights; `quantize: int8` in the config
+quantizes them again at load).
 
 `load_in_8bit` (`quantize_llm_8bit`, TinyGPT-V's `low_resource` mode): Phi-2's Linear layers become
 bitsandbytes `Linear8bitLt` (LLM.int8(): int8 weights with a per-row scale, outlier activation
