@@ -6,6 +6,7 @@
     python -m benchmarks.chat --full-size --batches 1          # TinyGPT-V stage 4, bf16, 448 px: TTFT
     python -m benchmarks.chat --full-size --image-size 224 --batches 4 --rounds 1
     python -m benchmarks.chat --full-size --batches 1 --arms auto int8 --rounds 2   # int8 vs bf16
+    python -m benchmarks.chat --full-size --batches 1 --arms auto int8 --own-process  # + each arm's own peak
 
 One model, random weights, built with `model.compute_dtype: storage` (every matmul in the weights'
 dtype: the path before the policy, arm "storage"); arm "auto" applies the device's policy
@@ -14,11 +15,13 @@ with the LLM's and the vision tower's Linears swapped for int8 ones quantized fr
 (`model.{llm,vision}.quantize: int8`), swapped back for the other arms.  Rounds alternate the order
 ((storage, auto), (auto, storage), ...) and the table shows each arm's median over rounds; ratios
 are against the first arm named.
-With int8 and auto both run, two more figures: quality (per-position cosine of the prompt's logits
-int8 vs auto, and greedy agreement: the share of auto's 32 greedy tokens int8 also picks, fed
-auto's tokens, and the share its own free-running greedy output matches), and int8 alone: the float
-layers dropped, one more int8 run whose peak RSS is what a `quantize: int8` process holds (the
-interleaved runs' peak counts both copies).
+With int8 and auto both run, the quality figures: per-position cosine of the prompt's logits int8
+vs auto, and greedy agreement over 32 tokens: the share of int8's own free-running greedy output
+that matches auto's, and, fed auto's tokens in one forward each, the share of steps where the two
+arms' argmax agree (with a control: auto's one-forward argmax against its own cached generation).  --own-process then builds each
+of auto and int8 as a user's build would (int8: `quantize: int8`, quantized while building) in a
+process of its own, one after the other, and reports its peak RSS from start to the end of one turn
+(the interleaved process holds both arms' weights, so its peak says nothing about either).
 A run is benchmarks/generate.py's `run_one`: one image per prompt, 32 visual tokens + BOS + 32
 random prompt tokens, greedy decoding of N new tokens with the KV cache, giving per arm and batch
   TTFT          image encode + prefill + first token (s); encode s: the image encode alone
@@ -36,8 +39,11 @@ matmuls run at a few GFLOP/s there): use --rounds 1 and a few --batches.
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -80,13 +86,6 @@ class Arms:
         for parent, child, linear, q in self.int8 or []:
             setattr(parent, child, q if int8 else linear)
 
-    def drop_float(self) -> None:
-        """Keep only the int8 arm: the float layers it replaces are freed."""
-        self.use("int8")
-        for entry in self.int8:
-            entry[2] = None
-
-
 @torch.no_grad()
 def quality(model, arms: Arms, prompt_tokens: int, new_tokens: int = 32, seed: int = 0) -> dict:
     """int8 against auto on one image + prompt: per-position cosine of the prompt's logits, greedy
@@ -114,9 +113,13 @@ def quality(model, arms: Arms, prompt_tokens: int, new_tokens: int = 32, seed: i
         logits[arm] = model.llm(inputs_embeds=fed).logits[0].float()
     prompt = out["auto"]["embeds"].shape[1]
     cosine = torch.nn.functional.cosine_similarity(logits["int8"][:prompt], logits["auto"][:prompt], dim=-1)
-    forced = logits["int8"][prompt - 1:].argmax(-1)
+    # Fed the same tokens, one forward each: int8's argmax against auto's at every step.  (auto's own
+    # one-forward argmax is not always its cached generation's: random weights give near-ties that bf16
+    # rounding in another order flips; that share is reported as the control.)
+    forced = {arm: logits[arm][prompt - 1:].argmax(-1) for arm in logits}
     return {"positions": prompt, "min_cosine": cosine.min().item(), "median_cosine": cosine.median().item(),
-            "greedy_agreement_forced": (forced == reference).float().mean().item(),
+            "greedy_agreement_forced": (forced["int8"] == forced["auto"]).float().mean().item(),
+            "auto_forced_vs_its_generation": (forced["auto"] == reference).float().mean().item(),
             "greedy_agreement_free": (out["int8"]["greedy"] == reference).float().mean().item(),
             "new_tokens": new_tokens}
 
@@ -137,6 +140,10 @@ def main(argv=None) -> int:
                              "without the others' cost; ratios are against the first)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default torch's)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--own-process", action="store_true",
+                        help="also build each of auto and int8 as a user's build in a process of its own "
+                             "(int8: `quantize: int8`) and run one turn: peak RSS of build + turn, per arm")
+    parser.add_argument("--one-arm", choices=("auto", "int8"), help=argparse.SUPPRESS)  # --own-process's child
     C.add_output_args(parser)
     args = parser.parse_args(argv)
     if args.threads:
@@ -147,6 +154,8 @@ def main(argv=None) -> int:
     new_tokens = args.new_tokens or (16 if args.full_size else 32)
 
     device = C.resolve(args.device)
+    if args.one_arm:
+        return _one_arm(args, device, new_tokens)
     info, commit = C.machine(), C.git_commit()  # what is measured: the tree as the run starts
     bandwidth = C.copy_bandwidth(device) if args.full_size else None
     # What this device's fp32 matmuls reach (square 2048, best of ~2 s): the ceiling an fp32 TTFT is
@@ -188,22 +197,14 @@ def main(argv=None) -> int:
                 print(f"  round {r} {arm:7s} batch {b}: TTFT {row['ttft_s']:.2f} s (encode {row['encode_s']:.2f}), "
                       f"{row['median_ms_per_step']:.0f} ms/token, {row['total_tok_s']:.2f} tok/s, "
                       f"peak {row['peak_mem_gb']:.2f} GB", flush=True)
-    quality_row = int8_alone = None
+    quality_row = None
     if {"auto", "int8"} <= set(args.arms):
         quality_row = quality(model, arms, args.prompt_tokens)
         print("int8 vs auto: per-position logits cosine min {min_cosine:.5f} (median {median_cosine:.5f}) over "
-              "{positions} positions; greedy agreement {greedy_agreement_forced:.0%} of {new_tokens} tokens fed "
-              "auto's, {greedy_agreement_free:.0%} free-running".format(**quality_row), flush=True)
-        arms.drop_float()
-        int8_alone = generate.run_one(model, device, 1, new_tokens, args.prompt_tokens, seed=args.rounds)
-        int8_alone["weights_gb"] = C.param_bytes(model) / 1e9 + sum(q.packed.weight().int_repr().numel()
-                                                                    for *_, q in arms.int8) / 1e9
-        print(f"int8 alone (float layers dropped): TTFT {int8_alone['ttft_s']:.2f} s, "
-              f"{int8_alone['median_ms_per_step']:.0f} ms/token, peak {int8_alone['peak_mem_gb']:.2f} GB, "
-              f"weights {int8_alone['weights_gb']:.2f} GB", flush=True)
-    else:
-        arms.use("storage")
-
+              "{positions} positions; greedy agreement {greedy_agreement_free:.0%} of {new_tokens} tokens free-running, "
+              "{greedy_agreement_forced:.0%} fed auto's tokens (control: auto's one-forward argmax agrees with its "
+              "own generation on {auto_forced_vs_its_generation:.0%})".format(**quality_row), flush=True)
+    arms.use("storage")
     rows = [{"arm": arm, "batch": b, "runs": len(runs[arm, b]),
              **{k: statistics.median(x[k] for x in runs[arm, b] if x[k] is not None) for k in METRICS}}
             for b in args.batches for arm in args.arms]
@@ -229,7 +230,7 @@ def main(argv=None) -> int:
         "rounds": args.rounds, "arms": args.arms, "build_s": build_s, "apply_s": apply_s, "quantize_s": quantize_s,
         "weights_gb": C.param_bytes(model) / 1e9, "rss_after_build_bytes": rss_after_build,
         "choices": arms.choices, "policy": _policy(device, model), "matmul_peak_gflop_s": peaks,
-        "rows": rows, "speedups": speedups, "int8_quality": quality_row, "int8_alone": int8_alone, "runs": {f"{a}_b{b}": v for (a, b), v in runs.items()},
+        "rows": rows, "speedups": speedups, "int8_quality": quality_row, "runs": {f"{a}_b{b}": v for (a, b), v in runs.items()},
     }
     if bandwidth:
         floor_ms = 1000 * streamed / bandwidth
@@ -244,9 +245,43 @@ def main(argv=None) -> int:
     slug += "_b" + "-".join(map(str, args.batches)) + (f"_{args.threads}thread" if args.threads else "")
     slug += f"_{args.arms[0]}_only" if len(args.arms) == 1 else "" if args.arms == ["storage", "auto"] \
         else "_" + "-".join(args.arms)
+    if args.own_process:  # after this process's runs, and with its model freed: one build at a time
+        del model, arms
+        gc.collect()
+        result["own_process"] = {}
+        for arm in ("auto", "int8"):
+            own = result["own_process"][arm] = own_process(argv if argv is not None else sys.argv[1:], arm)
+            print(f"{arm} in its own process: built in {own['build_s']:.0f} s, peak RSS {own['peak_rss_gb']:.2f} GB "
+                  f"(build + one turn), weights {own['weights_gb']:.2f} GB; TTFT {own['ttft_s']:.2f} s, "
+                  f"{own['median_ms_per_step']:.0f} ms/token", flush=True)
+        slug += "_own-process"
     out = C.write_json(C.result_path(args, f"chat_{slug}.json"), result)
     print(f"wrote {out}")
     return 0
+
+
+def _one_arm(args, device, new_tokens: int) -> int:
+    """--own-process's child: the build a user gets for `args.one_arm` (auto: the weights' dtype and the
+    device's policy; int8: the same config with `quantize: int8`), one warm-up and one batch-1 turn;
+    prints one JSON line with the process's peak RSS since it started (VmHWM: build included)."""
+    build_args = argparse.Namespace(full_size=args.full_size, cfg_path=None, preset=args.preset,
+                                    image_size=args.image_size, dtype=args.dtype, training_build=False,
+                                    compute_dtype="auto", quantize="int8" if args.one_arm == "int8" else "none")
+    model, _, _, build_s = generate.build(build_args, device)
+    weights = C.param_bytes(model) + sum(m.int8_weight().numel() for m in model.modules()
+                                         if isinstance(m, quantize.Int8Linear))
+    generate.run_one(model, device, 1, 2, args.prompt_tokens)
+    row = generate.run_one(model, device, 1, new_tokens, args.prompt_tokens)
+    print(json.dumps({**row, "build_s": build_s, "weights_gb": weights / 1e9,
+                      "peak_rss_gb": C.rss_breakdown()["VmHWM"] / 1e9}))
+    return 0
+
+
+def own_process(argv: list[str], arm: str) -> dict:
+    """Run `arm` alone in a child process (`--one-arm`) and return its JSON line."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.chat", *argv, "--one-arm", arm],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _policy(device, model) -> dict:

@@ -66,6 +66,7 @@ def build(args, device):
     if args.dtype:
         model_cfg.llm.dtype = model_cfg.vision.dtype = args.dtype
     model_cfg.compute_dtype = args.compute_dtype
+    model_cfg.llm.quantize = model_cfg.vision.quantize = getattr(args, "quantize", "none")
     t = time.perf_counter()
     model = tinygpt.build_model(model_cfg, device, load_weights=False, training=args.training_build).eval()
     return model, model_cfg, label, time.perf_counter() - t

@@ -70,7 +70,10 @@ def check_bitsandbytes(device: torch.device | None) -> dict[str, Any]:
 def check_int8(device: torch.device | None, cfg_path: str | None) -> dict[str, Any]:
     """`model.{llm,vision}.quantize: int8` here: the quantized engine, one Int8Linear against its
     fp32 reference (relative error), and with a config which parts it quantizes."""
-    out: dict[str, Any] = {"engine": torch.backends.quantized.engine, "ok": None, "config": None}
+    from tinygpt.models.quantize import FULL_RANGE_ACTIVATIONS, describe_kernel
+
+    out: dict[str, Any] = {"engine": torch.backends.quantized.engine, "kernel": describe_kernel(),
+                           "full_range_activations": FULL_RANGE_ACTIVATIONS, "ok": None, "config": None}
     if cfg_path:
         from tinygpt.common.config import ConfigError, load_config
 
@@ -256,7 +259,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines += _compute_lines(report["compute"])
     int8 = report["int8"]
     asked = ", ".join(f"{part} {choice}" for part, choice in (int8["config"] or {}).items())
-    lines.append(f"[{_mark(int8['ok'])}] quantize: int8 (torch dynamic quantized Linear, engine {int8['engine']})"
+    lines.append(f"[{_mark(int8['ok'])}] quantize: int8 ({int8['kernel']})"
                  + (f": relative error {int8['relative_error']}" if "relative_error" in int8 else "")
                  + (f" ({int8['error']})" if int8.get("error") else "") + (f"; config: {asked}" if asked else ""))
     bnb = report["bitsandbytes"]

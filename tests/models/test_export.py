@@ -61,8 +61,12 @@ def test_an_int8_config_exports_float_weights_that_load_as_int8(trained, tmp_pat
     assert isinstance(loaded.llm.model.layers[0].mlp.fc1, Int8Linear)
     reference = tinygpt.build_model(cfg, "cpu", training=False)  # quantized straight from the checkpoint
     (v1, l1), (v2, l2) = outputs(reference), outputs(loaded)
-    torch.testing.assert_close(v2, v1, rtol=0, atol=1e-6)
-    torch.testing.assert_close(l2, l1, rtol=0, atol=1e-5)
+    torch.testing.assert_close(v2, v1, rtol=0, atol=1e-6)  # the vision tower has no LoRA: the same int8 values
+    # The checkpoint's build merges LoRA into int8 layers (one more rounding); the export's float
+    # weights were merged before quantizing: the same int8 values to within one step.
+    pairs = zip(*([m for m in model.modules() if isinstance(m, Int8Linear)] for model in (reference, loaded)))
+    assert max((a.int8_weight().int() - b.int8_weight().int()).abs().max().item() for a, b in pairs) <= 1
+    assert torch.nn.functional.cosine_similarity(l2, l1, dim=-1).min() > 0.999
 
 
 def test_demo_and_cli_load_an_exported_directory(trained, tmp_path, capsys):

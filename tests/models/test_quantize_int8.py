@@ -3,6 +3,8 @@ model, smaller, built by config for every inference consumer, refused clearly wh
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 
 import pytest
 import torch
@@ -39,7 +41,7 @@ def linear_bytes(module):
         if type(m) is nn.Linear:
             total += m.weight.numel() * m.weight.element_size()
         elif isinstance(m, Int8Linear):
-            total += m.packed.weight().int_repr().numel()
+            total += m.int8_weight().numel()
     return total
 
 
@@ -111,3 +113,69 @@ def test_quantize_choice_is_validated_with_file_and_key(tmp_path, tiny_root):
         load_config(str(path))
     path.write_text(f"model:\n  llm:\n    hf_config: {tiny_root / 'phi.json'}\n  vision:\n    quantize: int8\n")
     assert load_config(str(path)).model.vision.quantize == "int8"
+
+
+def float_target_weights(model) -> int:
+    """Float (non-meta) weights alive at the places `quantize: int8` makes int8."""
+    from tinygpt.models.quantize import int8_targets
+
+    return sum(1 for *_, linear in int8_targets(model) if not linear.weight.is_meta)
+
+
+def test_an_int8_build_never_holds_the_float_layers_at_once(tiny_root, monkeypatch):
+    """Quantized as created: while each layer is quantized, at most that one layer has a float weight
+    (building the float model first would hold all of them: the full-size peak went 7.8 GB -> int8)."""
+    from tinygpt.models import quantize
+
+    seen, model_of, quantized = [], {}, []
+    materialize, from_linear = quantize.materialize, quantize.Int8Linear.from_linear
+
+    def spy_materialize(model):
+        model_of["model"] = model
+        return materialize(model)
+
+    def spy_from_linear(linear):
+        gc.collect()
+        alive = sum(1 for ref in quantized if ref() is not None)  # float layers already quantized, still held
+        seen.append(float_target_weights(model_of["model"]) + alive)
+        quantized.append(weakref.ref(linear))
+        return from_linear(linear)
+
+    monkeypatch.setattr(quantize, "materialize", spy_materialize)
+    monkeypatch.setattr(quantize.Int8Linear, "from_linear", spy_from_linear)
+    cfg = tiny_model_config(tiny_root)
+    cfg.llm.quantize = cfg.vision.quantize = "int8"
+    model = build_model(cfg, "cpu", load_weights=False, training=False)
+    n_layers = len(model.llm.model.layers)
+    assert len(seen) == 4 * n_layers + 4 * cfg.vision.depth and max(seen) == 1
+    assert float_target_weights(model) == 0
+    # everything else is real and initialised as a float build's: LoRA merged away, Q-Former finite
+    assert not any(p.is_meta for p in model.parameters())
+    # initialised as construction does (Hugging Face's normal(0, initializer_range)), not left empty
+    std = model.llm.config.initializer_range
+    assert type(model.llm.lm_head) is nn.Linear and abs(model.llm.lm_head.weight.std().item() - std) < 0.2 * std
+    assert all(torch.isfinite(p).all() for p in model.qformer.parameters())
+
+
+def test_int8_quantized_while_loading_matches_the_loaded_float_model(tiny_root, tmp_path):
+    """Weights from a checkpoint with LoRA (B off zero) go into the int8 layers as they load, and the
+    adapters merge into the int8 base: the same model as the float build, within int8's error."""
+    from exports import layout_config, trained_checkpoint
+
+    cfg = trained_checkpoint(layout_config("full", tiny_root), tmp_path)
+    images = torch.randn(1, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+    reference = build_model(cfg, "cpu", training=False)
+    want, _ = prompt_logits(reference, images)
+    cfg.model.llm.quantize = cfg.model.vision.quantize = "int8"
+    model = build_model(cfg, "cpu", training=False)
+    assert isinstance(model.llm.model.layers[0].self_attn.query_key_value, Int8Linear)  # LoRA merged into int8
+    got, _ = prompt_logits(model, images)
+    cosine = nn.functional.cosine_similarity(got, want, dim=-1)
+    assert cosine.min() > 0.998, cosine
+    twin, _ = quantized_copy(reference)  # the float model quantized after loading: the same int8 values
+    for a, b in zip(int8_layers(model), int8_layers(twin)):
+        assert (a.int8_weight().int() - b.int8_weight().int()).abs().max() <= 1  # merge rounds once more
+
+
+def int8_layers(model):
+    return [m for m in model.modules() if isinstance(m, Int8Linear)]

@@ -27,11 +27,13 @@ def test_chat_row_measures_both_arms_and_records_the_commit(tmp_path, monkeypatc
 def test_int8_arm_is_timed_against_auto_with_its_quality_and_its_own_peak(tmp_path):
     out = tmp_path / "chat_int8.json"
     assert chat.main(["--arms", "auto", "int8", "--rounds", "2", "--batches", "1", "--new-tokens", "3",
-                      "--out", str(out)]) == 0
+                      "--own-process", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert {r["arm"] for r in result["rows"]} == {"auto", "int8"} and result["quantize_s"] > 0
     quality = result["int8_quality"]  # int8 Linears against the same float weights
     assert quality["min_cosine"] > 0.99 and 0 <= quality["greedy_agreement_forced"] <= 1
     assert quality["positions"] == 1 + 4 + 32  # BOS + the tiny preset's visual tokens + the prompt
-    assert result["int8_alone"]["peak_mem_gb"] > 0 and result["int8_alone"]["weights_gb"] > 0
+    own = result["own_process"]  # each arm built as a user's build, in a process of its own
+    assert own["int8"]["weights_gb"] < 0.8 * own["auto"]["weights_gb"]  # the tiny preset is mostly embeddings
+    assert all(own[arm]["peak_rss_gb"] > own[arm]["weights_gb"] and own[arm]["ttft_s"] > 0 for arm in own)
     assert set(result["speedups"]) == {"int8_vs_auto_b1"}

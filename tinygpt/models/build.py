@@ -94,7 +94,6 @@ def build_model(cfg: Config | ModelConfig, device: torch.device | str | None = N
         quantize.quantize_llm_8bit(model, device)
     computes = []
     if not training and not on_meta:
-        quantize.quantize_int8(model)  # the parts whose `quantize` is int8
         # each component's compute dtype for this device
         computes = compute_dtype.apply(model, device, model_cfg.compute_dtype).choices
     if not on_meta:
@@ -160,9 +159,15 @@ def _instantiate(cfg: ModelConfig, llm_config, tokenizer, device: torch.device, 
     vision_dtype = _tower_dtype(device, cfg.vision.dtype, training and cfg.vision.train)
     from . import tinygpt_v  # noqa: F401  (registers its arch; a lower floor never imports the facade)
 
-    with torch.device(device), _default_dtype(llm_dtype):
+    # `quantize: int8`: Linears are created on meta and made real (int8 for the parts asked) one at a
+    # time, so the float model never exists whole (a full-size bf16 build is 7.8 GB, its int8 form 4.3)
+    int8 = not training and device.type == "cpu" and quantize.INT8 in (cfg.llm.quantize, cfg.vision.quantize)
+    with torch.device(device), _default_dtype(llm_dtype), \
+            quantize.linears_on_meta() if int8 else contextlib.nullcontext():
         model = registry.get("model", cfg.arch)(cfg, llm_config, tokenizer, source)
     model.visual_encoder.to(vision_dtype)
+    if int8:
+        quantize.materialize(model)
     return model
 
 

@@ -167,7 +167,12 @@ def merge_lora(llm: nn.Module) -> int:
     # Innermost first: peft nests its wrappers of MoE expert tensors (`experts.base_layer.base_layer`),
     # and an outer one unwrapped first would leave the inner one pointing back at its own base.
     for name, module in reversed(wrapped):
-        module.merge(safe_merge=True)  # safe_merge: refuse (raise) if the merge produced NaNs
+        base = module.get_base_layer()
+        if hasattr(base, "add_float"):  # an int8 base (quantize.py): the update added to it, quantized again
+            for adapter in module.active_adapters:
+                base.add_float(module.get_delta_weight(adapter))
+        else:
+            module.merge(safe_merge=True)  # safe_merge: refuse (raise) if the merge produced NaNs
         parent_name, _, child = name.rpartition(".")
         setattr(llm.get_submodule(parent_name) if parent_name else llm, child, module.get_base_layer())
     return len(wrapped)

@@ -1,16 +1,19 @@
 """Int8 weights for inference: `model.{llm,vision}.quantize: int8` (CPU) and `model.llm.load_in_8bit`.
 
-`quantize: int8` (`quantize_int8`): every Linear of the LLM (not `lm_head`) and of the vision tower's
-blocks becomes torch's dynamic quantized Linear (`Int8Linear`): int8 weights with one scale per
-output channel, each call's input quantized to 8 bits on the fly (one scale per call), int8 x int8
-products accumulated in int32 by fbgemm / oneDNN.  Chosen by `python -m benchmarks.quant_kernels`
-on a 2-core EPYC (docs/quantization.md): it reads half the bytes of bf16 weights when decoding one
-token, and at a 448 px image's 1025 ViT tokens it runs 8-bit integer products where bf16 weights
-would be upcast to fp32; weight-only int8 (`aten._weight_int8pack_mm`), torchao's eager configs,
-bitsandbytes and int4 measured slower or less exact there.  CPU only (fbgemm/oneDNN are CPU
-kernels), inference only, applied after LoRA is merged; the packed weights live in the process
-(a checkpoint or export keeps the float weights; `quantize: int8` in the config re-quantizes them
-at load).
+`quantize: int8`: every Linear of the LLM (not `lm_head`) and of the vision tower's blocks is an
+`Int8Linear`: int8 weights with one scale per output channel (the bias inside the packed
+parameters), run by torch's `quantized::linear_dynamic` (fbgemm / oneDNN): each call's input
+quantized to 8 bits on the fly (one scale per call; the full 8 bits on VNNI CPUs, torch's 7-bit
+`reduce_range` elsewhere), int8 x int8 products summed in int32.  Chosen by `python -m
+benchmarks.quant_kernels` on a 2-core EPYC (docs/quantization.md): it reads half the bytes of bf16
+weights when decoding one token, and at a 448 px image's 1025 ViT tokens it runs 8-bit integer
+products; weight-only int8 (`aten._weight_int8pack_mm`), torchao's eager configs, bitsandbytes and
+int4 measured slower or less exact there.  CPU only, inference only.  The build never holds the
+float model whole: `linears_on_meta` creates the Linears without memory and `materialize` makes
+them real one at a time (the targets straight into int8); weight files load into the int8 layers
+through `Int8Linear.load_float` and LoRA merges into them (lora.merge_lora).  The packed weights
+live in the process (a checkpoint or export keeps the float weights; `quantize: int8` in the config
+quantizes them again at load).
 
 `load_in_8bit` (`quantize_llm_8bit`, TinyGPT-V's `low_resource` mode): Phi-2's Linear layers become
 bitsandbytes `Linear8bitLt` (LLM.int8(): int8 weights with a per-row scale, outlier activation
@@ -22,8 +25,14 @@ little memory), as do the norms, the embeddings and the vision side.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import re
+import sys
 import logging
 import warnings
+from typing import Callable
 
 import torch
 from torch import nn
@@ -47,34 +56,128 @@ class QuantizationError(UserError):
     """8-bit loading was asked for where it cannot work; the message says what to change."""
 
 
-class Int8Linear(nn.Module):
-    """A Linear with int8 weights: torch's dynamic quantized Linear (`packed`, fp32 in and out) behind
-    the input's own dtype, so it drops into a bf16 model.  x [..., in_features] -> [..., out_features]."""
+# 8-bit activations at full range where the CPU multiplies u8 x s8 with int32 sums (VNNI: vpdpbusd);
+# without VNNI fbgemm's pairwise int16 sums can saturate, so torch's 7-bit default (reduce_range) stays.
+_CAPS = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+FULL_RANGE_ACTIVATIONS = bool(_CAPS.get("avx512_vnni") or _CAPS.get("avx_vnni"))
+KERNEL = "torch dynamic quantized Linear (quantized::linear_dynamic)"
+ROWS_PER_BLOCK = 256  # output rows quantized at a time (2560 wide: 2.6 MB of fp32 temporaries)
 
-    def __init__(self, linear: nn.Linear):
+
+def describe_kernel() -> str:
+    """What `quantize: int8` runs here, for the doctor and the build's log."""
+    bits = "8-bit (VNNI)" if FULL_RANGE_ACTIVATIONS else "7-bit (no VNNI: torch's reduce_range)"
+    return (f"{KERNEL}, engine {torch.backends.quantized.engine}: int8 weights per output channel, "
+            f"{bits} activations per call")
+
+
+class Int8Linear(nn.Module):
+    """A Linear with int8 weights: torch's packed int8 weight (one scale per output channel) and
+    `quantized::linear_dynamic` (each call's input quantized to 8 bits with one scale, int8 x int8
+    products summed in int32 by fbgemm / oneDNN), behind the input's own dtype so that it drops into a
+    bf16 model.  x [..., in_features] -> [..., out_features].
+
+    The float weight exists only while a value is quantized: `float_weights()` names it (a meta
+    tensor: shape and dtype, no memory) so that the weight loaders (models/weights/plan.py) check a
+    file against it and hand the value to `load_float`.  The bias (fp32) goes into the packed
+    parameters too: the kernel adds it in its output loop (a separate add of a [1025, 6144] output was
+    a fifth of a 448 px encode)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        reference = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        with torch.no_grad():
-            reference.weight.copy_(linear.weight)
-            if linear.bias is not None:
-                reference.bias.copy_(linear.bias)
-        # One scale per output channel: a row of small weights keeps its precision beside a large one.
-        reference.qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+        self.in_features, self.out_features = in_features, out_features
+        self.weight_spec = torch.empty(out_features, in_features, dtype=dtype, device="meta")
+        self.bias_spec = torch.empty(out_features, dtype=dtype, device="meta") if bias else None
+        self.register_buffer("bias_fp32", torch.zeros(out_features) if bias else None, persistent=False)
         with warnings.catch_warnings():  # torch.ao's deprecation notices name the API, not a fault here
             warnings.simplefilter("ignore")
-            self.packed = torch.ao.nn.quantized.dynamic.Linear.from_float(reference)
+            self.packed = torch.ao.nn.quantized.modules.linear.LinearPackedParams(dtype=torch.qint8)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
+        q = cls(linear.in_features, linear.out_features, linear.bias is not None, linear.weight.dtype)
+        q.load_float("weight", linear.weight)
+        if linear.bias is not None:
+            q.load_float("bias", linear.bias)
+        return q
+
+    def float_weights(self) -> dict[str, torch.Tensor]:
+        """{attribute: meta tensor} of the float values this module takes through `load_float`."""
+        return {"weight": self.weight_spec, **({"bias": self.bias_spec} if self.bias_spec is not None else {})}
+
+    @torch.no_grad()
+    def load_float(self, name: str, value: torch.Tensor) -> None:
+        """weight: quantize `value` [out, in] (any float dtype) into the packed int8 weight; bias: the
+        packed parameters' bias [out] (fp32)."""
+        if name == "bias":
+            self.bias_fp32.copy_(value)
+            self.packed.set_weight_bias(self.packed._weight_bias()[0], self.bias_fp32)
+            return
+        assert name == "weight", name
+        self._pack(lambda rows: value[rows].detach().to("cpu", torch.float32))
+
+    @torch.no_grad()
+    def add_float(self, update: torch.Tensor) -> None:
+        """weight += update [out, in] (LoRA's merge, lora.py): the sum of the dequantized weight and the
+        update, quantized again."""
+        current = self.packed._weight_bias()[0]
+        values, scales = current.int_repr(), current.q_per_channel_scales().float()
+        self._pack(lambda rows: values[rows].float() * scales[rows, None] + update[rows].float())
+
+    def _pack(self, rows_of: Callable[[slice], torch.Tensor]) -> None:
+        """Quantize the fp32 weight that `rows_of(rows)` gives a block of output rows at a time (the
+        scales are per row, so blocks quantize exactly as the whole; the temporaries are one block's,
+        and a full-size build's peak is the int8 weights, not one layer's fp32 copy)."""
+        n = self.out_features
+        values = torch.empty(n, self.in_features, dtype=torch.int8)
+        scales = torch.empty(n, dtype=torch.float64)
+        for start in range(0, n, ROWS_PER_BLOCK):
+            rows = slice(start, min(n, start + ROWS_PER_BLOCK))
+            w = rows_of(rows)
+            low, high = torch.aminmax(w, dim=1)
+            scale = torch.maximum(-low, high).clamp(min=1e-12) / 127  # symmetric: zero stays exactly zero
+            values[rows] = torch.round(w / scale[:, None]).clamp_(-127, 127)
+            scales[rows] = scale
+        q = torch._make_per_channel_quantized_tensor(values, scales, torch.zeros(n, dtype=torch.long), 0)
+        self.packed.set_weight_bias(q, self.bias_fp32)
+        del values, q
+        _return_freed_pages()
+
+    def int8_weight(self) -> torch.Tensor:
+        """The int8 values [out, in] (an unpacked copy)."""
+        return self.packed._weight_bias()[0].int_repr()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.packed(x.float()).to(x.dtype)
+        y = torch.ops.quantized.linear_dynamic(x.float(), self.packed._packed_params,
+                                               reduce_range=not FULL_RANGE_ACTIVATIONS)
+        return y.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per output channel"
 
 
+def _glibc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator keeps its own policy
+        return None
+
+
+_MALLOC_TRIM = _glibc_trim() if sys.platform.startswith("linux") else None
+
+
+def _return_freed_pages() -> None:
+    """Give the pages of freed temporaries back to the OS (glibc's malloc_trim).  Why: quantizing a
+    layer frees float temporaries of about the size of the packed int8 weights kept beside them, and
+    glibc keeps such holes in its heap resident; over the 284 layers of a full-size build that was
+    0.4 GB of peak RSS (docs/quantization.md)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def int8_linear(linear: nn.Linear) -> Int8Linear:
     """`linear`'s weights (any float dtype) as an Int8Linear on the CPU."""
-    return Int8Linear(linear)
+    return Int8Linear.from_linear(linear)
 
 
 def check_int8(cfg, device: torch.device | str, training: bool) -> None:
@@ -100,14 +203,88 @@ def int8_targets(model: nn.Module, parts: tuple[str, ...] = ("llm", "vision")) -
     """(parent module, attribute, Linear) of every layer `quantize: int8` swaps in `parts`: the LLM's
     Linears but lm_head (the vocabulary projection keeps the logits exact), the vision tower's (its
     blocks; the patch embedding is a convolution)."""
-    modules = {"llm": model.llm, "vision": model.visual_encoder}
     out = []
     for part in parts:
-        for name, m in modules[part].named_modules():
-            if isinstance(m, nn.Linear) and name != "lm_head":
+        tower = _tower(model, part)
+        for name, m in tower.named_modules():
+            # not the vocabulary projection, nor LoRA's adapter matrices (merged into their base)
+            if isinstance(m, nn.Linear) and name != "lm_head" and not re.search(r"\.lora_[AB]\.", name):
                 parent, _, child = name.rpartition(".")
-                out.append((modules[part].get_submodule(parent), child, m))
+                out.append((tower.get_submodule(parent), child, m))
     return out
+
+
+@contextlib.contextmanager
+def linears_on_meta():
+    """Every nn.Linear created inside gets its parameters on the meta device (no memory): a
+    `quantize: int8` build creates the architecture this way and `materialize` then makes each layer
+    real one at a time, so the float model never exists whole.  (Only Linears: embeddings, norms and
+    buffers such as rotary tables are created as usual, and a tied LM head still takes the embedding.)"""
+    original = nn.Linear.__init__
+
+    def on_meta(self, in_features, out_features, bias=True, device=None, dtype=None):
+        original(self, in_features, out_features, bias, device="meta", dtype=dtype)
+
+    nn.Linear.__init__ = on_meta
+    try:
+        yield
+    finally:
+        nn.Linear.__init__ = original
+
+
+def _initialiser(model: nn.Module) -> dict[int, Callable[[nn.Linear], None]]:
+    """id(Linear) -> how its construction initialises it: the innermost Hugging Face model's
+    `_init_weights` (what `post_init` ran), LoRA's own reset for adapter matrices, else the
+    Linear's `reset_parameters`."""
+    from transformers import PreTrainedModel
+    from peft.tuners.lora import LoraLayer
+
+    out = {}
+
+    def walk(module: nn.Module, init) -> None:
+        if isinstance(module, PreTrainedModel):
+            init = module._init_weights
+        for child in module.children():
+            if isinstance(module, LoraLayer) and isinstance(child, nn.ModuleDict):
+                for adapter, linear in child.items():  # lora_A / lora_B: peft's init (B = 0: no change at start)
+                    out[id(linear)] = lambda _, layer=module, name=adapter: layer.reset_lora_parameters(name, True)
+                continue
+            if isinstance(child, nn.Linear):
+                out[id(child)] = init or nn.Linear.reset_parameters
+            walk(child, init)
+
+    walk(model, None)
+    return out
+
+
+@torch.no_grad()
+def materialize(model: nn.Module) -> dict[str, int]:
+    """Make every meta Linear (`linears_on_meta`) real, one at a time, initialised as construction
+    would have: the targets of the parts whose `quantize` is int8 (`int8_targets`) become Int8Linear
+    (a float weight exists for one layer at a time), the others float in their dtype.  Returns the
+    layers quantized per part."""
+    parts = tuple(part for part in ("llm", "vision") if getattr(model.cfg, part).quantize == INT8)
+    init = _initialiser(model)
+    targets = {id(linear): (parent, child) for parent, child, linear in int8_targets(model, parts)}
+    done = dict.fromkeys(parts, 0)
+    part_of = {id(m): part for part in parts for m in _tower(model, part).modules()}
+    # By name, not a list of modules: a quantized layer's float weight must be freed before the next
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.weight.is_meta]
+    for name in names:
+        linear = model.get_submodule(name)
+        linear.to_empty(device="cpu")
+        init[id(linear)](linear)
+        if id(linear) in targets:
+            parent, child = targets[id(linear)]
+            setattr(parent, child, int8_linear(linear))
+            done[part_of[id(linear)]] += 1
+    for part, n in done.items():
+        log.info("%s: %d Linear layers in int8 as they were created (%s)", part, n, KERNEL)
+    return done
+
+
+def _tower(model: nn.Module, part: str) -> nn.Module:
+    return {"llm": model.llm, "vision": model.visual_encoder}[part]
 
 
 @torch.no_grad()

@@ -85,9 +85,20 @@ def _compute(target: Target, tensors: list[torch.Tensor]) -> torch.Tensor:
     return target.convert(*tensors) if target.convert is not None else tensors[0]
 
 
+def loadable(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor a file can fill, by name: the parameters, and the float weights that a module
+    holds in another form (an int8 Linear's, models/quantize.py: a meta tensor naming shape and dtype,
+    whose value goes to the module's `load_float`)."""
+    out = dict(model.named_parameters())
+    for prefix, module in model.named_modules():
+        if hasattr(module, "float_weights"):
+            out.update({f"{prefix}.{name}" if prefix else name: spec for name, spec in module.float_weights().items()})
+    return out
+
+
 def check(model: nn.Module, source: TensorSource, plan: Plan) -> tuple[LoadReport, dict[str, Target]]:
     """Everything but the copy: returns the report and {actual param name: target}."""
-    params = dict(model.named_parameters())
+    params = loadable(model)
     report = LoadReport(source=source.path, format=plan.format, ignored=dict(plan.ignored),
                         unexpected=list(plan.unexpected), missing=list(plan.incomplete))
     resolved: dict[str, Target] = {}
@@ -153,10 +164,15 @@ def apply(model: nn.Module, source: TensorSource, plan: Plan) -> LoadReport:
     report, work = check(model, source, plan)
     if not report.ok:
         raise WeightLoadError.from_report(report)
-    params = dict(model.named_parameters())
+    params = loadable(model)
     for name, target in work.items():
-        if isinstance(target, Target):
-            params[name].copy_(_compute(target, [source.get(k) for k in target.sources]))
+        value = _compute(target, [source.get(k) for k in target.sources]) if isinstance(target, Target) else None
+        if params[name].is_meta:  # held in another form: the module converts the value (int8 weights)
+            owner, _, attr = name.rpartition(".")
+            model.get_submodule(owner).load_float(attr, value if value is not None
+                                                  else torch.full(params[name].shape, target))
+        elif value is not None:
+            params[name].copy_(value)
         else:
             params[name].fill_(target)
     return report
