@@ -5,6 +5,7 @@
     python -m benchmarks.serve --model-root /path/to/a/clone/with/output   # where output/tiny is
     python -m benchmarks.serve --record        # also write benchmarks/results/serve_tiny.json
     python -m benchmarks.serve --preset small  # a random model, ViT-g-proportioned (benchmarks/_common.py)
+    python -m benchmarks.serve --engine process thread   # both engines, interleaved in one run
 
 The server runs in its own process on 127.0.0.1 (the same command a user runs).  Each client is a
 separate process (as users are: no interpreter lock shared with the other clients) with the
@@ -19,7 +20,8 @@ each used (on a small machine the clients share its cores with the server), and,
 prefill and each step carried.  Rounds interleave the
 client counts (1 2 4 ... 1 2 4 ...); figures are medians over rounds.  The JSON (machine, CPU, load
 average, commit, every round) goes to --out (an untracked path by default); `--record` also writes
-it to benchmarks/results/.
+it to benchmarks/results/.  With several `--engine`s, a server of each runs (on consecutive ports)
+and every round runs each engine in turn; the server's CPU counts its model process too.
 """
 from __future__ import annotations
 
@@ -69,10 +71,10 @@ def preset_config(name: str, workdir: Path) -> str:
     return str(path)
 
 
-def start_server(args) -> subprocess.Popen:
+def start_server(args, engine: str, port: int) -> subprocess.Popen:
     import httpx
 
-    command = [sys.executable, str(C.ROOT / "demo.py"), "--api-only", "--port", str(args.port),
+    command = [sys.executable, str(C.ROOT / "demo.py"), "--api-only", "--port", str(port), "--engine", engine,
                "--max-batch-size", str(args.max_batch_size), "--batch-timeout-ms", str(args.batch_timeout_ms),
                *(["--threads", str(args.threads)] if args.threads else []),
                *(["--cfg-path", args.cfg_path] if args.cfg_path else []),
@@ -83,7 +85,7 @@ def start_server(args) -> subprocess.Popen:
     server = subprocess.Popen(command, cwd=args.model_root, stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(1500):
         try:
-            if httpx.get(f"http://127.0.0.1:{args.port}/health", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass
@@ -114,18 +116,20 @@ def ask(client, image: str, question: str, max_tokens: int) -> dict:
             "ttft": (first or end) - start}
 
 
-def _client(tasks, results, url: str, image: str) -> None:
+def _client(tasks, results, urls: list[str], image: str) -> None:
     """A client process (a user): the official `openai` client asking, one after another, the
-    questions it is given; reports its answers and the CPU time it spent."""
+    questions it is given (of the server at the url it is given); reports its answers and the CPU
+    time it spent."""
     import openai
 
-    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
-    ask(client, image, QUESTIONS[0], 4)  # warm-up: the client builds its machinery on first use
+    clients = {url: openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600) for url in urls}
+    for client in clients.values():
+        ask(client, image, QUESTIONS[0], 4)  # warm-up: the client builds its machinery on first use
     results.put("ready")
     while (task := tasks.get()) is not None:
-        k, requests, max_tokens = task
+        url, k, requests, max_tokens = task
         cpu = time.process_time()
-        answers = [ask(client, image, QUESTIONS[(k + i) % len(QUESTIONS)], max_tokens) for i in range(requests)]
+        answers = [ask(clients[url], image, QUESTIONS[(k + i) % len(QUESTIONS)], max_tokens) for i in range(requests)]
         results.put((answers, time.process_time() - cpu))
 
 
@@ -133,21 +137,21 @@ class Clients:
     """`n` client processes, started once (spawned: no state shared with this process) and reused by
     every level: a level with k clients gives work to the first k."""
 
-    def __init__(self, n: int, url: str, image: str):
+    def __init__(self, n: int, urls: list[str], image: str):
         ctx = mp.get_context("spawn")
         self.results = ctx.Queue()
         self.tasks = [ctx.Queue() for _ in range(n)]
-        self.procs = [ctx.Process(target=_client, args=(q, self.results, url, image), daemon=True) for q in self.tasks]
+        self.procs = [ctx.Process(target=_client, args=(q, self.results, urls, image), daemon=True) for q in self.tasks]
         for proc in self.procs:
             proc.start()
         for _ in self.procs:
             self.results.get()  # each has answered its warm-up question
 
-    def run(self, clients: int, requests: int, max_tokens: int) -> tuple[float, list[dict], float]:
+    def run(self, url: str, clients: int, requests: int, max_tokens: int) -> tuple[float, list[dict], float]:
         """-> wall seconds, every answer, the client processes' CPU seconds."""
         start = time.perf_counter()
         for k in range(clients):
-            self.tasks[k].put((k, requests, max_tokens))
+            self.tasks[k].put((url, k, requests, max_tokens))
         results, cpu = [], 0.0
         for _ in range(clients):
             answers, spent = self.results.get()
@@ -163,13 +167,17 @@ class Clients:
 
 
 def process_cpu_s(pid: int) -> Optional[float]:
-    """CPU seconds (user + system) process `pid` has used so far (None where /proc is missing)."""
+    """CPU seconds (user + system) process `pid` and its child processes (the model process of
+    `--engine process`) have used so far (None where /proc is missing)."""
     try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(process_cpu_s(child) or 0.0 for child in children)
 
 
 def summarise(clients: int, wall: float, results: list[dict], alone: dict, server_cpu: Optional[float],
@@ -239,7 +247,9 @@ def main(argv=None) -> int:
                    help="the server's --batch-timeout-ms (default: its own)")
     p.add_argument("--threads", type=int, help="the server's --threads (default: its own)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--port", type=int, default=7913)
+    p.add_argument("--engine", nargs="+", choices=["process", "thread"], default=["process"],
+                   help="the server's --engine; several: one server each, interleaved in every round")
+    p.add_argument("--port", type=int, default=7913, help="the first server's port (the next ones follow)")
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "tinygpt-bench" / "serve.json"))
     p.add_argument("--record", action="store_true",
                    help="also write benchmarks/results/serve_tiny.json (serve_preset_<name>.json with --preset)")
@@ -250,49 +260,58 @@ def main(argv=None) -> int:
         name = f"preset_{args.preset}"
         args.cfg_path = preset_config(args.preset, Path(tempfile.mkdtemp(prefix="tinygpt-serve-")))
     machine = C.machine()
-    url = f"http://127.0.0.1:{args.port}"
+    urls = {engine: f"http://127.0.0.1:{args.port + i}" for i, engine in enumerate(args.engine)}
     image = shapes_png()
-    server = start_server(args)
+    servers = {}
     try:
         import openai
 
-        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
-        for question in QUESTIONS:  # warm-up
-            ask(client, image, question, args.max_tokens)
-        alone = {q: ask(client, image, q, args.max_tokens)["text"] for q in QUESTIONS}
+        alone = {}
+        for i, engine in enumerate(args.engine):
+            servers[engine] = start_server(args, engine, args.port + i)
+            client = openai.OpenAI(base_url=urls[engine] + "/v1", api_key="none", max_retries=0, timeout=600)
+            for question in QUESTIONS:  # warm-up
+                ask(client, image, question, args.max_tokens)
+            alone[engine] = {q: ask(client, image, q, args.max_tokens)["text"] for q in QUESTIONS}
         rounds = []
-        pool = Clients(max(args.clients), url, image)
+        pool = Clients(max(args.clients), list(urls.values()), image)
         try:
             for r in range(args.rounds):
                 for clients in args.clients:
-                    cpu, counters = process_cpu_s(server.pid), model_counters(url)
-                    wall, results, client_cpu = pool.run(clients, args.requests, args.max_tokens)
-                    cpu = None if cpu is None else process_cpu_s(server.pid) - cpu
-                    row = {**summarise(clients, wall, results, alone, cpu, client_cpu),
-                           **model_share(counters, model_counters(url), len(results))}
-                    rounds.append({"round": r, **row})
-                    print(json.dumps(rounds[-1]), flush=True)
+                    for engine, url in urls.items():
+                        pid = servers[engine].pid
+                        cpu, counters = process_cpu_s(pid), model_counters(url)
+                        wall, results, client_cpu = pool.run(url, clients, args.requests, args.max_tokens)
+                        cpu = None if cpu is None else process_cpu_s(pid) - cpu
+                        row = {**summarise(clients, wall, results, alone[engine], cpu, client_cpu),
+                               **model_share(counters, model_counters(url), len(results))}
+                        rounds.append({"round": r, "engine": engine, **row})
+                        print(json.dumps(rounds[-1]), flush=True)
         finally:
             pool.close()
     finally:
-        server.terminate()
-        server.wait(30)
+        for server in servers.values():
+            server.terminate()
+            server.wait(30)
 
     table = []
-    for clients in args.clients:
-        runs = [x for x in rounds if x["clients"] == clients]
-        row = {k: _median(x[k] for x in runs) for k in runs[0] if k not in ("round", "clients")}
-        # every answer of every round counts here, not a median
-        row.update(clients=clients, answers=sum(x["answers"] for x in runs),
-                   differ_from_alone=sum(x["differ_from_alone"] for x in runs))
-        table.append(row)
-    base = table[0]
-    for row in table:
-        row["speedup"] = round(row["answers_per_s"] / base["answers_per_s"], 2)
-        row["p95_over_lone_p95"] = round(row["p95_latency_s"] / base["p95_latency_s"], 2)
-    print(C.table(table, [("clients", "clients", "d"), ("answers_per_s", "answers/s", ".2f"),
+    for engine in args.engine:
+        rows = []
+        for clients in args.clients:
+            runs = [x for x in rounds if x["clients"] == clients and x["engine"] == engine]
+            row = {k: _median(x[k] for x in runs) for k in runs[0] if k not in ("round", "clients", "engine")}
+            # every answer of every round counts here, not a median
+            row.update(engine=engine, clients=clients, answers=sum(x["answers"] for x in runs),
+                       differ_from_alone=sum(x["differ_from_alone"] for x in runs))
+            rows.append(row)
+        for row in rows:
+            row["speedup"] = round(row["answers_per_s"] / rows[0]["answers_per_s"], 2)
+            row["p95_over_lone_p95"] = round(row["p95_latency_s"] / rows[0]["p95_latency_s"], 2)
+        table += rows
+    print(C.table(table, [("engine", "engine", "s"), ("clients", "clients", "d"), ("answers_per_s", "answers/s", ".2f"),
                           ("speedup", "x 1 client", ".2f"), ("tokens_per_s", "tokens/s", ".1f"),
                           ("p50_latency_s", "p50 latency s", ".3f"), ("p95_latency_s", "p95 latency s", ".3f"),
+                          ("p95_over_lone_p95", "p95 / lone p95", ".2f"),
                           ("p50_ttft_s", "p50 TTFT s", ".3f"), ("p95_ttft_s", "p95 TTFT s", ".3f"),
                           ("answers", "answers", "d"), ("differ_from_alone", "!= alone", "d"),
                           ("server_cpu_ms_per_answer", "server CPU ms/answer", ".1f"),
@@ -301,13 +320,16 @@ def main(argv=None) -> int:
                           ("prefill_ms_per_answer", "prefill ms/answer", ".1f"),
                           ("decode_ms_per_answer", "decode ms/answer", ".1f"),
                           ("rows_per_prefill", "rows/prefill", ".1f"), ("rows_per_step", "rows/step", ".1f")]))
+    same = len({json.dumps(a, sort_keys=True) for a in alone.values()}) == 1
+    print(f"lone answers the same on every engine: {same}")
     result = {"machine": machine, **C.git_commit(), "loadavg_at_end": list(os.getloadavg()),
               "model": {"preset": args.preset, "cfg_path": args.cfg_path, "options": args.options, "model_root": args.model_root},
               "settings": {"requests_per_client": args.requests, "max_tokens": args.max_tokens,
                            "max_batch_size": args.max_batch_size, "threads": args.threads,
                            "clients": "separate processes, official openai client",
                            "batch_timeout_ms": args.batch_timeout_ms, "rounds": args.rounds, "greedy": True,
-                           "streamed": True, "image": "224x224 PNG"},
+                           "streamed": True, "image": "224x224 PNG", "engines": args.engine},
+              "lone_answers_same_on_every_engine": same,
               "alone": alone, "table": table, "rounds": rounds}
     print("wrote", C.write_json(args.out, result))
     if args.record:

@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException
 
 from ..common.errors import UserError
 from ..conversation.chat import Chat
+from .engine_process import ModelGone
 from .handoff import EventStream, GenerationFailed, Handoff, Inbox
 from .memory import limit_malloc_arenas, trim_heap
 from .metrics import CONTENT_TYPE, ServeMetrics
@@ -79,6 +80,10 @@ def create_api(chat: Chat, limits: Optional[Limits] = None, scheduler: Optional[
     @app.exception_handler(Busy)
     async def _busy(request: Request, exc: Busy):
         return _error(429, str(exc), headers={"Retry-After": str(exc.retry_after)}, openai=_is_openai(request))
+
+    @app.exception_handler(ModelGone)
+    async def _model_gone(request: Request, exc: ModelGone):
+        return _error(503, str(exc), openai=_is_openai(request))
 
     @app.exception_handler(GenerationFailed)
     async def _failed(request: Request, exc: GenerationFailed):

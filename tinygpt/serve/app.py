@@ -12,11 +12,12 @@ from .validation import Limits
 
 
 def build_app(chat: Chat, *, ui: bool = True, limits: Optional[Limits] = None,
-              examples: Sequence[tuple[str, str]] = ()) -> FastAPI:
+              examples: Sequence[tuple[str, str]] = (), scheduler=None) -> FastAPI:
     """The ASGI app: `/worker_generate`, `/worker_get_status`, `/health`, and (with `ui`) the
-    Gradio chat at `/`."""
+    Gradio chat at `/`.  `scheduler`: one the caller made and closes (e.g. a ProcessScheduler);
+    without it the app makes a thread scheduler of its own."""
     limits = limits or Limits()
-    app = create_api(chat, limits)
+    app = create_api(chat, limits, scheduler)
     if not ui:
         return app
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from a local demo

@@ -23,6 +23,7 @@ from starlette.responses import StreamingResponse
 
 from ..conversation.chat import Chat, GenerationOptions
 from .batching import Row
+from .engine_process import ModelGone
 from .memory import trim_heap
 from .scheduler import Answer, Event, Request, Scheduler, client_options
 from .validation import Limits
@@ -104,6 +105,8 @@ class Handoff:
                     event.cancel()
                     return None
                 event = event.result()
+                if isinstance(event.error, ModelGone):
+                    raise event.error
                 if event.error is not None:
                     raise GenerationFailed(f"generation failed: {type(event.error).__name__}: {event.error}")
                 if event.answer is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -61,6 +62,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     s.add_argument("--batch-timeout-ms", type=float, default=limits.batch_timeout_s * 1000,
                    help="the longest an arriving request waits for others still being prepared, to share one prefill "
                    "(default %(default)s)")
+    s.add_argument("--engine", choices=("process", "thread"), default="process",
+                   help="where the model runs: its own process (default: the HTTP side then never waits for the "
+                   "model's interpreter lock) or a thread of the HTTP server's process (docs/chat.md)")
     s.add_argument("--threads", type=int, metavar="N",
                    help="threads each tensor op of the model runs on (default: 1 for a model under "
                    f"{SMALL_MODEL_PARAMS // 10**6} M parameters, whose ops are too small to split; torch's "
@@ -120,8 +124,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.model and args.cfg_path:
         raise StartupError("give --model (an exported directory) or --cfg-path, not both")
-    chat = load_chat(None if args.model else config_path(args.cfg_path), args.options, args.generation,
-                     model_dir=args.model)
+    cfg_path = None if args.model else config_path(args.cfg_path)
+    chat = load_chat(cfg_path, args.options, args.generation, model_dir=args.model)
     limits = args.limits
     threads = use_model_threads(chat.model, args.threads)
     if args.cli:
@@ -132,15 +136,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     from .app import build_app, serve
     from .ui import synthetic_examples
 
+    scheduler = None
+    if args.engine == "process":  # the child builds its own model from the same arguments
+        from .engine_process import ProcessScheduler
+
+        scheduler = ProcessScheduler(functools.partial(load_chat, cfg_path, args.options, args.generation,
+                                                       model_dir=args.model), limits, args.threads)
+        threads = scheduler.threads
     examples = [] if args.api_only else synthetic_examples(instruct=chat.style.instruct)
-    app = build_app(chat, ui=not args.api_only, limits=limits, examples=examples)
+    app = build_app(chat, ui=not args.api_only, limits=limits, examples=examples, scheduler=scheduler)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"demo.py: listening on {args.host}: other machines can reach this server, which has no "
               f"authentication", file=sys.stderr)
     where = f"http://{args.host}:{args.port}"
     print(f"demo.py: {'JSON API' if args.api_only else 'chat page'} on {where}/ "
           f"(POST {where}/v1/chat/completions, POST {where}/worker_generate, GET {where}/health, "
-          f"GET {where}/metrics; up to {limits.max_batch_size} answers batched, {threads} thread(s) per op)",
-          file=sys.stderr)
-    serve(app, args.host, args.port)
+          f"GET {where}/metrics; up to {limits.max_batch_size} answers batched, {threads} thread(s) per op, "
+          f"the model in {'its own process' if scheduler else 'a thread'})", file=sys.stderr)
+    try:
+        serve(app, args.host, args.port)
+    finally:
+        if scheduler is not None:
+            scheduler.close()
     return 0
