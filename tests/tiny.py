@@ -92,3 +92,23 @@ def mean_loss(model, samples: dict) -> torch.Tensor:
     """The loss a training step minimises for this batch alone (mean over its units)."""
     step = step_loss(model, samples)
     return step.total / step.units.clamp(min=1)
+
+
+def build_tiny_model(root, template=None):
+    """A random tiny TinyGPT-V (seeded: every call gives the same weights) for the chat tests."""
+    import tinygpt.models.tinygpt_v  # noqa: F401  (registers the architecture)
+    from tinygpt.models.build import build_model
+
+    cfg = tiny_config(root)
+    if template:
+        cfg.model.prompt_template, cfg.model.end_sym = template
+    torch.manual_seed(0)
+    model = build_model(cfg, "cpu", load_weights=False).eval()
+    # A random model may open its answer with the end marker (the answer is then empty): these
+    # fixtures test the plumbing, so tokens holding '#' are made unlikely.  Stopping at the marker
+    # is tested with a bigram model (test_served_end_marker.py) and scripted streams.
+    with torch.no_grad():
+        for token, i in model.tokenizer.get_vocab().items():
+            if "#" in token:
+                model.llm.lm_head.bias[i] -= 100.0
+    return model

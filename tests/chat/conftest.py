@@ -9,28 +9,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from tiny import tiny_config
+from tiny import build_tiny_model
 
 INST = ("[INST] {} [/INST]", "###")  # TinyGPT-V stage 4
-
-
-def build_tiny_model(root, template=None):
-    import tinygpt.models.tinygpt_v  # noqa: F401  (registers the architecture)
-    from tinygpt.models.build import build_model
-
-    cfg = tiny_config(root)
-    if template:
-        cfg.model.prompt_template, cfg.model.end_sym = template
-    torch.manual_seed(0)
-    model = build_model(cfg, "cpu", load_weights=False).eval()
-    # A random model may open its answer with the end marker (the answer is then empty): these
-    # fixtures test the plumbing, so tokens holding '#' are made unlikely.  Stopping at the marker
-    # is tested with a bigram model (test_served_end_marker.py) and scripted streams.
-    with torch.no_grad():
-        for token, i in model.tokenizer.get_vocab().items():
-            if "#" in token:
-                model.llm.lm_head.bias[i] -= 100.0
-    return model
 
 
 def tiny_processor(image_size: int = 28):
@@ -126,6 +107,30 @@ class ServerThread:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+@pytest.fixture(name="engine", scope="session")
+def engine_fixture(tiny_root):
+    """engine(kind, limits) -> a context manager giving the scheduler `create_api` gets for that
+    engine: None (the app makes its thread scheduler) or a ProcessScheduler whose model process
+    builds the `tiny_model` fixture's model (same seed: same weights)."""
+    import contextlib
+    import functools
+
+    @contextlib.contextmanager
+    def engine(kind, limits):
+        if kind == "thread":
+            yield None
+            return
+        from tinygpt.serve.engine_process import ProcessScheduler
+
+        scheduler = ProcessScheduler(functools.partial(build_tiny_model, tiny_root), limits)
+        try:
+            yield scheduler
+        finally:
+            scheduler.close()
+
+    return engine
 
 
 @pytest.fixture(name="serve", scope="session")

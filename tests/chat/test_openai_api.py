@@ -23,9 +23,9 @@ def data_uri(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model, make_chat, serve):
-    with serve(create_api(make_chat(tiny_model), LIMITS)) as running:
+@pytest.fixture(scope="module", params=["thread", "process"])
+def server(request, tiny_model, make_chat, serve, engine):
+    with engine(request.param, LIMITS) as scheduler, serve(create_api(make_chat(tiny_model), LIMITS, scheduler)) as running:
         yield running
 
 

@@ -18,13 +18,13 @@ from tinygpt.serve.validation import Limits
 LIMITS = Limits(max_batch_size=4, max_queue=4)
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model, make_chat, serve):
+@pytest.fixture(scope="module", params=["thread", "process"])
+def server(request, tiny_model, make_chat, serve, engine):
     from tinygpt.conversation import GenerationOptions
 
     chat = make_chat(tiny_model)
     chat.defaults = GenerationOptions(max_new_tokens=200, min_new_tokens=200)  # answers that take a while
-    with serve(create_api(chat, LIMITS)) as running:
+    with engine(request.param, LIMITS) as scheduler, serve(create_api(chat, LIMITS, scheduler)) as running:
         yield running
 
 

@@ -12,8 +12,9 @@ event loop and waited to get it back (docs/chat.md, "Why").
 The child runs the same `Scheduler` (one batching implementation); this module only carries its
 calls and events over a pipe.  Every call the HTTP side makes (reserve, start, cancel) is mirrored
 in the child in order, so the child's scheduler sees what a thread engine sees (requests still
-being prepared included, for `batch_timeout_s`), and a slot is freed in the HTTP process when the
-child's scheduler frees it: exactly once.  The child builds the model itself from `factory` (a
+being prepared included, for `batch_timeout_s`).  A slot is freed in the HTTP process exactly once:
+when its last answer (or an error) arrives, before the caller sees it, as the thread engine frees
+it; after a cancel, when the child's scheduler has dropped its rows and says so.  The child builds the model itself from `factory` (a
 picklable callable: no weights cross the pipe).  If the child dies, in-flight requests get a
 `ModelGone` error and new ones are refused with it (HTTP 503), and the log says so.
 """
@@ -55,6 +56,7 @@ class RemoteRequest:
         self.sink: Callable[[Event], None] = lambda event: None
         self.cancelled = False
         self.released = False
+        self.answered = 0  # choices whose Answer came back
 
     def start(self, rows: list[Row], sink: Callable[[Event], None], stop: tuple[str, ...] = ()) -> None:
         if len(rows) != self.n:
@@ -175,13 +177,15 @@ class ProcessScheduler:
                     if request is not None:
                         if error is not None:
                             event = Event(event.index, error=_rebuild(*error))
+                        request.answered += event.answer is not None
+                        if error is not None or request.answered == request.n:
+                            # Its last event: the child frees it right after; free it here before
+                            # the caller sees the answer (as the thread engine does), not when the
+                            # child's note arrives.
+                            self._free(rid)
                         request.sink(event)
-                elif kind == "released":
-                    with self._lock:
-                        request = self._requests.pop(message[1], None)
-                        self.metrics.held.set(len(self._requests))
-                    if request is not None:
-                        request.released = True
+                elif kind == "released":  # e.g. a cancel: the child dropped its rows
+                    self._free(message[1])
                 elif kind == "running":
                     self._running = message[1]
                 elif kind == "metrics":
@@ -189,6 +193,13 @@ class ProcessScheduler:
         except (EOFError, OSError):
             pass
         self._conn_closed()
+
+    def _free(self, rid: int) -> None:
+        with self._lock:
+            request = self._requests.pop(rid, None)
+            self.metrics.held.set(len(self._requests))
+        if request is not None:
+            request.released = True
 
     def _conn_closed(self) -> None:
         with self._lock:
