@@ -92,3 +92,16 @@ def test_a_dead_model_process_gives_503s_and_a_log_line(tiny_model, make_chat, s
             assert after.status_code == 503 and "not running" in after.json()["text"]
         assert any("the model process exited" in r.getMessage() for r in caplog.records)
         assert httpx.get(running.url + "/health", timeout=10).json()["queue_length"] == 0
+
+
+def test_beam_search_and_streams_cross_the_pipe(tiny_model, make_chat, serve, engine, image):
+    limits = Limits()
+    got = {}
+    for kind in ("thread", "process"):
+        with engine(kind, limits) as scheduler, serve(create_api(make_chat(tiny_model), limits, scheduler)) as running:
+            beams = httpx.post(running.url + "/worker_generate", json=body(image, QUESTIONS[0], num_beams=2), timeout=60)
+            lines = httpx.post(running.url + "/worker_generate", json=body(image, QUESTIONS[1], stream=True),
+                               timeout=60).text.splitlines()
+            got[kind] = (beams.status_code, beams.json()["text"], lines)
+    assert got["process"][0] == 200 and got["process"][1] and len(got["process"][2]) >= 1
+    assert got["process"] == got["thread"]

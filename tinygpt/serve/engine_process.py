@@ -85,6 +85,7 @@ class ProcessScheduler:
         self.metrics.registry.register(_ModelMetrics(self))
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
+        self._asking = threading.Lock()
         self._requests: dict[int, RemoteRequest] = {}
         self._ids = itertools.count()
         self._running = 0
@@ -147,13 +148,11 @@ class ProcessScheduler:
 
     def model_metrics(self) -> str:
         """The model process's metrics (Prometheus text); empty when it is gone."""
-        with self._send_lock:  # one question at a time: the replies come back in order
-            if self._gone:
-                return ""
-            self._conn.send(("metrics",))
+        with self._asking:  # one question at a time: the replies come back in order
             try:
+                self._send(("metrics",))
                 return self._replies.get(timeout=10)
-            except queue.Empty:
+            except (ModelGone, queue.Empty):
                 return ""
 
     def _send(self, message) -> None:
@@ -208,6 +207,7 @@ class ProcessScheduler:
             self._requests.clear()
             self.metrics.held.set(0)
         self._running = 0
+        self._replies.put("")  # a /metrics question in flight gets no answer from it any more
         self.process.join(timeout=5)
         if not self._closing:
             log.error("the model process exited (exit code %s): %d request(s) failed; new requests get 503 until "

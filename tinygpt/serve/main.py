@@ -138,10 +138,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     scheduler = None
     if args.engine == "process":  # the child builds its own model from the same arguments
-        from .engine_process import ProcessScheduler
+        from .engine_process import ModelGone, ProcessScheduler
 
-        scheduler = ProcessScheduler(functools.partial(load_chat, cfg_path, args.options, args.generation,
-                                                       model_dir=args.model), limits, args.threads)
+        try:
+            scheduler = ProcessScheduler(functools.partial(load_chat, cfg_path, args.options, args.generation,
+                                                           model_dir=args.model), limits, args.threads)
+        except ModelGone as exc:
+            raise StartupError(f"{exc} (or run the model in the server's process: --engine thread)") from exc
         threads = scheduler.threads
     examples = [] if args.api_only else synthetic_examples(instruct=chat.style.instruct)
     app = build_app(chat, ui=not args.api_only, limits=limits, examples=examples, scheduler=scheduler)
