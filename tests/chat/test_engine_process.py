@@ -105,3 +105,25 @@ def test_beam_search_and_streams_cross_the_pipe(tiny_model, make_chat, serve, en
             got[kind] = (beams.status_code, beams.json()["text"], lines)
     assert got["process"][0] == 200 and got["process"][1] and len(got["process"][2]) >= 1
     assert got["process"] == got["thread"]
+
+
+def test_the_web_pages_streams_run_on_the_process_engine(tiny_model, make_chat, engine, image):
+    from tinygpt.serve.scheduler import Scheduler, stream_session
+
+    chat = make_chat(tiny_model)
+    limits = Limits()
+
+    def answer(scheduler):
+        session = chat.session()
+        session.upload_image(image)
+        session.ask(QUESTIONS[0])
+        return list(stream_session(scheduler, session, max_new_tokens=6))
+
+    thread_scheduler = Scheduler(tiny_model)
+    try:
+        expected = answer(thread_scheduler)
+    finally:
+        thread_scheduler.close()
+    with engine("process", limits) as scheduler:
+        assert answer(scheduler) == expected and "".join(expected)
+        assert scheduler.held == 0
