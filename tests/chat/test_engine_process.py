@@ -10,6 +10,7 @@ import logging
 import threading
 
 import httpx
+import pytest
 
 from tinygpt.serve.api import create_api
 from tinygpt.serve.validation import Limits
@@ -39,6 +40,7 @@ def concurrent_answers(url, image, n=12):
     return answers
 
 
+@pytest.mark.slow
 def test_concurrent_greedy_answers_equal_the_thread_engines(tiny_model, make_chat, serve, engine, image):
     limits = Limits(max_batch_size=4)
     answers = {}
