@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tinygpt.serve.main import parse_args
-from tinygpt.serve.threads import SMALL_MODEL_PARAMS, model_threads, use_model_threads
+from tinygpt.serve.threads import SMALL_MODEL_PARAMS, model_engine, model_threads, use_model_threads
 
 
 def large_model() -> torch.nn.Module:
@@ -45,3 +45,10 @@ def test_demo_flag(capsys):
         parse_args(["--threads", "0"])
     assert exc.value.code == 2
     assert "--threads must be >= 1" in capsys.readouterr().err
+
+
+def test_engine_auto_puts_a_small_model_in_its_own_process_and_keeps_a_large_one_in_a_thread(tiny_model):
+    assert parse_args([]).engine == "auto"
+    assert model_engine(tiny_model) == "process"  # its second copy in the HTTP process is ~10 MB
+    assert model_engine(large_model()) == "thread"  # one copy of a large model's weights
+    assert model_engine(large_model(), "process") == "process" and model_engine(tiny_model, "thread") == "thread"

@@ -19,7 +19,7 @@ from typing import Optional
 
 from ..conversation.chat import Chat, GenerationOptions
 from ..common.errors import UserError, entry_point
-from .threads import SMALL_MODEL_PARAMS, use_model_threads
+from .threads import SMALL_MODEL_PARAMS, model_engine, use_model_threads
 from .validation import Limits
 
 DEFAULT_CONFIG = "eval_configs/tiny.yaml"
@@ -62,9 +62,11 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     s.add_argument("--batch-timeout-ms", type=float, default=limits.batch_timeout_s * 1000,
                    help="the longest an arriving request waits for others still being prepared, to share one prefill "
                    "(default %(default)s)")
-    s.add_argument("--engine", choices=("process", "thread"), default="process",
-                   help="where the model runs: its own process (default: the HTTP side then never waits for the "
-                   "model's interpreter lock) or a thread of the HTTP server's process (docs/chat.md)")
+    s.add_argument("--engine", choices=("auto", "process", "thread"), default="auto",
+                   help="where the model runs: its own process (the HTTP side then never waits for the model's "
+                   "interpreter lock; the HTTP process keeps a second copy of the weights) or a thread of the "
+                   f"HTTP server's process; default auto: process for a model under {SMALL_MODEL_PARAMS // 10**6} M "
+                   "parameters, thread otherwise (docs/chat.md)")
     s.add_argument("--threads", type=int, metavar="N",
                    help="threads each tensor op of the model runs on (default: 1 for a model under "
                    f"{SMALL_MODEL_PARAMS // 10**6} M parameters, whose ops are too small to split; torch's "
@@ -137,7 +139,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from .ui import synthetic_examples
 
     scheduler = None
-    if args.engine == "process":  # the child builds its own model from the same arguments
+    if model_engine(chat.model, args.engine) == "process":  # the child builds its own model from the same arguments
         from .engine_process import ModelGone, ProcessScheduler
 
         try:

@@ -29,6 +29,18 @@ def model_threads(model: torch.nn.Module, requested: Optional[int] = None) -> in
     return 1 if params < SMALL_MODEL_PARAMS else torch.get_num_threads()
 
 
+def model_engine(model: torch.nn.Module, requested: str = "auto") -> str:
+    """Where to run `model` when serving: `requested`, or ("auto") "process" for a model under
+    SMALL_MODEL_PARAMS parameters and "thread" otherwise.  The process engine keeps a second copy
+    of the weights in the HTTP process (it preprocesses with the model's own processor): ~10 MB
+    for the quickstart model, which it serves 1.2x faster with 8 clients (docs/chat.md), but the
+    full-size model's gigabytes, whose time goes into matmuls that do not hold the interpreter lock."""
+    if requested != "auto":
+        return requested
+    params = sum(p.numel() for p in model.parameters())
+    return "process" if params < SMALL_MODEL_PARAMS else "thread"
+
+
 def use_model_threads(model: torch.nn.Module, requested: Optional[int] = None) -> int:
     """Set torch's intra-op threads (process-wide) for serving `model`; -> the count set."""
     n = model_threads(model, requested)
