@@ -22,6 +22,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+import patches.peft_without_bitsandbytes  # noqa: F401  (before peft: keeps bitsandbytes unloaded, see there)
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import Linear as LoraLinear
