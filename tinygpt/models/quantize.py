@@ -1,6 +1,7 @@
 """Int8 weights for inference: `model.{llm,vision}.quantize: int8` (CPU) and `model.llm.load_in_8bit`.
 
-`quantize: int8`: every Linear of the LLM (not `lm_head`) and of the vision tower's blocks is an
+`quantize: int8`: every Linear of the LLM (not `lm_head`), and with `model.vision.quantize` of the
+vision tower's blocks and of the Q-Former, is an
 `Int8Linear`: int8 weights with one scale per output channel (the bias inside the packed
 parameters), run by torch's `quantized::linear_dynamic` (fbgemm / oneDNN): each call's input
 quantized to 8 bits on the fly (one scale per call; the full 8 bits on VNNI CPUs, torch's 7-bit
@@ -201,16 +202,16 @@ def check_int8(cfg, device: torch.device | str, training: bool) -> None:
 
 def int8_targets(model: nn.Module, parts: tuple[str, ...] = ("llm", "vision")) -> list[tuple[nn.Module, str, nn.Linear]]:
     """(parent module, attribute, Linear) of every layer `quantize: int8` swaps in `parts`: the LLM's
-    Linears but lm_head (the vocabulary projection keeps the logits exact), the vision tower's (its
-    blocks; the patch embedding is a convolution)."""
+    Linears but lm_head (the vocabulary projection keeps the logits exact); the vision side's: the
+    tower's (its blocks; the patch embedding is a convolution) and the Q-Former's."""
     out = []
     for part in parts:
-        tower = _tower(model, part)
-        for name, m in tower.named_modules():
-            # not the vocabulary projection, nor LoRA's adapter matrices (merged into their base)
-            if isinstance(m, nn.Linear) and name != "lm_head" and not re.search(r"\.lora_[AB]\.", name):
-                parent, _, child = name.rpartition(".")
-                out.append((tower.get_submodule(parent), child, m))
+        for tower in _towers(model, part):
+            for name, m in tower.named_modules():
+                # not the vocabulary projection, nor LoRA's adapter matrices (merged into their base)
+                if isinstance(m, nn.Linear) and name != "lm_head" and not re.search(r"\.lora_[AB]\.", name):
+                    parent, _, child = name.rpartition(".")
+                    out.append((tower.get_submodule(parent), child, m))
     return out
 
 
@@ -267,7 +268,7 @@ def materialize(model: nn.Module) -> dict[str, int]:
     init = _initialiser(model)
     targets = {id(linear): (parent, child) for parent, child, linear in int8_targets(model, parts)}
     done = dict.fromkeys(parts, 0)
-    part_of = {id(m): part for part in parts for m in _tower(model, part).modules()}
+    part_of = {id(m): part for part in parts for tower in _towers(model, part) for m in tower.modules()}
     # By name, not a list of modules: a quantized layer's float weight must be freed before the next
     names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.weight.is_meta]
     for name in names:
@@ -283,8 +284,13 @@ def materialize(model: nn.Module) -> dict[str, int]:
     return done
 
 
-def _tower(model: nn.Module, part: str) -> nn.Module:
-    return {"llm": model.llm, "vision": model.visual_encoder}[part]
+def _towers(model: nn.Module, part: str) -> tuple[nn.Module, ...]:
+    """The modules `model.<part>.quantize` covers.  `vision` is the image's whole way to the visual
+    tokens but the projector: the ViT and the Q-Former (BERT-base Linears, 0.2 GB in bf16, run once
+    per image on 32 queries), so one key makes the image side int8 (docs/quantization.md)."""
+    if part == "llm":
+        return (model.llm,)
+    return tuple(m for m in (model.visual_encoder, model.qformer) if m is not None)
 
 
 @torch.no_grad()
