@@ -118,12 +118,15 @@ class Int8Linear(nn.Module):
         self._pack(lambda rows: value[rows].detach().to("cpu", torch.float32))
 
     @torch.no_grad()
-    def add_float(self, update: torch.Tensor) -> None:
-        """weight += update [out, in] (LoRA's merge, lora.py): the sum of the dequantized weight and the
-        update, quantized again."""
+    def add_float(self, update_rows: Callable[[slice], torch.Tensor]) -> None:
+        """weight += update (LoRA's merge, lora.py), where `update_rows(rows)` gives the update's block of
+        output rows [rows, in]: the sum of the dequantized weight and the update, quantized again, a
+        block at a time (a whole fp32 update of Phi-2's qkv is 79 MB: it was most of a full-size int8
+        build's transient peak)."""
         current = self.packed._weight_bias()[0]
         values, scales = current.int_repr(), current.q_per_channel_scales().float()
-        self._pack(lambda rows: values[rows].float() * scales[rows, None] + update[rows].float())
+        del current
+        self._pack(lambda rows: values[rows].float() * scales[rows, None] + update_rows(rows).float())
 
     def _pack(self, rows_of: Callable[[slice], torch.Tensor]) -> None:
         """Quantize the fp32 weight that `rows_of(rows)` gives a block of output rows at a time (the
