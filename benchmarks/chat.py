@@ -268,12 +268,14 @@ def _one_arm(args, device, new_tokens: int) -> int:
                                     image_size=args.image_size, dtype=args.dtype, training_build=False,
                                     compute_dtype="auto", quantize="int8" if args.one_arm == "int8" else "none")
     model, _, _, build_s = generate.build(build_args, device)
+    build_peak = C.rss_breakdown()["VmHWM"]  # read now: each run_one starts a new peak window
     weights = C.param_bytes(model) + sum(m.int8_weight().numel() for m in model.modules()
                                          if isinstance(m, quantize.Int8Linear))
     generate.run_one(model, device, 1, 2, args.prompt_tokens)
     row = generate.run_one(model, device, 1, new_tokens, args.prompt_tokens)
-    print(json.dumps({**row, "build_s": build_s, "weights_gb": weights / 1e9,
-                      "peak_rss_gb": C.rss_breakdown()["VmHWM"] / 1e9}))
+    turn_peak = C.rss_breakdown()["VmHWM"]
+    print(json.dumps({**row, "build_s": build_s, "weights_gb": weights / 1e9, "build_peak_rss_gb": build_peak / 1e9,
+                      "turn_peak_rss_gb": turn_peak / 1e9, "peak_rss_gb": max(build_peak, turn_peak) / 1e9}))
     return 0
 
 

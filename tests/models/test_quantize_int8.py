@@ -59,9 +59,14 @@ def test_int8_logits_and_greedy_match_the_float_model(tiny_root):
     want, embeds = prompt_logits(model, images)
     twin, done = quantized_copy(model)
     n_layers = len(model.llm.model.layers)
-    assert done == {"llm": 4 * n_layers, "vision": 4 * model.cfg.vision.depth}  # qkv/dense/fc1/fc2 per block
+    qformer_linears = sum(isinstance(m, nn.Linear) for m in model.qformer.modules())
+    assert qformer_linears > 0
+    # qkv/dense/fc1/fc2 per block; `vision` also covers the Q-Former
+    assert done == {"llm": 4 * n_layers, "vision": 4 * model.cfg.vision.depth + qformer_linears}
     assert isinstance(twin.llm.model.layers[0].mlp.fc1, Int8Linear)
     assert isinstance(twin.visual_encoder.encoder.layers[0].self_attn.qkv, Int8Linear)
+    assert not any(isinstance(m, nn.Linear) for m in twin.qformer.modules())
+    assert type(twin.projector.fc2) is nn.Linear  # the projector makes the visual tokens: float
     assert type(twin.llm.lm_head) is nn.Linear  # the vocabulary projection stays float
     got, _ = prompt_logits(twin, images)
     cosine = nn.functional.cosine_similarity(got, want, dim=-1)  # per position
@@ -147,7 +152,8 @@ def test_an_int8_build_never_holds_the_float_layers_at_once(tiny_root, monkeypat
     cfg.llm.quantize = cfg.vision.quantize = "int8"
     model = build_model(cfg, "cpu", load_weights=False, training=False)
     n_layers = len(model.llm.model.layers)
-    assert len(seen) == 4 * n_layers + 4 * cfg.vision.depth and max(seen) == 1
+    qformer_linears = sum(isinstance(m, Int8Linear) for m in model.qformer.modules())
+    assert len(seen) == 4 * n_layers + 4 * cfg.vision.depth + qformer_linears and max(seen) == 1
     assert float_target_weights(model) == 0
     # everything else is real and initialised as a float build's: LoRA merged away, Q-Former finite
     assert not any(p.is_meta for p in model.parameters())
@@ -155,6 +161,7 @@ def test_an_int8_build_never_holds_the_float_layers_at_once(tiny_root, monkeypat
     std = model.llm.config.initializer_range
     assert type(model.llm.lm_head) is nn.Linear and abs(model.llm.lm_head.weight.std().item() - std) < 0.2 * std
     assert all(torch.isfinite(p).all() for p in model.qformer.parameters())
+    assert all(m.int8_weight().any() for m in int8_layers(model.qformer))  # the Q-Former's, initialised too
 
 
 def test_int8_quantized_while_loading_matches_the_loaded_float_model(tiny_root, tmp_path):

@@ -36,4 +36,6 @@ def test_int8_arm_is_timed_against_auto_with_its_quality_and_its_own_peak(tmp_pa
     own = result["own_process"]  # each arm built as a user's build, in a process of its own
     assert own["int8"]["weights_gb"] < 0.8 * own["auto"]["weights_gb"]  # the tiny preset is mostly embeddings
     assert all(own[arm]["peak_rss_gb"] > own[arm]["weights_gb"] and own[arm]["ttft_s"] > 0 for arm in own)
+    # the build's peak counts too (each turn starts a new peak window)
+    assert all(own[arm]["peak_rss_gb"] == max(own[arm]["build_peak_rss_gb"], own[arm]["turn_peak_rss_gb"]) for arm in own)
     assert set(result["speedups"]) == {"int8_vs_auto_b1"}

@@ -62,7 +62,8 @@ class VisionConfig:
     weights: Optional[str] = None  # LAVIS eva_vit_g.pth
     train: bool = False
     dtype: str = "auto"  # auto: half precision on accelerators when frozen, fp32 on CPU
-    # int8: the tower's block Linears in int8 for inference on CPU (models/quantize.py); none: as `dtype`
+    # int8: the tower's block Linears and the Q-Former's in int8 for inference on CPU (models/quantize.py);
+    # none: as `dtype`
     quantize: str = "none"
     grad_checkpointing: bool = False
     # Init std of the learned position embedding of a tower trained from scratch (weights replace it).

@@ -22,6 +22,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+import patches.peft_without_bitsandbytes  # noqa: F401  (before peft: keeps bitsandbytes unloaded, see there)
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import Linear as LoraLinear
@@ -160,6 +161,17 @@ def inject_lora(llm: nn.Module, cfg: LoRAConfig, family: str, source: str = "<co
     return targets
 
 
+def _delta_rows(module: LoraLayer, adapter: str):
+    """rows -> the adapter's weight update for those output rows, [rows, in] fp32: peft's
+    `get_delta_weight` of a Linear (B A * scaling) a block of rows at a time, so that merging into an
+    int8 base never holds a whole fp32 update; peft's own whole update for other kinds (DoRA)."""
+    if module.use_dora.get(adapter):
+        delta = module.get_delta_weight(adapter)
+        return lambda rows: delta[rows]
+    a, b = module.lora_A[adapter].weight.float(), module.lora_B[adapter].weight
+    return lambda rows: (b[rows].float() @ a) * module.scaling[adapter]
+
+
 def merge_lora(llm: nn.Module) -> int:
     """Fold every injected LoRA adapter into its base Linear and put the plain Linear back.
     Returns the number of layers merged."""
@@ -170,7 +182,7 @@ def merge_lora(llm: nn.Module) -> int:
         base = module.get_base_layer()
         if hasattr(base, "add_float"):  # an int8 base (quantize.py): the update added to it, quantized again
             for adapter in module.active_adapters:
-                base.add_float(module.get_delta_weight(adapter))
+                base.add_float(_delta_rows(module, adapter))
         else:
             module.merge(safe_merge=True)  # safe_merge: refuse (raise) if the merge produced NaNs
         parent_name, _, child = name.rpartition(".")

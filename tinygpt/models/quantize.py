@@ -1,6 +1,7 @@
 """Int8 weights for inference: `model.{llm,vision}.quantize: int8` (CPU) and `model.llm.load_in_8bit`.
 
-`quantize: int8`: every Linear of the LLM (not `lm_head`) and of the vision tower's blocks is an
+`quantize: int8`: every Linear of the LLM (not `lm_head`), and with `model.vision.quantize` of the
+vision tower's blocks and of the Q-Former, is an
 `Int8Linear`: int8 weights with one scale per output channel (the bias inside the packed
 parameters), run by torch's `quantized::linear_dynamic` (fbgemm / oneDNN): each call's input
 quantized to 8 bits on the fly (one scale per call; the full 8 bits on VNNI CPUs, torch's 7-bit
@@ -117,12 +118,15 @@ class Int8Linear(nn.Module):
         self._pack(lambda rows: value[rows].detach().to("cpu", torch.float32))
 
     @torch.no_grad()
-    def add_float(self, update: torch.Tensor) -> None:
-        """weight += update [out, in] (LoRA's merge, lora.py): the sum of the dequantized weight and the
-        update, quantized again."""
+    def add_float(self, update_rows: Callable[[slice], torch.Tensor]) -> None:
+        """weight += update (LoRA's merge, lora.py), where `update_rows(rows)` gives the update's block of
+        output rows [rows, in]: the sum of the dequantized weight and the update, quantized again, a
+        block at a time (a whole fp32 update of Phi-2's qkv is 79 MB: it was most of a full-size int8
+        build's transient peak)."""
         current = self.packed._weight_bias()[0]
         values, scales = current.int_repr(), current.q_per_channel_scales().float()
-        self._pack(lambda rows: values[rows].float() * scales[rows, None] + update[rows].float())
+        del current
+        self._pack(lambda rows: values[rows].float() * scales[rows, None] + update_rows(rows).float())
 
     def _pack(self, rows_of: Callable[[slice], torch.Tensor]) -> None:
         """Quantize the fp32 weight that `rows_of(rows)` gives a block of output rows at a time (the
@@ -201,16 +205,16 @@ def check_int8(cfg, device: torch.device | str, training: bool) -> None:
 
 def int8_targets(model: nn.Module, parts: tuple[str, ...] = ("llm", "vision")) -> list[tuple[nn.Module, str, nn.Linear]]:
     """(parent module, attribute, Linear) of every layer `quantize: int8` swaps in `parts`: the LLM's
-    Linears but lm_head (the vocabulary projection keeps the logits exact), the vision tower's (its
-    blocks; the patch embedding is a convolution)."""
+    Linears but lm_head (the vocabulary projection keeps the logits exact); the vision side's: the
+    tower's (its blocks; the patch embedding is a convolution) and the Q-Former's."""
     out = []
     for part in parts:
-        tower = _tower(model, part)
-        for name, m in tower.named_modules():
-            # not the vocabulary projection, nor LoRA's adapter matrices (merged into their base)
-            if isinstance(m, nn.Linear) and name != "lm_head" and not re.search(r"\.lora_[AB]\.", name):
-                parent, _, child = name.rpartition(".")
-                out.append((tower.get_submodule(parent), child, m))
+        for tower in _towers(model, part):
+            for name, m in tower.named_modules():
+                # not the vocabulary projection, nor LoRA's adapter matrices (merged into their base)
+                if isinstance(m, nn.Linear) and name != "lm_head" and not re.search(r"\.lora_[AB]\.", name):
+                    parent, _, child = name.rpartition(".")
+                    out.append((tower.get_submodule(parent), child, m))
     return out
 
 
@@ -267,7 +271,7 @@ def materialize(model: nn.Module) -> dict[str, int]:
     init = _initialiser(model)
     targets = {id(linear): (parent, child) for parent, child, linear in int8_targets(model, parts)}
     done = dict.fromkeys(parts, 0)
-    part_of = {id(m): part for part in parts for m in _tower(model, part).modules()}
+    part_of = {id(m): part for part in parts for tower in _towers(model, part) for m in tower.modules()}
     # By name, not a list of modules: a quantized layer's float weight must be freed before the next
     names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.weight.is_meta]
     for name in names:
@@ -283,8 +287,13 @@ def materialize(model: nn.Module) -> dict[str, int]:
     return done
 
 
-def _tower(model: nn.Module, part: str) -> nn.Module:
-    return {"llm": model.llm, "vision": model.visual_encoder}[part]
+def _towers(model: nn.Module, part: str) -> tuple[nn.Module, ...]:
+    """The modules `model.<part>.quantize` covers.  `vision` is the image's whole way to the visual
+    tokens but the projector: the ViT and the Q-Former (BERT-base Linears, 0.2 GB in bf16, run once
+    per image on 32 queries), so one key makes the image side int8 (docs/quantization.md)."""
+    if part == "llm":
+        return (model.llm,)
+    return tuple(m for m in (model.visual_encoder, model.qformer) if m is not None)
 
 
 @torch.no_grad()
