@@ -18,6 +18,12 @@ import torch
 SMALL_MODEL_PARAMS = 20_000_000
 
 
+def is_small(model: torch.nn.Module) -> bool:
+    """Whether `model` has fewer than SMALL_MODEL_PARAMS parameters: the one size rule behind both
+    serving defaults below."""
+    return sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS
+
+
 def model_threads(model: torch.nn.Module, requested: Optional[int] = None) -> int:
     """The intra-op thread count to serve `model` with: `requested`, or (None) 1 for a model under
     SMALL_MODEL_PARAMS parameters and torch's current setting otherwise."""
@@ -25,8 +31,7 @@ def model_threads(model: torch.nn.Module, requested: Optional[int] = None) -> in
         if requested < 1:
             raise ValueError(f"the thread count must be >= 1, got {requested}")
         return requested
-    params = sum(p.numel() for p in model.parameters())
-    return 1 if params < SMALL_MODEL_PARAMS else torch.get_num_threads()
+    return 1 if is_small(model) else torch.get_num_threads()
 
 
 def model_engine(model: torch.nn.Module, requested: str = "auto") -> str:
@@ -37,8 +42,7 @@ def model_engine(model: torch.nn.Module, requested: str = "auto") -> str:
     full-size model's gigabytes, whose time goes into matmuls that do not hold the interpreter lock."""
     if requested != "auto":
         return requested
-    params = sum(p.numel() for p in model.parameters())
-    return "process" if params < SMALL_MODEL_PARAMS else "thread"
+    return "process" if is_small(model) else "thread"
 
 
 def use_model_threads(model: torch.nn.Module, requested: Optional[int] = None) -> int:
