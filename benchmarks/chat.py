@@ -67,6 +67,7 @@ class Arms:
         self.model, self.device, self.applied = model, device, None
         self.choices = []
         self.int8: list | None = None  # [parent, attribute, float layer, int8 layer]
+        self.image_dtype: torch.dtype | None = None  # the image side's dtype while the int8 arm holds it in fp32
 
     def use(self, arm: str) -> None:
         if arm != "storage" and self.applied is None:
@@ -85,6 +86,13 @@ class Arms:
                              for parent, child, linear in quantize.int8_targets(self.model)]
         for parent, child, linear, q in self.int8 or []:
             setattr(parent, child, q if int8 else linear)
+        # the image side's float rest as a `quantize: int8` build stores it (fp32), and back (lossless)
+        if int8 and self.image_dtype is None:
+            self.image_dtype = next(self.model.visual_encoder.parameters()).dtype
+            quantize.image_side_to(self.model, torch.float32)
+        elif not int8 and self.image_dtype is not None:
+            quantize.image_side_to(self.model, self.image_dtype)
+            self.image_dtype = None
 
 @torch.no_grad()
 def quality(model, arms: Arms, prompt_tokens: int, new_tokens: int = 32, seed: int = 0) -> dict:
@@ -264,9 +272,12 @@ def _one_arm(args, device, new_tokens: int) -> int:
     """--own-process's child: the build a user gets for `args.one_arm` (auto: the weights' dtype and the
     device's policy; int8: the same config with `quantize: int8`), one warm-up and one batch-1 turn;
     prints one JSON line with the process's peak RSS since it started (VmHWM: build included)."""
+    # int8: what a user writes, `quantize: int8` with the dtypes at auto (build.py: bf16 for the LLM's
+    # float tensors, fp32 for the image side's)
     build_args = argparse.Namespace(full_size=args.full_size, cfg_path=None, preset=args.preset,
-                                    image_size=args.image_size, dtype=args.dtype, training_build=False,
-                                    compute_dtype="auto", quantize="int8" if args.one_arm == "int8" else "none")
+                                    image_size=args.image_size, dtype=None if args.one_arm == "int8" else args.dtype,
+                                    training_build=False, compute_dtype="auto",
+                                    quantize="int8" if args.one_arm == "int8" else "none")
     model, _, _, build_s = generate.build(build_args, device)
     build_peak = C.rss_breakdown()["VmHWM"]  # read now: each run_one starts a new peak window
     weights = C.param_bytes(model) + sum(m.int8_weight().numel() for m in model.modules()

@@ -26,7 +26,7 @@ def outputs(model):
     with torch.no_grad():
         visual = model.encode_images(images)
         embeds, mask, _ = model.embed_inputs([PROMPT, PROMPT], visual)
-        return visual, model.llm(inputs_embeds=embeds, attention_mask=mask).logits
+        return visual, model.llm(inputs_embeds=embeds, attention_mask=mask).logits.float()
 
 
 @pytest.mark.parametrize("keep_lora", [False, True])

@@ -50,7 +50,7 @@ def prompt_logits(model, images):
     ids = model.tokenizer(["what colour is the circle?"], return_tensors="pt").input_ids
     embed = model.llm.get_input_embeddings()
     embeds = torch.cat([model.encode_images(images).to(embed.weight.dtype), embed(ids)], dim=1)
-    return model.llm(inputs_embeds=embeds).logits[0], embeds
+    return model.llm(inputs_embeds=embeds).logits[0].float(), embeds
 
 
 def test_int8_logits_and_greedy_match_the_float_model(tiny_root):
@@ -186,3 +186,27 @@ def test_int8_quantized_while_loading_matches_the_loaded_float_model(tiny_root, 
 
 def int8_layers(model):
     return [m for m in model.modules() if isinstance(m, Int8Linear)]
+
+
+def test_int8_auto_dtypes_keep_what_stays_float_where_it_costs_least(tiny_root):
+    """`quantize: int8` with `dtype: auto` on CPU: the LLM's float tensors (embeddings, lm_head) in
+    bf16, the image side's float rest (tower, Q-Former, query tokens) in fp32, the dtype its int8
+    kernel takes and returns; an explicit dtype is kept."""
+    cfg = tiny_model_config(tiny_root)
+    cfg.llm.quantize = cfg.vision.quantize = "int8"
+    model = build_model(cfg, "cpu", load_weights=False, training=False)
+    assert model.llm.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert model.llm.lm_head.weight.dtype == torch.bfloat16
+    image_side = [*model.visual_encoder.parameters(), *model.qformer.parameters(), model.query_tokens]
+    assert image_side and all(p.dtype == torch.float32 for p in image_side)
+    logits, _ = prompt_logits(model, torch.randn(1, 3, 28, 28))
+    assert torch.isfinite(logits).all()
+    explicit = tiny_model_config(tiny_root)
+    explicit.llm.quantize = explicit.vision.quantize = "int8"
+    explicit.llm.dtype = explicit.vision.dtype = "fp32"
+    model = build_model(explicit, "cpu", load_weights=False, training=False)
+    assert model.llm.lm_head.weight.dtype == torch.float32
+    # without int8, auto on CPU stays fp32 everywhere
+    plain = build_model(tiny_model_config(tiny_root), "cpu", load_weights=False, training=False)
+    assert {p.dtype for p in plain.parameters()} == {torch.float32}
+

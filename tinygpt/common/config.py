@@ -61,9 +61,9 @@ class VisionConfig:
     mlp_dim: int = ranged(6144, 1)
     weights: Optional[str] = None  # LAVIS eva_vit_g.pth
     train: bool = False
-    dtype: str = "auto"  # auto: half precision on accelerators when frozen, fp32 on CPU
-    # int8: the tower's block Linears and the Q-Former's in int8 for inference on CPU (models/quantize.py);
-    # none: as `dtype`
+    dtype: str = "auto"  # auto: half precision on accelerators when frozen, fp32 on CPU (and with quantize: int8)
+    # int8: the tower's block Linears and the Q-Former's in int8 for inference on CPU (models/quantize.py),
+    # their float rest in `dtype`; none: as `dtype`
     quantize: str = "none"
     grad_checkpointing: bool = False
     # Init std of the learned position embedding of a tower trained from scratch (weights replace it).
@@ -132,6 +132,8 @@ class LLMConfig:
     load_in_8bit: bool = False  # bitsandbytes LLM.int8() (CUDA/CPU); see `quantize` for torch's CPU kernels
     # int8: the LLM's Linears (not lm_head) in int8 for inference on CPU (models/quantize.py); none: as `dtype`
     quantize: str = "none"
+    # auto: half precision on accelerators when frozen, fp32 on CPU; bf16 on CPU with quantize: int8
+    # (embeddings and lm_head, what stays float: models/build.py)
     dtype: str = "auto"
     grad_checkpointing: bool = False
     attn_implementation: str = "sdpa"

@@ -37,6 +37,31 @@ def _default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
+# `quantize: int8` with `dtype: auto` (CPU inference): where the float tensors left beside the int8
+# Linears cost least.  The LLM's are the embeddings and lm_head (0.5 GB at full size in bf16, 1.0 GB
+# in fp32), read one row per generated token: bf16 (a memory-bound read; the compute policy upcasts a
+# wide matmul where bf16 ones are slow).  The image side's int8 kernel takes and returns fp32 and its
+# float tensors are a few MB: fp32 (in bf16 every int8 Linear converted its input and output: the
+# 448 px encode took 5-10% longer, docs/quantization.md).
+_INT8_AUTO_DTYPE = {"llm": torch.bfloat16, "vision": torch.float32}
+
+
+def int8_parts(cfg: ModelConfig, device: torch.device, training: bool) -> set[str]:
+    """The parts ("llm", "vision") a build on `device` makes int8 (`model.<part>.quantize`)."""
+    return {part for part in ("llm", "vision")
+            if not training and device.type == "cpu" and getattr(cfg, part).quantize == quantize.INT8}
+
+
+def storage_dtype(cfg: ModelConfig, part: str, device: torch.device | str, training: bool = False) -> torch.dtype:
+    """The dtype `part` ("llm": everything but the image side; "vision") is stored in when built on
+    `device`: `model.<part>.dtype`, its auto resolved (for int8 parts: _INT8_AUTO_DTYPE)."""
+    device = torch.device(device)
+    section = getattr(cfg, part)
+    if part in int8_parts(cfg, device, training) and section.dtype == "auto":
+        return _INT8_AUTO_DTYPE[part]
+    return _tower_dtype(device, section.dtype, training and section.train)
+
+
 def _tower_dtype(device: torch.device, requested: str, trains: bool) -> torch.dtype:
     if trains or device.type == "meta":
         return torch.float32
@@ -155,17 +180,18 @@ def _template_from_tokenizer(cfg: ModelConfig, tokenizer) -> None:
 def _instantiate(cfg: ModelConfig, llm_config, tokenizer, device: torch.device, training: bool, source: str):
     """The registered arch, created directly on `device` in the LLM's dtype; the ViT in its own.
     For inference nothing trains, so every tower takes its frozen dtype whatever the YAML trains."""
-    llm_dtype = _tower_dtype(device, cfg.llm.dtype, training and cfg.llm.train)
-    vision_dtype = _tower_dtype(device, cfg.vision.dtype, training and cfg.vision.train)
+    int8 = int8_parts(cfg, device, training)
+    llm_dtype, vision_dtype = storage_dtype(cfg, "llm", device, training), storage_dtype(cfg, "vision", device, training)
     from . import tinygpt_v  # noqa: F401  (registers its arch; a lower floor never imports the facade)
 
     # `quantize: int8`: Linears are created on meta and made real (int8 for the parts asked) one at a
     # time, so the float model never exists whole (a full-size bf16 build is 7.8 GB, its int8 form 4.3)
-    int8 = not training and device.type == "cpu" and quantize.INT8 in (cfg.llm.quantize, cfg.vision.quantize)
     with torch.device(device), _default_dtype(llm_dtype), \
             quantize.linears_on_meta() if int8 else contextlib.nullcontext():
         model = registry.get("model", cfg.arch)(cfg, llm_config, tokenizer, source)
     model.visual_encoder.to(vision_dtype)
+    if "vision" in int8:  # the Q-Former's Linears are int8 with the tower's: its float rest goes with them
+        quantize.image_side_to(model, vision_dtype)
     if int8:
         quantize.materialize(model)
     return model

@@ -93,14 +93,17 @@ def plan(cfg: ModelConfig, device: torch.device | str) -> list[Choice]:
     the vision tower stored in `model.vision.dtype`, the rest in `model.llm.dtype` (build.py's
     inference build), both resolved for the device."""
     from . import tinygpt_v  # noqa: F401  (registers the arch whose component table is read)
+    from .build import int8_parts, storage_dtype
 
-    vision = devices.frozen_dtype(device, cfg.vision.dtype)
-    rest = devices.frozen_dtype(device, cfg.llm.dtype)
+    vision, rest = storage_dtype(cfg, "vision", device), storage_dtype(cfg, "llm", device)
+    # an int8 image side stores the Q-Former's float rest with the tower (build._instantiate)
+    image_side = {"visual_encoder", "ln_vision", "qformer", "query_tokens"} \
+        if "vision" in int8_parts(cfg, torch.device(device), training=False) else {"visual_encoder"}
     choices = []
     for component in registry.get("model", cfg.arch).COMPONENTS:
         if component.aid:
             continue
-        policy = devices.compute_policy(device, vision if component.attribute == "visual_encoder" else rest,
+        policy = devices.compute_policy(device, vision if component.attribute in image_side else rest,
                                         cfg.compute_dtype)
         choices.append(_choose(component.attribute, _rows(cfg, component), policy))
     return choices

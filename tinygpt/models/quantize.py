@@ -287,6 +287,17 @@ def materialize(model: nn.Module) -> dict[str, int]:
     return done
 
 
+def image_side_to(model: nn.Module, dtype: torch.dtype) -> None:
+    """The float tensors of what `model.vision.quantize` covers (the tower, ln_vision, the Q-Former,
+    its query tokens) in `dtype`: an int8 image side keeps them in fp32, the dtype its kernel takes
+    and returns (build.py's _INT8_AUTO_DTYPE).  The int8 weights are not touched."""
+    for module in (model.visual_encoder, model.ln_vision, model.qformer):
+        if module is not None:
+            module.to(dtype)
+    if model.query_tokens is not None:
+        model.query_tokens.data = model.query_tokens.data.to(dtype)
+
+
 def _towers(model: nn.Module, part: str) -> tuple[nn.Module, ...]:
     """The modules `model.<part>.quantize` covers.  `vision` is the image's whole way to the visual
     tokens but the projector: the ViT and the Q-Former (BERT-base Linears, 0.2 GB in bf16, run once
