@@ -280,7 +280,9 @@ def _one_arm(args, device, new_tokens: int) -> int:
                                     quantize="int8" if args.one_arm == "int8" else "none")
     model, _, _, build_s = generate.build(build_args, device)
     build_peak = C.rss_breakdown()["VmHWM"]  # read now: each run_one starts a new peak window
-    weights = C.param_bytes(model) + sum(m.int8_weight().numel() for m in model.modules()
+    # int8 bytes from the shapes: unpacking every weight (int8_weight) leaves freed copies in the heap
+    # that the turn's peak would count (0.25 GB)
+    weights = C.param_bytes(model) + sum(m.in_features * m.out_features for m in model.modules()
                                          if isinstance(m, quantize.Int8Linear))
     generate.run_one(model, device, 1, 2, args.prompt_tokens)
     row = generate.run_one(model, device, 1, new_tokens, args.prompt_tokens)

@@ -6,11 +6,14 @@
     python -m benchmarks.serve --record        # also write benchmarks/results/serve_tiny.json
     python -m benchmarks.serve --preset small  # a random model, ViT-g-proportioned (benchmarks/_common.py)
     python -m benchmarks.serve --engine process thread   # both engines, interleaved in one run
+    python -m benchmarks.serve --visual-cache 0   # every image encoded every time (users who each send new pictures)
 
 The server runs in its own process on 127.0.0.1 (the same command a user runs).  Each client is a
 separate process (as users are: no interpreter lock shared with the other clients) with the
 official `openai` client, sending `--requests` streamed greedy chat completions one after another
-(questions drawn in turn from a fixed list, so prompts differ in length).  Per client count:
+(questions drawn in turn from a fixed list, so prompts differ in length), each with its image, as
+the stateless API has it: by default each client its own picture (a conversation; the server's
+visual cache encodes it once), with `--images shared` one picture for all.  Per client count:
 answers/s and generated tokens/s over the wall time, p50/p95 latency of a whole answer and of its
 first token (TTFT), how many answers differ from the answer the same question gets alone (greedy:
 batching must not change an answer; the lone answers are taken first, with one client), and where
@@ -48,13 +51,19 @@ QUESTIONS = ["[vqa] what colour is the circle?", "[vqa] how many squares are the
              "[refer] the red circle", "[vqa] what shape is left of the square?"]
 
 
-def shapes_png(side: int = 224) -> str:
+COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "grey"]
+
+
+def shapes_png(side: int = 224, variant: int = 0) -> str:
+    """A circle and a square (variant k: its own colours and place), as a data URL."""
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", (side, side), "white")
     draw = ImageDraw.Draw(image)
-    draw.ellipse([side // 8, side // 8, side // 2, side // 2], fill="red")
-    draw.rectangle([side // 2, side // 3, side - side // 8, side - side // 8], fill="blue")
+    shift = (variant // len(COLOURS)) * side // 16
+    draw.ellipse([side // 8 + shift, side // 8, side // 2 + shift, side // 2], fill=COLOURS[variant % len(COLOURS)])
+    draw.rectangle([side // 2, side // 3 + shift, side - side // 8, side - side // 8],
+                   fill=COLOURS[(variant + 3) % len(COLOURS)])
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -77,6 +86,7 @@ def start_server(args, engine: str, port: int) -> subprocess.Popen:
     command = [sys.executable, str(C.ROOT / "demo.py"), "--api-only", "--port", str(port), "--engine", engine,
                "--max-batch-size", str(args.max_batch_size), "--batch-timeout-ms", str(args.batch_timeout_ms),
                *(["--threads", str(args.threads)] if args.threads else []),
+               *(["--visual-cache", str(args.visual_cache)] if args.visual_cache is not None else []),
                *(["--cfg-path", args.cfg_path] if args.cfg_path else []),
                *(["--options", *args.options] if args.options else [])]
     # The server's log goes to a file: a pipe nobody reads fills up (one access-log line per
@@ -118,8 +128,8 @@ def ask(client, image: str, question: str, max_tokens: int) -> dict:
 
 def _client(tasks, results, urls: list[str], image: str) -> None:
     """A client process (a user): the official `openai` client asking, one after another, the
-    questions it is given (of the server at the url it is given); reports its answers and the CPU
-    time it spent."""
+    questions it is given about its image (of the server at the url it is given); reports its
+    answers and the CPU time it spent."""
     import openai
 
     clients = {url: openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600) for url in urls}
@@ -129,7 +139,8 @@ def _client(tasks, results, urls: list[str], image: str) -> None:
     while (task := tasks.get()) is not None:
         url, k, requests, max_tokens = task
         cpu = time.process_time()
-        answers = [ask(clients[url], image, QUESTIONS[(k + i) % len(QUESTIONS)], max_tokens) for i in range(requests)]
+        answers = [{**ask(clients[url], image, QUESTIONS[(k + i) % len(QUESTIONS)], max_tokens), "image": image}
+                   for i in range(requests)]
         results.put((answers, time.process_time() - cpu))
 
 
@@ -137,11 +148,12 @@ class Clients:
     """`n` client processes, started once (spawned: no state shared with this process) and reused by
     every level: a level with k clients gives work to the first k."""
 
-    def __init__(self, n: int, urls: list[str], image: str):
+    def __init__(self, images: list[str], urls: list[str]):
         ctx = mp.get_context("spawn")
         self.results = ctx.Queue()
-        self.tasks = [ctx.Queue() for _ in range(n)]
-        self.procs = [ctx.Process(target=_client, args=(q, self.results, urls, image), daemon=True) for q in self.tasks]
+        self.tasks = [ctx.Queue() for _ in images]
+        self.procs = [ctx.Process(target=_client, args=(q, self.results, urls, image), daemon=True)
+                      for q, image in zip(self.tasks, images)]
         for proc in self.procs:
             proc.start()
         for _ in self.procs:
@@ -190,7 +202,7 @@ def summarise(clients: int, wall: float, results: list[dict], alone: dict, serve
             "tokens_per_s": round(sum(r["tokens"] for r in results) / wall, 2),
             "p50_latency_s": round(statistics.median(latencies), 4), "p95_latency_s": round(_p95(latencies), 4),
             "p50_ttft_s": round(statistics.median(ttfts), 4), "p95_ttft_s": round(_p95(ttfts), 4),
-            "differ_from_alone": sum(r["text"] != alone[r["question"]] for r in results),
+            "differ_from_alone": sum(r["text"] != alone[r["image"], r["question"]] for r in results),
             # where the CPU went: ms per answer in the server process and in the client processes,
             # and the cores each used on average over the level
             "server_cpu_ms_per_answer": None if server_cpu is None else round(1000 * server_cpu / n, 2),
@@ -246,6 +258,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch-timeout-ms", type=float, default=Limits().batch_timeout_s * 1000,
                    help="the server's --batch-timeout-ms (default: its own)")
     p.add_argument("--threads", type=int, help="the server's --threads (default: its own)")
+    p.add_argument("--visual-cache", type=int, help="the server's --visual-cache (default: its own; 0: every "
+                   "image encoded every time, as for users who each send a new picture every time)")
+    p.add_argument("--images", choices=["per-client", "shared"], default="per-client",
+                   help="per-client: each client asks all its questions about its own picture (a conversation: the "
+                   "API resends it every turn); shared: one picture for every client")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--engine", nargs="+", choices=["process", "thread"], default=["process"],
                    help="the server's --engine; several: one server each, interleaved in every round")
@@ -261,7 +278,7 @@ def main(argv=None) -> int:
         args.cfg_path = preset_config(args.preset, Path(tempfile.mkdtemp(prefix="tinygpt-serve-")))
     machine = C.machine()
     urls = {engine: f"http://127.0.0.1:{args.port + i}" for i, engine in enumerate(args.engine)}
-    image = shapes_png()
+    images = [shapes_png(variant=k if args.images == "per-client" else 0) for k in range(max(args.clients))]
     servers = {}
     try:
         import openai
@@ -271,10 +288,11 @@ def main(argv=None) -> int:
             servers[engine] = start_server(args, engine, args.port + i)
             client = openai.OpenAI(base_url=urls[engine] + "/v1", api_key="none", max_retries=0, timeout=600)
             for question in QUESTIONS:  # warm-up
-                ask(client, image, question, args.max_tokens)
-            alone[engine] = {q: ask(client, image, q, args.max_tokens)["text"] for q in QUESTIONS}
+                ask(client, images[0], question, args.max_tokens)
+            alone[engine] = {(image, q): ask(client, image, q, args.max_tokens)["text"]
+                             for image in dict.fromkeys(images) for q in QUESTIONS}
         rounds = []
-        pool = Clients(max(args.clients), list(urls.values()), image)
+        pool = Clients(images, list(urls.values()))
         try:
             for r in range(args.rounds):
                 for clients in args.clients:
@@ -320,7 +338,7 @@ def main(argv=None) -> int:
                           ("prefill_ms_per_answer", "prefill ms/answer", ".1f"),
                           ("decode_ms_per_answer", "decode ms/answer", ".1f"),
                           ("rows_per_prefill", "rows/prefill", ".1f"), ("rows_per_step", "rows/step", ".1f")]))
-    same = len({json.dumps(a, sort_keys=True) for a in alone.values()}) == 1
+    same = len({json.dumps(sorted(a.values())) for a in alone.values()}) == 1
     print(f"lone answers the same on every engine: {same}")
     result = {"machine": machine, **C.git_commit(), "loadavg_at_end": list(os.getloadavg()),
               "model": {"preset": args.preset, "cfg_path": args.cfg_path, "options": args.options, "model_root": args.model_root},
@@ -328,9 +346,12 @@ def main(argv=None) -> int:
                            "max_batch_size": args.max_batch_size, "threads": args.threads,
                            "clients": "separate processes, official openai client",
                            "batch_timeout_ms": args.batch_timeout_ms, "rounds": args.rounds, "greedy": True,
-                           "streamed": True, "image": "224x224 PNG", "engines": args.engine},
+                           "streamed": True, "image": "224x224 PNG", "images": args.images,
+                           "visual_cache": args.visual_cache, "engines": args.engine},
               "lone_answers_same_on_every_engine": same,
-              "alone": alone, "table": table, "rounds": rounds}
+              "alone": {engine: [{"image": images.index(image), "question": q, "text": text}
+                                 for (image, q), text in answers.items()] for engine, answers in alone.items()},
+              "table": table, "rounds": rounds}
     print("wrote", C.write_json(args.out, result))
     if args.record:
         print("wrote", C.write_json(C.RESULTS / f"serve_{name}.json", result))

@@ -121,6 +121,8 @@ def build_model(cfg: Config | ModelConfig, device: torch.device | str | None = N
     if not training and not on_meta:
         # each component's compute dtype for this device
         computes = compute_dtype.apply(model, device, model_cfg.compute_dtype).choices
+    if int8_parts(model_cfg, device, training):
+        quantize.return_freed_pages()  # the build's freed temporaries: not kept resident under every turn
     if not on_meta:
         log.info("%s", _summary(model, device, reports, merged, computes))
     return model

@@ -145,7 +145,7 @@ class Int8Linear(nn.Module):
         q = torch._make_per_channel_quantized_tensor(values, scales, torch.zeros(n, dtype=torch.long), 0)
         self.packed.set_weight_bias(q, self.bias_fp32)
         del values, q
-        _return_freed_pages()
+        return_freed_pages()
 
     def int8_weight(self) -> torch.Tensor:
         """The int8 values [out, in] (an unpacked copy)."""
@@ -170,11 +170,12 @@ def _glibc_trim():
 _MALLOC_TRIM = _glibc_trim() if sys.platform.startswith("linux") else None
 
 
-def _return_freed_pages() -> None:
+def return_freed_pages() -> None:
     """Give the pages of freed temporaries back to the OS (glibc's malloc_trim).  Why: quantizing a
     layer frees float temporaries of about the size of the packed int8 weights kept beside them, and
     glibc keeps such holes in its heap resident; over the 284 layers of a full-size build that was
-    0.4 GB of peak RSS (docs/quantization.md)."""
+    0.4 GB of peak RSS, and what loading and merging left at the end of the build another 0.1 GB
+    (docs/quantization.md)."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
 

@@ -47,7 +47,8 @@ CLIENT_GONE = 499  # nginx's "client closed request": counted in /metrics, never
 
 def build_scheduler(chat: Chat, limits: Limits) -> Scheduler:
     return Scheduler(chat.model, max_batch_size=limits.max_batch_size, max_queue=limits.max_queue,
-                     batch_timeout_s=limits.batch_timeout_s, metrics=ServeMetrics())
+                     batch_timeout_s=limits.batch_timeout_s, metrics=ServeMetrics(),
+                     visual_cache_size=limits.visual_cache_size)
 
 
 def create_api(chat: Chat, limits: Optional[Limits] = None, scheduler: Optional[Scheduler] = None) -> FastAPI:

@@ -22,6 +22,7 @@ from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 from ..conversation.chat import GenerationOptions
 from ..conversation.protocol import Layout
 from ..models.llm import cache_keyword
+from .visual_cache import VisualCache
 
 
 @dataclass(eq=False)  # rows are compared by identity (a tensor has no truth value)
@@ -50,8 +51,9 @@ class Row:
 class DecodeBatch:
     """The rows being decoded and their KV cache.  Only the scheduler's model thread touches it."""
 
-    def __init__(self, model):
+    def __init__(self, model, visual_cache: Optional[VisualCache] = None):
         self.model = model
+        self.visual_cache = visual_cache if visual_cache is not None else VisualCache(0)
         self.llm = model.llm
         self.eos = model.tokenizer.eos_token_id
         self._cache_key = cache_keyword(self.llm)
@@ -71,15 +73,10 @@ class DecodeBatch:
     # ------------------------------------------------------------------ joining
     @torch.no_grad()
     def prefill(self, rows: list[Row]) -> list[int]:
-        """Prefill `rows` together (images encoded as one batch) and add them to the batch;
-        -> each new row's first token."""
-        images, index = [], {}
-        for row in rows:  # choices of one request (n > 1) share their image tensor: encoded once
-            index.setdefault(id(row.image), len(images))
-            if len(images) < len(index):
-                images.append(row.image)
-        visual = self.model.encode_images(torch.stack(images).to(self.device))
-        visual = visual[[index[id(row.image)] for row in rows]]
+        """Prefill `rows` together (the images the visual cache does not hold encoded as one batch,
+        each distinct image once) and add them to the batch; -> each new row's first token."""
+        visual = self.visual_cache.encode([row.image for row in rows],
+                                          lambda images: self.model.encode_images(images.to(self.device)))
         embeds, mask, _ = self.model.embed_layouts([row.layout for row in rows], visual, left=True)
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # What the model process measures (the HTTP process keeps the request counts and the held gauge).
 MODEL_SIDE = ("queue_depth", "running", "prompt_tokens", "generation_tokens", "ttft", "prefill", "prefill_rows",
-              "token_latency")
+              "visual_cache_hits", "token_latency")
 HTTP_SIDE = ("tinygpt_requests", "tinygpt_requests_held")
 
 
@@ -284,7 +284,7 @@ def _model_process(factory: Callable, limits: Limits, threads: Optional[int], co
 
     # The HTTP process holds the queue bound; here every mirrored reserve must succeed.
     scheduler = _ReportingScheduler(model, send, max_batch_size=limits.max_batch_size, max_queue=2**31,
-                                    batch_timeout_s=limits.batch_timeout_s)
+                                    batch_timeout_s=limits.batch_timeout_s, visual_cache_size=limits.visual_cache_size)
 
     def sink(rid: int, event: Event) -> None:
         error = event.error

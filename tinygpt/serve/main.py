@@ -62,6 +62,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     s.add_argument("--batch-timeout-ms", type=float, default=limits.batch_timeout_s * 1000,
                    help="the longest an arriving request waits for others still being prepared, to share one prefill "
                    "(default %(default)s)")
+    s.add_argument("--visual-cache", type=int, default=limits.visual_cache_size, metavar="N",
+                   help="keep the visual tokens of the last N images by content, so a conversation's next turn "
+                   "(an API client sends the image again) is not encoded again; 0 = off (default %(default)s)")
     s.add_argument("--engine", choices=("auto", "process", "thread"), default="auto",
                    help="where the model runs: its own process (the HTTP side then never waits for the model's "
                    "interpreter lock; the HTTP process keeps a second copy of the weights) or a thread of the "
@@ -72,12 +75,15 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                    f"{SMALL_MODEL_PARAMS // 10**6} M parameters, whose ops are too small to split; torch's "
                    "default otherwise)")
     args = p.parse_args(argv)
-    if args.max_batch_size < 1 or args.max_queue < 0 or not 0 <= args.batch_timeout_ms <= 10_000:
-        p.error("--max-batch-size must be >= 1, --max-queue >= 0 and --batch-timeout-ms in [0, 10000]")
+    if args.max_batch_size < 1 or args.max_queue < 0 or not 0 <= args.batch_timeout_ms <= 10_000 \
+            or args.visual_cache < 0:
+        p.error("--max-batch-size must be >= 1, --max-queue and --visual-cache >= 0 and --batch-timeout-ms "
+                "in [0, 10000]")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
     args.limits = dataclasses.replace(limits, max_batch_size=args.max_batch_size, max_queue=args.max_queue,
-                                      batch_timeout_s=args.batch_timeout_ms / 1000)
+                                      batch_timeout_s=args.batch_timeout_ms / 1000,
+                                      visual_cache_size=args.visual_cache)
     if args.cli and not args.image:
         p.error("--cli needs --image IMG")
     if args.image and not args.cli:

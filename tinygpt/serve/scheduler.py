@@ -35,6 +35,7 @@ import torch
 from ..conversation.chat import Chat, GenerationOptions, VisibleText
 from .batching import DecodeBatch, Row
 from .metrics import ServeMetrics
+from .visual_cache import VisualCache
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class Scheduler:
     """The model thread, its queue and its running batch (see the module docstring)."""
 
     def __init__(self, model, *, max_batch_size: int = 8, max_queue: int = 64, batch_timeout_s: float = 0.005,
-                 retry_after_s: int = 2, metrics: Optional[ServeMetrics] = None):
+                 retry_after_s: int = 2, metrics: Optional[ServeMetrics] = None, visual_cache_size: int = 0):
         if max_batch_size < 1 or max_queue < 0 or batch_timeout_s < 0:
             raise ValueError("max_batch_size must be >= 1, max_queue and batch_timeout_s >= 0")
         self.model = model
@@ -153,7 +154,7 @@ class Scheduler:
         self.max_batch_size, self.max_queue, self.batch_timeout_s = max_batch_size, max_queue, batch_timeout_s
         self.retry_after_s = retry_after_s
         self.metrics = metrics or ServeMetrics()
-        self.batch = DecodeBatch(model)
+        self.batch = DecodeBatch(model, VisualCache(visual_cache_size))
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._waiting: deque[Row] = deque()
@@ -294,11 +295,12 @@ class Scheduler:
             for row in rows:
                 row.owner._texts[row.index] = _RowText(self.style, self.tokenizer, row.owner.stop)
             self.metrics.prompt_tokens.inc(sum(len(r.layout) for r in rows))
-            started = time.monotonic()
+            started, hits = time.monotonic(), self.batch.visual_cache.hits
             tokens = self.batch.prefill(rows)
             now = time.monotonic()
             self.metrics.prefill.observe(now - started)
             self.metrics.prefill_rows.inc(len(rows))
+            self.metrics.visual_cache_hits.inc(self.batch.visual_cache.hits - hits)
             for row in rows:
                 self.metrics.ttft.observe(now - row.owner.started_at)
             self._advance(len(self.batch) - len(rows), tokens)

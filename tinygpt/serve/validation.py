@@ -66,6 +66,9 @@ class Limits:
     max_batch_size: int = 8
     max_queue: int = 64
     batch_timeout_s: float = 0.05
+    # Visual tokens of this many recently seen images kept by content (visual_cache.py: a chat client
+    # resends its image every turn); 0 encodes every image every time.
+    visual_cache_size: int = 64
     # /v1/chat/completions: the most choices (`n`) one request may ask for (rows of one batch).
     max_choices: int = 8
     # /v1/chat/completions: `file://` (or plain) image paths under this folder; None = refused.
