@@ -23,6 +23,7 @@ class ScriptedModel:
         self.tokenizer = tokenizer
         self.script, self.delay, self.fail = script, delay, fail
         self.prompts, self.active, self.max_active = [], 0, 0
+        self.encoded = []  # the image batches encode_images was given
         self._count = threading.Lock()
 
     @property
@@ -35,8 +36,13 @@ class ScriptedModel:
     def clean_answer(self, text):
         return self.style.clean_answer(text)
 
-    def generate(self, images, prompts, *, streamer=None, **options):
+    def encode_images(self, images):
+        self.encoded.append(images)
+        return torch.zeros(len(images), self.n_visual_tokens, 8)
+
+    def generate(self, images, prompts, *, streamer=None, visual=None, **options):
         assert images.shape[0] == 1 and len(prompts) == 1 and isinstance(prompts[0], Dialogue)
+        assert visual is not None and visual.shape[0] == 1  # the Chat's own image's, encoded by it
         with self._count:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
@@ -217,6 +223,35 @@ def test_tiny_model_multi_turn(chat, image):
     assert chat.history == []
     chat.reset()
     assert chat.image is None
+
+
+def test_a_conversation_encodes_its_image_once(tokenizer, image):
+    """Every turn about one uploaded image reuses its visual tokens (answer, stream, beams); a new
+    image is encoded again."""
+    chat = scripted_chat(tokenizer, " red")
+    chat.upload_image(image)
+    for question in ("what colour?", "and now?", "once more?"):
+        chat.ask(question)
+        "".join(chat.stream()) if question == "and now?" else chat.answer()
+    assert len(chat.model.encoded) == 1
+    chat.upload_image(image)  # a new upload (the same picture or not): a new conversation, encoded again
+    chat.ask("what colour?")
+    chat.answer()
+    assert len(chat.model.encoded) == 2
+
+
+def test_tiny_model_reuses_visual_tokens_with_the_answers_of_a_fresh_encode(chat, image):
+    chat.upload_image(image)
+    chat.ask("what colour is the circle?")
+    chat.answer()
+    chat.ask("and the square?")
+    second = chat.answer()  # from the first turn's visual tokens
+    fresh = chat.session()
+    fresh.upload_image(image)
+    for asked, answered in chat.history[:-1]:
+        fresh.add_turn(asked, answered)
+    fresh.ask("and the square?")
+    assert fresh.answer() == second  # encoded anew for this session
 
 
 def test_tiny_model_greedy_is_repeatable_and_stream_matches(chat, image):

@@ -212,6 +212,7 @@ class Chat:
         self._state_lock = threading.Lock()
         self._conversation = Conversation(self.style)
         self._image: Optional[torch.Tensor] = None  # [1, 3, S, S] on self.device
+        self._visual: Optional[torch.Tensor] = None  # its visual tokens, encoded at the first answer
         self.image = None  # the uploaded PIL image (RGB), for drawing boxes on it
 
     def session(self) -> "Chat":
@@ -251,7 +252,7 @@ class Chat:
         shown = ImageOps.contain(image, (DISPLAY_SIDE, DISPLAY_SIDE)) if max(image.size) > DISPLAY_SIDE else image
         shown = shown.convert("RGB")
         with self._state_lock:
-            self._image, self.image = tensor, shown
+            self._image, self.image, self._visual = tensor, shown, None
             self._conversation = Conversation(self.style, has_image=True)
 
     def restart(self) -> None:
@@ -309,7 +310,7 @@ class Chat:
         """Forget the image and the conversation."""
         with self._state_lock:
             self._conversation = Conversation(self.style)
-            self._image, self.image = None, None
+            self._image, self.image, self._visual = None, None, None
 
     # ------------------------------------------------------------------ answers
     def answer(self, **options) -> str:
@@ -320,7 +321,8 @@ class Chat:
             prompt = self._start(opts.max_new_tokens)
             try:
                 _seed(opts)
-                text = self.model.generate(self._image, [prompt], **opts.generate_kwargs())[0]
+                text = self.model.generate(self._image, [prompt], visual=self._visual_tokens(),
+                                           **opts.generate_kwargs())[0]
             except BaseException:
                 self._conversation.drop_pending()
                 raise
@@ -381,7 +383,7 @@ class Chat:
             _seed(opts)
             beams = opts.num_beams > 1
             text = self.model.generate(self._image, [prompt], streamer=None if beams else streamer,
-                                       **opts.generate_kwargs())[0]
+                                       visual=self._visual_tokens(), **opts.generate_kwargs())[0]
             if beams:
                 streamer.on_finalized_text(text)
             self._conversation.set_answer(text)
@@ -396,6 +398,14 @@ class Chat:
             streamer.on_finalized_text("", stream_end=True)  # wake the reader in every case
             self._state_lock.release()
             self._model_lock.release()
+
+    def _visual_tokens(self) -> torch.Tensor:
+        """The image's visual tokens, encoded once per uploaded image: every later turn about it
+        reuses them (the full-size 448 px encode is seconds of CPU).  Called with both locks held."""
+        if self._visual is None:
+            with torch.no_grad():
+                self._visual = self.model.encode_images(self._image)
+        return self._visual
 
     def _start(self, max_new_tokens: int) -> Dialogue:
         # Called with the state lock held.

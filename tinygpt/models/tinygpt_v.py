@@ -238,12 +238,15 @@ class TinyGPTV(nn.Module):
     def generate(self, images: torch.Tensor, prompts: list[str | Dialogue], *,
                  max_new_tokens: int = 300, num_beams: int = 1, do_sample: bool = False,
                  temperature: float = 1.0, top_p: float = 0.9, repetition_penalty: float = 1.0,
-                 length_penalty: float = 1.0, min_new_tokens: int = 1, streamer=None) -> list[str]:
+                 length_penalty: float = 1.0, min_new_tokens: int = 1, streamer=None,
+                 visual: torch.Tensor | None = None) -> list[str]:
         """Answer each prompt about its image.  A prompt is an instruction containing
         `<Img><ImageHere></Img>` (wrapped in the stage template) or a Dialogue whose last answer is
         None (the Chat's multi-turn history).  Batched with left padding and a KV cache; stops at
-        the end marker the model was trained with (or EOS) and cuts the answer there."""
-        visual = self.encode_images(images)
+        the end marker the model was trained with (or EOS) and cuts the answer there.  `visual`:
+        the images' visual tokens already encoded (`encode_images`; a Chat keeps its image's for
+        the next turns), so `images` is not encoded again."""
+        visual = self.encode_images(images) if visual is None else visual
         embeds, mask, _ = self.embed_inputs(list(prompts), visual)
         options = dict(
             max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,

@@ -75,8 +75,7 @@ class DecodeBatch:
     def prefill(self, rows: list[Row]) -> list[int]:
         """Prefill `rows` together (the images the visual cache does not hold encoded as one batch,
         each distinct image once) and add them to the batch; -> each new row's first token."""
-        visual = self.visual_cache.encode([row.image for row in rows],
-                                          lambda images: self.model.encode_images(images.to(self.device)))
+        visual = self.visual([row.image for row in rows])
         embeds, mask, _ = self.model.embed_layouts([row.layout for row in rows], visual, left=True)
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
@@ -84,6 +83,12 @@ class DecodeBatch:
         cache = out.cache if self._cache_key == "cache" else out.past_key_values
         self._join(rows, cache, mask, positions[:, -1] + 1)
         return self._pick(out.logits[:, -1], slice(len(self.rows) - len(rows), len(self.rows)))
+
+    @torch.no_grad()
+    def visual(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """Visual tokens [len(images), Q, D] of `images` [3, S, S]: those the visual cache holds
+        from it, the others encoded together (each distinct image once)."""
+        return self.visual_cache.encode(images, lambda batch: self.model.encode_images(batch.to(self.device)))
 
     def _join(self, rows: list[Row], cache, mask: torch.Tensor, positions: torch.Tensor) -> None:
         seen = torch.zeros(len(rows), self.llm.config.vocab_size, dtype=torch.bool, device=mask.device)

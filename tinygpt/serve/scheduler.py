@@ -369,7 +369,7 @@ class Scheduler:
             if opts.seed is not None:
                 torch.manual_seed(opts.seed)  # beam sampling draws from the global RNG: only this thread does
             raw = self.model.generate(row.image[None].to(self.batch.device), [row.dialogue],
-                                      **opts.generate_kwargs())[0]
+                                      visual=self.batch.visual([row.image]), **opts.generate_kwargs())[0]
             answer, _ = cut_at_stop(raw, request.stop)
             if answer:
                 request.sink(Event(row.index, text=answer))
