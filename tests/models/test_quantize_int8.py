@@ -201,6 +201,12 @@ def test_int8_auto_dtypes_keep_what_stays_float_where_it_costs_least(tiny_root):
     assert image_side and all(p.dtype == torch.float32 for p in image_side)
     logits, _ = prompt_logits(model, torch.randn(1, 3, 28, 28))
     assert torch.isfinite(logits).all()
+    # the doctor's plan (compute_dtype.plan) reads the same storage rule as the build
+    from tinygpt.models.compute_dtype import plan
+
+    stored = {c.component: c.storage for c in plan(cfg, "cpu")}
+    assert stored == {"visual_encoder": torch.float32, "ln_vision": torch.float32, "qformer": torch.float32,
+                      "query_tokens": torch.float32, "projector": torch.bfloat16, "llm": torch.bfloat16}
     explicit = tiny_model_config(tiny_root)
     explicit.llm.quantize = explicit.vision.quantize = "int8"
     explicit.llm.dtype = explicit.vision.dtype = "fp32"

@@ -81,6 +81,12 @@ def present(model: nn.Module) -> list[Component]:
     return [c for c in type(model).COMPONENTS if getattr(model, c.attribute, None) is not None]
 
 
+def tower_attributes(model_class: type) -> tuple[str, ...]:
+    """The attributes of the class's encoder towers: the image's way to the projector (what
+    `model.vision.quantize` covers, and where an int8 image side keeps its float tensors)."""
+    return tuple(c.attribute for c in model_class.COMPONENTS if c.tower)
+
+
 def names_of(model: nn.Module, *attributes: str) -> set[str]:
     """Parameter names of the named components (a base weight file's required set)."""
     wanted = [c for c in type(model).COMPONENTS if c.attribute in attributes]

@@ -37,6 +37,7 @@ from torch.nn import functional as F
 from ..common import device as devices
 from ..common.config import ModelConfig
 from ..common.registry import registry
+from .components import tower_attributes
 from .vision import n_patch_tokens
 
 log = logging.getLogger(__name__)
@@ -95,12 +96,13 @@ def plan(cfg: ModelConfig, device: torch.device | str) -> list[Choice]:
     from . import tinygpt_v  # noqa: F401  (registers the arch whose component table is read)
     from .build import int8_parts, storage_dtype
 
+    model_class = registry.get("model", cfg.arch)
     vision, rest = storage_dtype(cfg, "vision", device), storage_dtype(cfg, "llm", device)
-    # an int8 image side stores the Q-Former's float rest with the tower (build._instantiate)
-    image_side = {"visual_encoder", "ln_vision", "qformer", "query_tokens"} \
+    # an int8 image side stores the float rest of every tower with the ViT (quantize.image_side_to)
+    image_side = set(tower_attributes(model_class)) \
         if "vision" in int8_parts(cfg, torch.device(device), training=False) else {"visual_encoder"}
     choices = []
-    for component in registry.get("model", cfg.arch).COMPONENTS:
+    for component in model_class.COMPONENTS:
         if component.aid:
             continue
         policy = devices.compute_policy(device, vision if component.attribute in image_side else rest,

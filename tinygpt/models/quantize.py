@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ..common.errors import UserError
+from .components import tower_attributes
 from .lora import merge_lora
 
 log = logging.getLogger(__name__)
@@ -289,14 +290,15 @@ def materialize(model: nn.Module) -> dict[str, int]:
 
 
 def image_side_to(model: nn.Module, dtype: torch.dtype) -> None:
-    """The float tensors of what `model.vision.quantize` covers (the tower, ln_vision, the Q-Former,
-    its query tokens) in `dtype`: an int8 image side keeps them in fp32, the dtype its kernel takes
-    and returns (build.py's _INT8_AUTO_DTYPE).  The int8 weights are not touched."""
-    for module in (model.visual_encoder, model.ln_vision, model.qformer):
-        if module is not None:
-            module.to(dtype)
-    if model.query_tokens is not None:
-        model.query_tokens.data = model.query_tokens.data.to(dtype)
+    """The float tensors of what `model.vision.quantize` covers (the tower components: the ViT,
+    ln_vision, the Q-Former, its query tokens) in `dtype`: an int8 image side keeps them in fp32, the
+    dtype its kernel takes and returns (build.py's _INT8_AUTO_DTYPE).  The int8 weights are not touched."""
+    for attribute in tower_attributes(type(model)):
+        part = getattr(model, attribute, None)
+        if isinstance(part, nn.Parameter):
+            part.data = part.data.to(dtype)
+        elif part is not None:
+            part.to(dtype)
 
 
 def _towers(model: nn.Module, part: str) -> tuple[nn.Module, ...]:
