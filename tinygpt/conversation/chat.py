@@ -244,13 +244,24 @@ class Chat:
         The model's input is computed from the full image; what is kept is that tensor and a
         thumbnail of at most DISPLAY_SIDE px for drawing boxes (their coordinates are relative), so
         a session never holds a full-resolution image."""
+        tensor = self.image_input(image)
+        # The display copy is made from a resize, never from a full-size copy of the image.
+        shown = ImageOps.contain(image, (DISPLAY_SIDE, DISPLAY_SIDE)) if max(image.size) > DISPLAY_SIDE else image
+        self._new_conversation(tensor, shown.convert("RGB"))
+
+    def image_input(self, image) -> torch.Tensor:
+        """The model's input for `image` (a PIL image): [1, 3, S, S] on the model's device."""
         tensor = self.image_processor(image)
         if tensor.dim() == 3:
             tensor = tensor.unsqueeze(0)
-        tensor = tensor.to(self.device)
-        # The display copy is made from a resize, never from a full-size copy of the image.
-        shown = ImageOps.contain(image, (DISPLAY_SIDE, DISPLAY_SIDE)) if max(image.size) > DISPLAY_SIDE else image
-        shown = shown.convert("RGB")
+        return tensor.to(self.device)
+
+    def upload_input(self, tensor: torch.Tensor) -> None:
+        """Start a new conversation about an image given as its model input (`image_input`'s tensor;
+        the server keeps those of the images it decoded last): no picture is kept to draw boxes on."""
+        self._new_conversation(tensor if tensor.dim() == 4 else tensor.unsqueeze(0), None)
+
+    def _new_conversation(self, tensor: torch.Tensor, shown) -> None:
         with self._state_lock:
             self._image, self.image, self._visual = tensor, shown, None
             self._conversation = Conversation(self.style, has_image=True)

@@ -37,7 +37,7 @@ from .memory import limit_malloc_arenas, trim_heap
 from .metrics import CONTENT_TYPE, ServeMetrics
 from .openai_api import add_openai_routes, error_body
 from .scheduler import Busy, Request as Scheduled, Scheduler
-from .validation import Limits, RequestError, decode_image, parse_generate_request, read_json_request
+from .validation import Limits, RequestError, image_bytes, parse_generate_request, read_json_request
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def create_api(chat: Chat, limits: Optional[Limits] = None, scheduler: Optional[
     @app.post("/worker_generate")
     async def worker_generate(request: Request):
         req = parse_generate_request(await read_json_request(request, limits), limits)
-        scheduled, inbox = await handoff.start(lambda: decode_image(req.image_b64, limits), [], req.text, req.options)
+        scheduled, inbox = await handoff.start(lambda: image_bytes(req.image_b64, limits), [], req.text, req.options)
         if req.stream:
             return EventStream(_ndjson(handoff, scheduled, inbox), scheduled, "application/x-ndjson")
         answers = await handoff.answers(scheduled, inbox, request)

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # What the model process measures (the HTTP process keeps the request counts and the held gauge).
 MODEL_SIDE = ("queue_depth", "running", "prompt_tokens", "generation_tokens", "ttft", "prefill", "prefill_rows",
               "visual_cache_hits", "token_latency")
-HTTP_SIDE = ("tinygpt_requests", "tinygpt_requests_held")
+HTTP_SIDE = ("tinygpt_requests", "tinygpt_requests_held", "tinygpt_input_cache_hits")
 
 
 class ModelGone(Exception):

@@ -7,6 +7,10 @@
 `start` reserves a slot first (Busy -> 429 before any image is decoded), then decodes the image,
 fits the dialogue to the context and encodes the prompt in a worker thread (at most
 `Limits.max_decoding` images decoded at once), so the model thread gets model-size inputs only.
+An image file seen lately is not decoded again: the model inputs of the last
+`Limits.visual_cache_size` images (at most `Limits.input_cache_bytes`) are kept by a hash of the
+file's bytes, since an API client resends its picture with every turn of a conversation (a
+4096 px PNG takes about half a second of CPU to decode and resize).
 Whatever happens next -- an answer, an error, a client that drops a plain request or a stream, a
 cancel while the image is still decoding -- the request is cancelled in a `finally`, and its slot
 is freed exactly once (scheduler.Request).
@@ -24,9 +28,14 @@ from starlette.responses import StreamingResponse
 from ..conversation.chat import Chat, GenerationOptions
 from .batching import Row
 from .engine_process import ModelGone
+from .lru import LRU, digest
 from .memory import trim_heap
 from .scheduler import Answer, Event, Request, Scheduler, client_options
-from .validation import Limits
+from .validation import Limits, open_image
+
+# A request whose image file is larger than this gives its freed memory back even when its model
+# input came from the cache (glibc keeps freed chunks below its mmap threshold in the heap).
+TRIM_AFTER_BYTES = 2**20
 
 
 class GenerationFailed(Exception):
@@ -64,15 +73,17 @@ class EventStream(StreamingResponse):
 
 class Handoff:
     def __init__(self, chat: Chat, scheduler: Scheduler, limits: Limits):
-        self.chat, self.scheduler = chat, scheduler
+        self.chat, self.scheduler, self.limits = chat, scheduler, limits
         self.decoding = threading.BoundedSemaphore(limits.max_decoding)
+        self.inputs = LRU(limits.visual_cache_size, limits.input_cache_bytes)  # file digest -> model input
 
-    async def start(self, load_image: Callable, history: list, question: str, options: dict, n: int = 1,
+    async def start(self, read_image: Callable[[], bytes], history: list, question: str, options: dict, n: int = 1,
                     stop: tuple[str, ...] = ()) -> tuple[Request, Inbox]:
+        """`read_image()`: the image file's bytes (checked against the byte limit), read in the worker."""
         request = self.scheduler.reserve(n)  # Busy: refused before any work
         try:
             opts = client_options(self.chat.defaults, options)
-            image, dialogue, layout = await run_in_threadpool(self._prepare, load_image, history, question,
+            image, dialogue, layout = await run_in_threadpool(self._prepare, read_image, history, question,
                                                               opts.max_new_tokens)
             inbox = Inbox()
             request.start([Row(image, layout, _choice(opts, i), dialogue=dialogue) for i in range(n)], inbox, stop)
@@ -81,13 +92,25 @@ class Handoff:
             request.cancel()
             raise
 
-    def _prepare(self, load_image: Callable, history: list, question: str, max_new_tokens: int):
+    def _prepare(self, read_image: Callable[[], bytes], history: list, question: str, max_new_tokens: int):
         # A worker thread: decoding, preprocessing and the text work, never on the model thread.
-        # The full-size decoded image lives only inside this block, a few at a time.
+        # The file's bytes and the full-size decoded image live only inside this block, a few at a time.
         with self.decoding:
-            session = self.chat.session()
-            session.upload_image(load_image())
-            trim_heap()
+            raw = read_image()
+            key = digest(raw)
+            tensor = self.inputs.get(key)
+            decoded = tensor is None
+            if decoded:
+                tensor = self.chat.image_input(open_image(raw, self.limits))
+                self.inputs.put(key, tensor)
+            else:
+                self.scheduler.metrics.input_cache_hits.inc()
+            trim = decoded or len(raw) > TRIM_AFTER_BYTES
+            del raw
+            if trim:
+                trim_heap()
+        session = self.chat.session()
+        session.upload_input(tensor)
         for asked, answered in history:
             session.add_turn(asked, answered)
         session.ask(question)

@@ -35,6 +35,8 @@ class ServeMetrics:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
         self.visual_cache_hits = Counter("tinygpt_visual_cache_hits", "images whose visual tokens a prefill took "
                                          "from the cache (visual_cache.py) instead of encoding them", registry=r)
+        self.input_cache_hits = Counter("tinygpt_input_cache_hits", "image files whose model input was taken from "
+                                        "the cache (handoff.py) instead of decoding them again", registry=r)
         self.prefill_rows = Counter("tinygpt_prefill_rows", "rows prefilled (their number over prefills: rows per prefill)",
                                     registry=r)
         self.token_latency = Histogram("tinygpt_time_per_output_token_seconds", "one decode step of the running batch",

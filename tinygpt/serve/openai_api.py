@@ -29,7 +29,7 @@ from fastapi.responses import Response
 
 from ..conversation.chat import Chat
 from .handoff import EventStream
-from .validation import (Limits, RequestError, check_number, check_options, check_text, decode_image, open_image,
+from .validation import (Limits, RequestError, check_number, check_options, check_text, image_bytes,
                          read_json_request)
 
 MODEL_NAME = "tinygpt-v"
@@ -207,10 +207,10 @@ def _read_content(content: Any, i: int, limits: Limits) -> tuple[str, Any]:
 
 
 def _image_loader(url: str, limits: Limits, where: str):
-    """A checked image reference -> a function decoding it (called later, in a worker thread,
-    under the server's decoding bound)."""
+    """A checked image reference -> a function reading its file's bytes (called later, in a worker
+    thread, under the server's decoding bound; handoff.py decodes them)."""
     if url.startswith("data:"):
-        return lambda: decode_image(url, limits)
+        return lambda: image_bytes(url, limits)
     if url.startswith(("http://", "https://")):
         raise RequestError(400, f"{where}: the server fetches no URL; send the image as a data:image/...;base64, URI")
     root = limits.local_image_root
@@ -221,11 +221,11 @@ def _image_loader(url: str, limits: Limits, where: str):
     if os.path.commonpath([path, os.path.realpath(root)]) != os.path.realpath(root) or not os.path.isfile(path):
         raise RequestError(400, f"{where}: {url} is not a file under the allowed image folder")
 
-    def load():
+    def read() -> bytes:
         with open(path, "rb") as f:
-            return open_image(f.read(), limits)
+            return f.read(limits.max_image_bytes + 1)  # one byte over the limit is enough for its 413
 
-    return load
+    return read
 
 
 def _usage(answers: list) -> dict:

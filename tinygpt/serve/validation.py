@@ -67,8 +67,11 @@ class Limits:
     max_queue: int = 64
     batch_timeout_s: float = 0.05
     # Visual tokens of this many recently seen images kept by content (visual_cache.py: a chat client
-    # resends its image every turn); 0 encodes every image every time.
+    # resends its image every turn), and their decoded model inputs by the file's bytes (handoff.py),
+    # those within input_cache_bytes (a 448 px input is 2.4 MB); 0 decodes and encodes every image
+    # every time.
     visual_cache_size: int = 64
+    input_cache_bytes: int = 64 * 2**20
     # /v1/chat/completions: the most choices (`n`) one request may ask for (rows of one batch).
     max_choices: int = 8
     # /v1/chat/completions: `file://` (or plain) image paths under this folder; None = refused.
@@ -77,7 +80,7 @@ class Limits:
 
 @dataclass
 class GenerateRequest:
-    """A validated `/worker_generate` body (the image still base64; see `decode_image`)."""
+    """A validated `/worker_generate` body (the image still base64; see `image_bytes`)."""
 
     text: str
     image_b64: str
@@ -194,8 +197,9 @@ def check_options(options: dict, limits: Limits) -> GenerationOptions:
         raise RequestError(422, str(exc)) from None
 
 
-def decode_image(data: str, limits: Limits) -> Image.Image:
-    """base64 (optionally a `data:image/...;base64,` URL, whitespace ignored) -> RGB PIL image."""
+def image_bytes(data: str, limits: Limits) -> bytes:
+    """base64 (optionally a `data:image/...;base64,` URL, whitespace ignored) -> the image file's
+    bytes (checked against the byte limit, not yet opened)."""
     data = _DATA_URL.sub("", data.strip(), count=1)
     try:
         raw_b64 = _SPACE.sub(b"", data.encode("ascii"))
@@ -207,7 +211,7 @@ def decode_image(data: str, limits: Limits) -> Image.Image:
         raw = base64.b64decode(raw_b64, validate=True)
     except (binascii.Error, ValueError):
         raise RequestError(400, "'image' is not valid base64") from None
-    return open_image(raw, limits)
+    return raw
 
 
 def open_image(raw: bytes, limits: Limits) -> Image.Image:

@@ -10,20 +10,18 @@ requests share an entry exactly when the model would see the same pixels.
 """
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from typing import Callable
 
 import torch
+
+from .lru import LRU, digest
 
 
 def image_key(image: torch.Tensor) -> bytes:
     """A digest of the tensor's shape, dtype and values."""
     data = image.detach().cpu().contiguous()
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{tuple(data.shape)} {data.dtype}".encode())
-    digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
-    return digest.digest()
+    values = data.view(torch.uint8).numpy().tobytes() if data.numel() else b""
+    return digest(f"{tuple(data.shape)} {data.dtype}".encode(), values)
 
 
 class VisualCache:
@@ -32,8 +30,7 @@ class VisualCache:
     def __init__(self, capacity: int = 64):
         if capacity < 0:
             raise ValueError("the visual cache's capacity must be >= 0")
-        self.capacity = capacity
-        self._entries: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self._entries = LRU(capacity)
         self.hits = 0  # images answered from the cache (counted once per distinct image of a call)
 
     def __len__(self) -> int:
@@ -52,14 +49,11 @@ class VisualCache:
         for key, image in zip(keys, images):
             if key not in self._entries and key not in missing:
                 missing[key] = image
-        found = {key: self._entries[key] for key in dict.fromkeys(keys) if key in self._entries}
+        found = {key: self._entries.get(key) for key in dict.fromkeys(keys) if key in self._entries}
         self.hits += len(found)
         if missing:
             encoded = encode(torch.stack(list(missing.values())))
             found.update(zip(missing, encoded))
-        for key, tokens in found.items():  # most recently used last
-            self._entries[key] = tokens
-            self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+            for key in missing:
+                self._entries.put(key, found[key])
         return torch.stack([found[key] for key in keys])
