@@ -149,16 +149,20 @@ class _CountRequests:
 async def _ndjson(handoff: Handoff, request: Scheduled, inbox: Inbox) -> AsyncIterator[bytes]:
     text = ""
     try:
-        async for event in handoff.events(request, inbox):
-            if event.error is not None:  # the status line is already sent: report in-band, as mllm-npu does
-                yield _line({"text": f"generation failed: {type(event.error).__name__}: {event.error}",
-                             "error_code": 500})
-            elif event.answer is not None:
-                if event.answer.text != text or not text:
-                    yield _line({"text": event.answer.text, "error_code": 0})
-            else:
-                text += event.text
-                yield _line({"text": text, "error_code": 0})
+        async for events in handoff.events(request, inbox):
+            lines = []  # one write for the events that arrived together
+            for event in events:
+                if event.error is not None:  # the status line is already sent: report in-band, as mllm-npu does
+                    lines.append(_line({"text": f"generation failed: {type(event.error).__name__}: {event.error}",
+                                        "error_code": 500}))
+                elif event.answer is not None:
+                    if event.answer.text != text or not text:
+                        lines.append(_line({"text": event.answer.text, "error_code": 0}))
+                else:
+                    text += event.text
+                    lines.append(_line({"text": text, "error_code": 0}))
+            if lines:
+                yield b"".join(lines)
     finally:
         trim_heap()
 

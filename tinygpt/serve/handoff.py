@@ -2,7 +2,7 @@
 
     request, inbox = await handoff.start(load_image, history, question, options, n=1, stop=())
     answers = await handoff.answers(request, inbox, http_request)    # plain: None if the client left
-    async for event in handoff.events(request, inbox): ...           # streamed (in an EventStream)
+    async for events in handoff.events(request, inbox): ...          # streamed (in an EventStream)
 
 `start` reserves a slot first (Busy -> 429 before any image is decoded), then decodes the image,
 fits the dialogue to the context and encodes the prompt in a worker thread (at most
@@ -140,15 +140,21 @@ class Handoff:
             request.cancel()
 
     @staticmethod
-    async def events(request: Request, inbox: Inbox) -> AsyncIterator[Event]:
-        """The request's events until every choice has its Answer (an error event ends it too)."""
+    async def events(request: Request, inbox: Inbox) -> AsyncIterator[list[Event]]:
+        """The request's events until every choice has its Answer (an error event ends it too), in
+        lists of those that had arrived when the stream was ready for more: a stream writes each
+        list at once (a token and its row's end, produced by one step, are one socket write)."""
         open_ = request.n
         while open_:
-            event = await inbox.queue.get()
-            yield event
-            if event.error is not None:
-                return
-            open_ -= event.answer is not None
+            arrived = [await inbox.queue.get()]
+            while not inbox.queue.empty():
+                arrived.append(inbox.queue.get_nowait())
+            for i, event in enumerate(arrived):
+                if event.error is not None:
+                    yield arrived[:i + 1]
+                    return
+                open_ -= event.answer is not None
+            yield arrived
 
 
 async def _disconnected(http: HTTPRequest) -> None:

@@ -251,20 +251,25 @@ def _chunk(req: ChatRequest, index: int, delta: dict, finish: Optional[str] = No
 
 async def _events(handoff, scheduled, inbox, req: ChatRequest) -> AsyncIterator[bytes]:
     """Server-sent events: each choice's role, its content as it grows (never an end marker or a
-    stop string, nor the start of one), its finish reason; the usage when asked; then [DONE]."""
-    for i in range(req.n):
-        yield _chunk(req, i, {"role": "assistant", "content": ""})
+    stop string, nor the start of one), its finish reason; the usage when asked; then [DONE].  The
+    chunks of events that arrived together go in one write (the role with the first token; the
+    last token, the finish reason, the usage and [DONE] together)."""
+    pending = [_chunk(req, i, {"role": "assistant", "content": ""}) for i in range(req.n)]
     answers = {}
-    async for event in handoff.events(scheduled, inbox):
-        if event.error is not None:  # the status line is sent: report in-band, as OpenAI servers do
-            message = f"generation failed: {type(event.error).__name__}: {event.error}"
-            yield f"data: {json.dumps(error_body(500, message))}\n\n".encode()
-            return
-        if event.answer is not None:
-            answers[event.index] = event.answer
-            yield _chunk(req, event.index, {}, event.answer.finish_reason)
-        elif event.text:
-            yield _chunk(req, event.index, {"content": event.text})
+    async for events in handoff.events(scheduled, inbox):
+        for event in events:
+            if event.error is not None:  # the status line is sent: report in-band, as OpenAI servers do
+                message = f"generation failed: {type(event.error).__name__}: {event.error}"
+                yield b"".join([*pending, f"data: {json.dumps(error_body(500, message))}\n\n".encode()])
+                return
+            if event.answer is not None:
+                answers[event.index] = event.answer
+                pending.append(_chunk(req, event.index, {}, event.answer.finish_reason))
+            elif event.text:
+                pending.append(_chunk(req, event.index, {"content": event.text}))
+        if len(answers) < req.n and pending:
+            yield b"".join(pending)
+            pending = []
     if req.include_usage:
-        yield _chunk(req, 0, {}, usage=_usage([answers[i] for i in range(req.n)]))
-    yield b"data: [DONE]\n\n"
+        pending.append(_chunk(req, 0, {}, usage=_usage([answers[i] for i in range(req.n)])))
+    yield b"".join([*pending, b"data: [DONE]\n\n"])
