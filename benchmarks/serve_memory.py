@@ -127,7 +127,7 @@ def main(argv=None) -> int:
         server.wait(30)
     mib = 2 ** 20
     result = {
-        "machine": C.machine(), "clients": args.clients, "image": f"{args.side}x{args.side} PNG",
+        "machine": C.machine(), **C.git_commit(), "clients": args.clients, "image": f"{args.side}x{args.side} PNG",
         "png_bytes": len(image), "distinct_files": True, "statuses": dict(statuses), "wall_s": walls,
         "idle_mib": round(idle / mib, 1), "peak_mib": round(peak[0] / mib, 1),
         "held_mib_after_each_burst": [round(h / mib, 1) for h in held],
