@@ -1,6 +1,6 @@
 """From a validated HTTP request to the scheduler and back, as both APIs (mllm-npu's and OpenAI's) do it:
 
-    request, inbox = await handoff.start(load_image, history, question, options, n=1, stop=())
+    request, inbox = await handoff.start(read_image, history, question, options, n=1, stop=())
     answers = await handoff.answers(request, inbox, http_request)    # plain: None if the client left
     async for events in handoff.events(request, inbox): ...          # streamed (in an EventStream)
 

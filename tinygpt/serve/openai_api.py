@@ -252,10 +252,11 @@ def _chunk(req: ChatRequest, index: int, delta: dict, finish: Optional[str] = No
 async def _events(handoff, scheduled, inbox, req: ChatRequest) -> AsyncIterator[bytes]:
     """Server-sent events: each choice's role, its content as it grows (never an end marker or a
     stop string, nor the start of one), its finish reason; the usage when asked; then [DONE].  The
-    chunks of events that arrived together go in one write (the role with the first token; the
-    last token, the finish reason, the usage and [DONE] together)."""
-    pending = [_chunk(req, i, {"role": "assistant", "content": ""}) for i in range(req.n)]
-    answers = {}
+    role goes at once (a client shows the answer has started, as OpenAI's and vLLM's streams do);
+    after it, the chunks of events that arrived together go in one write (the last token, the
+    finish reason, the usage and [DONE] together)."""
+    yield b"".join(_chunk(req, i, {"role": "assistant", "content": ""}) for i in range(req.n))
+    pending, answers = [], {}
     async for events in handoff.events(scheduled, inbox):
         for event in events:
             if event.error is not None:  # the status line is sent: report in-band, as OpenAI servers do
