@@ -63,9 +63,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                    help="the longest an arriving request waits for others still being prepared, to share one prefill "
                    "(default %(default)s)")
     s.add_argument("--visual-cache", type=int, default=limits.visual_cache_size, metavar="N",
-                   help="keep the decoded inputs (by the file's bytes, within 64 MiB) and the visual tokens (by the "
-                   "pixels) of the last N images, so a conversation's next turn (an API client sends the image "
-                   "again) is neither decoded nor encoded again; 0 = off (default %(default)s)")
+                   help=f"keep the decoded inputs (by the file's bytes, within {limits.input_cache_bytes // 2**20} "
+                   "MiB) and the visual tokens (by the pixels) of the last N images, so a conversation's next turn "
+                   "(an API client sends the image again) is neither decoded nor encoded again; 0 = off "
+                   "(default %(default)s)")
     s.add_argument("--engine", choices=("auto", "process", "thread"), default="auto",
                    help="where the model runs: its own process (the HTTP side then never waits for the model's "
                    "interpreter lock; the HTTP process keeps a second copy of the weights) or a thread of the "
