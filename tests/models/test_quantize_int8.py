@@ -61,13 +61,13 @@ def test_int8_logits_and_greedy_match_the_float_model(tiny_root):
     n_layers = len(model.llm.model.layers)
     qformer_linears = sum(isinstance(m, nn.Linear) for m in model.qformer.modules())
     assert qformer_linears > 0
-    # qkv/dense/fc1/fc2 per block; `vision` also covers the Q-Former
-    assert done == {"llm": 4 * n_layers, "vision": 4 * model.cfg.vision.depth + qformer_linears}
+    # qkv/dense/fc1/fc2 per block and lm_head; `vision` also covers the Q-Former
+    assert done == {"llm": 4 * n_layers + 1, "vision": 4 * model.cfg.vision.depth + qformer_linears}
     assert isinstance(twin.llm.model.layers[0].mlp.fc1, Int8Linear)
     assert isinstance(twin.visual_encoder.encoder.layers[0].self_attn.qkv, Int8Linear)
     assert not any(isinstance(m, nn.Linear) for m in twin.qformer.modules())
     assert type(twin.projector.fc2) is nn.Linear  # the projector makes the visual tokens: float
-    assert type(twin.llm.lm_head) is nn.Linear  # the vocabulary projection stays float
+    assert isinstance(twin.llm.lm_head, Int8Linear)  # the vocabulary projection too (untied)
     got, _ = prompt_logits(twin, images)
     cosine = nn.functional.cosine_similarity(got, want, dim=-1)  # per position
     # 8-bit activations (7 bits of range: torch's default for AVX2 safety) on a 64-wide model; the
@@ -91,7 +91,7 @@ def test_int8_drops_into_a_bf16_model_and_the_compute_policy(tiny_root):
     cfg.llm.quantize = cfg.vision.quantize = "int8"
     model = build_model(cfg, "cpu", load_weights=False, training=False)
     assert isinstance(model.llm.model.layers[0].self_attn.query_key_value, Int8Linear)
-    assert isinstance(model.llm.lm_head, nn.Linear) and model.llm.lm_head.weight.dtype == torch.bfloat16
+    assert isinstance(model.llm.lm_head, Int8Linear) and model.llm.get_input_embeddings().weight.dtype == torch.bfloat16
     images = torch.randn(2, 3, 28, 28)
     with torch.no_grad():
         visual = model.encode_images(images)
@@ -153,13 +153,14 @@ def test_an_int8_build_never_holds_the_float_layers_at_once(tiny_root, monkeypat
     model = build_model(cfg, "cpu", load_weights=False, training=False)
     n_layers = len(model.llm.model.layers)
     qformer_linears = sum(isinstance(m, Int8Linear) for m in model.qformer.modules())
-    assert len(seen) == 4 * n_layers + 4 * cfg.vision.depth + qformer_linears and max(seen) == 1
+    assert len(seen) == 4 * n_layers + 1 + 4 * cfg.vision.depth + qformer_linears and max(seen) == 1
     assert float_target_weights(model) == 0
     # everything else is real and initialised as a float build's: LoRA merged away, Q-Former finite
     assert not any(p.is_meta for p in model.parameters())
     # initialised as construction does (Hugging Face's normal(0, initializer_range)), not left empty
     std = model.llm.config.initializer_range
-    assert type(model.llm.lm_head) is nn.Linear and abs(model.llm.lm_head.weight.std().item() - std) < 0.2 * std
+    head = model.llm.lm_head.packed._weight_bias()[0].dequantize()
+    assert isinstance(model.llm.lm_head, Int8Linear) and abs(head.std().item() - std) < 0.2 * std
     assert all(torch.isfinite(p).all() for p in model.qformer.parameters())
     assert all(m.int8_weight().any() for m in int8_layers(model.qformer))  # the Q-Former's, initialised too
 
@@ -189,14 +190,15 @@ def int8_layers(model):
 
 
 def test_int8_auto_dtypes_keep_what_stays_float_where_it_costs_least(tiny_root):
-    """`quantize: int8` with `dtype: auto` on CPU: the LLM's float tensors (embeddings, lm_head) in
+    """`quantize: int8` with `dtype: auto` on CPU: the LLM's float tensors (embeddings, norms) in
     bf16, the image side's float rest (tower, Q-Former, query tokens) in fp32, the dtype its int8
     kernel takes and returns; an explicit dtype is kept."""
     cfg = tiny_model_config(tiny_root)
     cfg.llm.quantize = cfg.vision.quantize = "int8"
     model = build_model(cfg, "cpu", load_weights=False, training=False)
     assert model.llm.get_input_embeddings().weight.dtype == torch.bfloat16
-    assert model.llm.lm_head.weight.dtype == torch.bfloat16
+    assert model.llm.model.final_layernorm.weight.dtype == torch.float32  # TinyGPT-V's fp32 norms
+    assert model.llm.lm_head(torch.randn(1, model.llm.config.hidden_size, dtype=torch.bfloat16)).dtype == torch.bfloat16
     image_side = [*model.visual_encoder.parameters(), *model.qformer.parameters(), model.query_tokens]
     assert image_side and all(p.dtype == torch.float32 for p in image_side)
     logits, _ = prompt_logits(model, torch.randn(1, 3, 28, 28))
@@ -211,8 +213,22 @@ def test_int8_auto_dtypes_keep_what_stays_float_where_it_costs_least(tiny_root):
     explicit.llm.quantize = explicit.vision.quantize = "int8"
     explicit.llm.dtype = explicit.vision.dtype = "fp32"
     model = build_model(explicit, "cpu", load_weights=False, training=False)
-    assert model.llm.lm_head.weight.dtype == torch.float32
+    assert model.llm.get_input_embeddings().weight.dtype == torch.float32
     # without int8, auto on CPU stays fp32 everywhere
     plain = build_model(tiny_model_config(tiny_root), "cpu", load_weights=False, training=False)
     assert {p.dtype for p in plain.parameters()} == {torch.float32}
 
+
+
+def test_a_tied_lm_head_stays_with_its_float_embedding(tiny_root):
+    """A head that shares the input embedding's weight (tie_word_embeddings: Gemma, small Qwen2) is
+    not quantized: the table stays float for the embedding, and the head with it."""
+    from tinygpt.models.quantize import int8_targets
+
+    model = make(tiny_root)
+    assert any(linear is model.llm.lm_head for *_, linear in int8_targets(model))  # untied: int8
+    model.llm.lm_head.weight = model.llm.get_input_embeddings().weight
+    assert not any(linear is model.llm.lm_head for *_, linear in int8_targets(model))
+    twin, done = quantized_copy(model)
+    assert type(twin.llm.lm_head) is nn.Linear and twin.llm.lm_head.weight is twin.llm.get_input_embeddings().weight
+    assert done["llm"] == 4 * len(model.llm.model.layers)

@@ -1,7 +1,7 @@
 """Int8 weights for inference: `model.{llm,vision}.quantize: int8` (CPU) and `model.llm.load_in_8bit`.
 
-`quantize: int8`: every Linear of the LLM (not `lm_head`), and with `model.vision.quantize` of the
-vision tower's blocks and of the Q-Former, is an
+`quantize: int8`: every Linear of the LLM (`lm_head` too, unless it is tied to the input
+embeddings), and with `model.vision.quantize` of the vision tower's blocks and of the Q-Former, is an
 `Int8Linear`: int8 weights with one scale per output channel (the bias inside the packed
 parameters), run by torch's `quantized::linear_dynamic` (fbgemm / oneDNN): each call's input
 quantized to 8 bits on the fly (one scale per call; the full 8 bits on VNNI CPUs, torch's 7-bit
@@ -41,6 +41,7 @@ from torch import nn
 from ..common.errors import UserError
 from .components import tower_attributes
 from .lora import merge_lora
+from .weights.hf_causal_lm import ties_head
 
 log = logging.getLogger(__name__)
 
@@ -207,14 +208,16 @@ def check_int8(cfg, device: torch.device | str, training: bool) -> None:
 
 def int8_targets(model: nn.Module, parts: tuple[str, ...] = ("llm", "vision")) -> list[tuple[nn.Module, str, nn.Linear]]:
     """(parent module, attribute, Linear) of every layer `quantize: int8` swaps in `parts`: the LLM's
-    Linears but lm_head (the vocabulary projection keeps the logits exact); the vision side's: the
+    Linears, lm_head included unless it shares the input embedding's weight; the vision side's: the
     tower's (its blocks; the patch embedding is a convolution) and the Q-Former's."""
     out = []
     for part in parts:
         for tower in _towers(model, part):
+            # A tied head's weight is the embedding table, which stays float: the head stays with it.
+            tied = tower.get_output_embeddings() if part == "llm" and ties_head(tower) else None
             for name, m in tower.named_modules():
-                # not the vocabulary projection, nor LoRA's adapter matrices (merged into their base)
-                if isinstance(m, nn.Linear) and name != "lm_head" and not re.search(r"\.lora_[AB]\.", name):
+                # not LoRA's adapter matrices (merged into their base)
+                if isinstance(m, nn.Linear) and m is not tied and not re.search(r"\.lora_[AB]\.", name):
                     parent, _, child = name.rpartition(".")
                     out.append((tower.get_submodule(parent), child, m))
     return out

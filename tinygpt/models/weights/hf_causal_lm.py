@@ -36,8 +36,8 @@ BUFFER = "a persistent buffer of the model: copied after the parameters"
 
 def ties_head(llm: nn.Module) -> bool:
     """True when the LM head shares the input embedding's weight."""
-    head = llm.get_output_embeddings()
-    return head is not None and head.weight is llm.get_input_embeddings().weight
+    head = llm.get_output_embeddings()  # an int8 head (models/quantize.py) has no float weight: untied
+    return getattr(head, "weight", None) is llm.get_input_embeddings().weight
 
 
 def plan_hf_causal_lm(source: TensorSource, model: nn.Module) -> Plan:
