@@ -51,6 +51,7 @@ import torch
 
 from tinygpt.common import device as devices
 from tinygpt.models import compute_dtype, quantize
+from tinygpt.models.llm import embedding_dtype
 
 from . import _common as C
 from . import generate
@@ -61,7 +62,8 @@ METRICS = ("ttft_s", "encode_s", "median_ms_per_step", "total_tok_s", "decode_to
 
 class Arms:
     """Switches one model between its storage-dtype build, the device's compute-dtype policy, and
-    that policy with int8 Linears (built once from the same weights, then swapped in and out)."""
+    that policy with int8 Linears and input embeddings (built once from the same weights, then swapped
+    in and out)."""
 
     def __init__(self, model, device):
         self.model, self.device, self.applied = model, device, None
@@ -84,6 +86,9 @@ class Arms:
             with torch.no_grad():
                 self.int8 = [[parent, child, linear, quantize.int8_linear(linear)]
                              for parent, child, linear in quantize.int8_targets(self.model)]
+                table = quantize.int8_embedding_target(self.model)  # the input embeddings, as a build makes them
+                if table is not None:
+                    self.int8.append([*table, quantize.Int8Embedding.from_embedding(table[2])])
         for parent, child, linear, q in self.int8 or []:
             setattr(parent, child, q if int8 else linear)
         # the image side's float rest as a `quantize: int8` build stores it (fp32), and back (lossless)
@@ -106,7 +111,7 @@ def quality(model, arms: Arms, prompt_tokens: int, new_tokens: int = 32, seed: i
     for arm in ("auto", "int8"):
         arms.use(arm)
         embed = model.llm.get_input_embeddings()
-        embeds = torch.cat([embed(torch.zeros(1, 1, dtype=torch.long)), model.encode_images(images).to(embed.weight.dtype),
+        embeds = torch.cat([embed(torch.zeros(1, 1, dtype=torch.long)), model.encode_images(images).to(embedding_dtype(model.llm)),
                             embed(ids)], dim=1)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long)
         greedy = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False, num_beams=1,

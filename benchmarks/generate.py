@@ -74,6 +74,8 @@ def build(args, device):
 
 @torch.no_grad()
 def run_one(model, device, batch: int, new_tokens: int, prompt_tokens: int, seed: int = 0) -> dict:
+    from tinygpt.models.llm import embedding_dtype
+
     g = torch.Generator().manual_seed(seed)
     size = model.cfg.vision.image_size
     images = torch.randn(batch, 3, size, size, generator=g).to(device)
@@ -88,7 +90,7 @@ def run_one(model, device, batch: int, new_tokens: int, prompt_tokens: int, seed
     visual = model.encode_images(images)  # [B, Q, D_llm]
     C.synchronize(device)
     t_visual = time.perf_counter()
-    embeds = torch.cat([embed(bos), visual.to(embed.weight.dtype), embed(ids)], dim=1)
+    embeds = torch.cat([embed(bos), visual.to(embedding_dtype(model.llm)), embed(ids)], dim=1)
     mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=device)
     out = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False, num_beams=1,
                              min_new_tokens=new_tokens, max_new_tokens=new_tokens, pad_token_id=0,

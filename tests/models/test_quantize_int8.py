@@ -14,7 +14,8 @@ import tinygpt.models.tinygpt_v  # noqa: F401  (registers the "tinygpt_v" arch)
 from tiny import tiny_model_config
 from tinygpt.common.config import ConfigError, load_config
 from tinygpt.models.build import build_model
-from tinygpt.models.quantize import Int8Linear, QuantizationError, quantize_int8
+from tinygpt.models.llm import embedding_dtype
+from tinygpt.models.quantize import Int8Embedding, Int8Linear, QuantizationError, quantize_int8
 
 
 def make(tiny_root, **kwargs):
@@ -49,7 +50,7 @@ def linear_bytes(module):
 def prompt_logits(model, images):
     ids = model.tokenizer(["what colour is the circle?"], return_tensors="pt").input_ids
     embed = model.llm.get_input_embeddings()
-    embeds = torch.cat([model.encode_images(images).to(embed.weight.dtype), embed(ids)], dim=1)
+    embeds = torch.cat([model.encode_images(images).to(embedding_dtype(model.llm)), embed(ids)], dim=1)
     return model.llm(inputs_embeds=embeds).logits[0].float(), embeds
 
 
@@ -68,6 +69,7 @@ def test_int8_logits_and_greedy_match_the_float_model(tiny_root):
     assert not any(isinstance(m, nn.Linear) for m in twin.qformer.modules())
     assert type(twin.projector.fc2) is nn.Linear  # the projector makes the visual tokens: float
     assert isinstance(twin.llm.lm_head, Int8Linear)  # the vocabulary projection too (untied)
+    assert isinstance(twin.llm.get_input_embeddings(), Int8Embedding)  # and the input table
     got, _ = prompt_logits(twin, images)
     cosine = nn.functional.cosine_similarity(got, want, dim=-1)  # per position
     # 8-bit activations (7 bits of range: torch's default for AVX2 safety) on a 64-wide model; the
@@ -91,7 +93,8 @@ def test_int8_drops_into_a_bf16_model_and_the_compute_policy(tiny_root):
     cfg.llm.quantize = cfg.vision.quantize = "int8"
     model = build_model(cfg, "cpu", load_weights=False, training=False)
     assert isinstance(model.llm.model.layers[0].self_attn.query_key_value, Int8Linear)
-    assert isinstance(model.llm.lm_head, Int8Linear) and model.llm.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert isinstance(model.llm.lm_head, Int8Linear) and isinstance(model.llm.get_input_embeddings(), Int8Embedding)
+    assert embedding_dtype(model.llm) == torch.bfloat16
     images = torch.randn(2, 3, 28, 28)
     with torch.no_grad():
         visual = model.encode_images(images)
@@ -155,6 +158,7 @@ def test_an_int8_build_never_holds_the_float_layers_at_once(tiny_root, monkeypat
     qformer_linears = sum(isinstance(m, Int8Linear) for m in model.qformer.modules())
     assert len(seen) == 4 * n_layers + 1 + 4 * cfg.vision.depth + qformer_linears and max(seen) == 1
     assert float_target_weights(model) == 0
+    assert isinstance(model.llm.get_input_embeddings(), Int8Embedding)
     # everything else is real and initialised as a float build's: LoRA merged away, Q-Former finite
     assert not any(p.is_meta for p in model.parameters())
     # initialised as construction does (Hugging Face's normal(0, initializer_range)), not left empty
@@ -196,7 +200,7 @@ def test_int8_auto_dtypes_keep_what_stays_float_where_it_costs_least(tiny_root):
     cfg = tiny_model_config(tiny_root)
     cfg.llm.quantize = cfg.vision.quantize = "int8"
     model = build_model(cfg, "cpu", load_weights=False, training=False)
-    assert model.llm.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert embedding_dtype(model.llm) == torch.bfloat16  # what the int8 table dequantizes to
     assert model.llm.model.final_layernorm.weight.dtype == torch.float32  # TinyGPT-V's fp32 norms
     assert model.llm.lm_head(torch.randn(1, model.llm.config.hidden_size, dtype=torch.bfloat16)).dtype == torch.bfloat16
     image_side = [*model.visual_encoder.parameters(), *model.qformer.parameters(), model.query_tokens]
@@ -213,7 +217,7 @@ def test_int8_auto_dtypes_keep_what_stays_float_where_it_costs_least(tiny_root):
     explicit.llm.quantize = explicit.vision.quantize = "int8"
     explicit.llm.dtype = explicit.vision.dtype = "fp32"
     model = build_model(explicit, "cpu", load_weights=False, training=False)
-    assert model.llm.get_input_embeddings().weight.dtype == torch.float32
+    assert embedding_dtype(model.llm) == torch.float32
     # without int8, auto on CPU stays fp32 everywhere
     plain = build_model(tiny_model_config(tiny_root), "cpu", load_weights=False, training=False)
     assert {p.dtype for p in plain.parameters()} == {torch.float32}
@@ -222,7 +226,7 @@ def test_int8_auto_dtypes_keep_what_stays_float_where_it_costs_least(tiny_root):
 
 def test_a_tied_lm_head_stays_with_its_float_embedding(tiny_root):
     """A head that shares the input embedding's weight (tie_word_embeddings: Gemma, small Qwen2) is
-    not quantized: the table stays float for the embedding, and the head with it."""
+    not quantized, nor is the table it shares: both stay float."""
     from tinygpt.models.quantize import int8_targets
 
     model = make(tiny_root)
@@ -231,4 +235,24 @@ def test_a_tied_lm_head_stays_with_its_float_embedding(tiny_root):
     assert not any(linear is model.llm.lm_head for *_, linear in int8_targets(model))
     twin, done = quantized_copy(model)
     assert type(twin.llm.lm_head) is nn.Linear and twin.llm.lm_head.weight is twin.llm.get_input_embeddings().weight
+    assert type(twin.llm.get_input_embeddings()) is nn.Embedding
     assert done["llm"] == 4 * len(model.llm.model.layers)
+
+
+def test_int8_embedding_rows_and_loading():
+    """One scale per token row: a lookup returns the float table's rows within int8's step, in the
+    table's dtype; a weight file's value goes in through load_float, checked by shape like a Linear's."""
+    gen = torch.Generator().manual_seed(0)
+    table = nn.Embedding(300, 48, dtype=torch.bfloat16)
+    with torch.no_grad():
+        table.weight.copy_(torch.randn(300, 48, generator=gen) * torch.linspace(0.01, 3, 300)[:, None])
+    q = Int8Embedding.from_embedding(table)
+    ids = torch.tensor([[0, 7, 299], [150, 150, 1]])
+    got, want = q(ids), table(ids)
+    assert got.shape == want.shape and got.dtype == torch.bfloat16
+    step = want.float().abs().amax(-1, keepdim=True) / 127  # each row's own scale, small rows too
+    assert ((got.float() - want.float()).abs() <= 0.5 * step + 0.01 * want.float().abs()).all()
+    assert q.float_weights()["weight"].shape == (300, 48) and q.values.dtype == torch.int8
+    other = torch.randn(300, 48)
+    q.load_float("weight", other)
+    assert torch.allclose(q(ids).float(), other[ids], atol=float(other.abs().max()) / 127)

@@ -42,6 +42,14 @@ def cache_keyword(llm: nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
 
 
+def embedding_dtype(llm: nn.Module) -> torch.dtype:
+    """The dtype the LLM's input embeddings come out in: the table's, or for an int8 table
+    (quantize.Int8Embedding, which has no float weight) the float dtype it dequantizes to."""
+    table = llm.get_input_embeddings()
+    weight = getattr(table, "weight", None)
+    return weight.dtype if isinstance(weight, torch.Tensor) else table.dtype
+
+
 def load_llm_config(family: str, hf_config_path: str, attn_implementation: str = "sdpa") -> PretrainedConfig:
     """The HF config of `model.llm`: Phi-2's with TinyGPT-V's q/k LayerNorm switched on, or (family
     "auto") whatever causal LM the config.json (file, or directory holding one) describes."""

@@ -1,9 +1,9 @@
 """Int8 weights for inference: `model.{llm,vision}.quantize: int8` (CPU) and `model.llm.load_in_8bit`.
 
-`quantize: int8`: every Linear of the LLM (`lm_head` too, unless it is tied to the input
-embeddings), and with `model.vision.quantize` of the vision tower's blocks and of the Q-Former, is an
-`Int8Linear`: int8 weights with one scale per output channel (the bias inside the packed
-parameters), run by torch's `quantized::linear_dynamic` (fbgemm / oneDNN): each call's input
+`quantize: int8`: the LLM's input embeddings are an `Int8Embedding` (one scale per token), and every
+Linear of the LLM, `lm_head` included (a head tied to the embeddings keeps both float), and with
+`model.vision.quantize` of the vision tower's blocks and of the Q-Former, is an `Int8Linear`: int8
+weights with one scale per output channel (the bias inside the packed parameters), run by torch's `quantized::linear_dynamic` (fbgemm / oneDNN): each call's input
 quantized to 8 bits on the fly (one scale per call; the full 8 bits on VNNI CPUs, torch's 7-bit
 `reduce_range` elsewhere), int8 x int8 products summed in int32.  Chosen by `python -m
 benchmarks.quant_kernels` on a 2-core EPYC (docs/quantization.md): it reads half the bytes of bf16
@@ -74,6 +74,20 @@ def describe_kernel() -> str:
             f"{bits} activations per call")
 
 
+def quantize_rows(rows_of: Callable[[slice], torch.Tensor], values: torch.Tensor, scales: torch.Tensor) -> None:
+    """Symmetric int8 with one scale per row, `ROWS_PER_BLOCK` rows at a time: `rows_of(rows)` gives a
+    block of the fp32 matrix, written into `values` (int8 [n, m]) and `scales` ([n]).  Zero stays
+    exactly zero; a block's temporaries are all the float the caller has to hold."""
+    n = values.shape[0]
+    for start in range(0, n, ROWS_PER_BLOCK):
+        rows = slice(start, min(n, start + ROWS_PER_BLOCK))
+        w = rows_of(rows)
+        low, high = torch.aminmax(w, dim=1)
+        scale = torch.maximum(-low, high).clamp(min=1e-12) / 127
+        values[rows] = torch.round(w / scale[:, None]).clamp_(-127, 127)
+        scales[rows] = scale
+
+
 class Int8Linear(nn.Module):
     """A Linear with int8 weights: torch's packed int8 weight (one scale per output channel) and
     `quantized::linear_dynamic` (each call's input quantized to 8 bits with one scale, int8 x int8
@@ -137,13 +151,7 @@ class Int8Linear(nn.Module):
         n = self.out_features
         values = torch.empty(n, self.in_features, dtype=torch.int8)
         scales = torch.empty(n, dtype=torch.float64)
-        for start in range(0, n, ROWS_PER_BLOCK):
-            rows = slice(start, min(n, start + ROWS_PER_BLOCK))
-            w = rows_of(rows)
-            low, high = torch.aminmax(w, dim=1)
-            scale = torch.maximum(-low, high).clamp(min=1e-12) / 127  # symmetric: zero stays exactly zero
-            values[rows] = torch.round(w / scale[:, None]).clamp_(-127, 127)
-            scales[rows] = scale
+        quantize_rows(rows_of, values, scales)
         q = torch._make_per_channel_quantized_tensor(values, scales, torch.zeros(n, dtype=torch.long), 0)
         self.packed.set_weight_bias(q, self.bias_fp32)
         del values, q
@@ -160,6 +168,45 @@ class Int8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per output channel"
+
+
+class Int8Embedding(nn.Module):
+    """An input embedding table in int8, one scale per row (token): a lookup dequantizes just the rows
+    it reads, to the table's float dtype (`dtype`).  ids [...] -> [..., embedding_dim].  The weight
+    loaders fill it through `float_weights` / `load_float`, as an Int8Linear.  At full size it is
+    Phi-2's 51200 x 2560 table: 0.13 GB instead of 0.26 GB of bf16, and a decode step reads one row."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.weight_spec = torch.empty(num_embeddings, embedding_dim, dtype=dtype, device="meta")
+        self.register_buffer("values", torch.zeros(num_embeddings, embedding_dim, dtype=torch.int8), persistent=False)
+        self.register_buffer("scales", torch.zeros(num_embeddings, dtype=torch.float32), persistent=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """What a lookup returns: the float table's dtype."""
+        return self.weight_spec.dtype
+
+    @classmethod
+    def from_embedding(cls, embedding: nn.Embedding) -> "Int8Embedding":
+        q = cls(embedding.num_embeddings, embedding.embedding_dim, embedding.weight.dtype)
+        q.load_float("weight", embedding.weight)
+        return q
+
+    def float_weights(self) -> dict[str, torch.Tensor]:
+        return {"weight": self.weight_spec}
+
+    @torch.no_grad()
+    def load_float(self, name: str, value: torch.Tensor) -> None:
+        assert name == "weight", name
+        quantize_rows(lambda rows: value[rows].detach().to("cpu", torch.float32), self.values, self.scales)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return (self.values[ids].float() * self.scales[ids, None]).to(self.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 per row"
 
 
 def _glibc_trim():
@@ -223,6 +270,27 @@ def int8_targets(model: nn.Module, parts: tuple[str, ...] = ("llm", "vision")) -
     return out
 
 
+def int8_embedding_target(model: nn.Module) -> tuple[nn.Module, str, nn.Embedding] | None:
+    """(parent module, attribute, table) of the LLM's input embeddings, which `model.llm.quantize:
+    int8` stores as an Int8Embedding; None when the LM head is tied to them (it reads the whole
+    table as a float weight) or when the table is not a plain nn.Embedding."""
+    llm = model.llm
+    table = llm.get_input_embeddings()
+    if type(table) is not nn.Embedding or ties_head(llm):
+        return None
+    name = next(name for name, m in llm.named_modules() if m is table)
+    parent, _, child = name.rpartition(".")
+    return llm.get_submodule(parent), child, table
+
+
+def _quantize_embedding(model: nn.Module) -> None:
+    target = int8_embedding_target(model)
+    if target is not None:
+        parent, child, table = target
+        setattr(parent, child, Int8Embedding.from_embedding(table))
+        log.info("llm: input embeddings in int8, one scale per token")
+
+
 @contextlib.contextmanager
 def linears_on_meta():
     """Every nn.Linear created inside gets its parameters on the meta device (no memory): a
@@ -277,6 +345,8 @@ def materialize(model: nn.Module) -> dict[str, int]:
     targets = {id(linear): (parent, child) for parent, child, linear in int8_targets(model, parts)}
     done = dict.fromkeys(parts, 0)
     part_of = {id(m): part for part in parts for tower in _towers(model, part) for m in tower.modules()}
+    if "llm" in parts:  # the float table was made with the model: quantized before any int8 layer exists
+        _quantize_embedding(model)
     # By name, not a list of modules: a quantized layer's float weight must be freed before the next.
     # Largest first: a layer's float weight and its packing's temporaries (lm_head: 0.26 GB of bf16 and
     # 0.26 GB of int8 buffers beside the packed 0.13 GB) then exist while the process holds the fewest
@@ -329,6 +399,8 @@ def quantize_int8(model: nn.Module) -> dict[str, int]:
         targets = int8_targets(model, (part,))
         for parent, child, linear in targets:
             setattr(parent, child, int8_linear(linear))
+        if part == "llm":
+            _quantize_embedding(model)
         done[part] = len(targets)
         log.info("%s: %d Linear layers in int8 (torch dynamic quantized Linear)", part, len(targets))
     return done

@@ -68,7 +68,7 @@ class DecodeBatch:
 
     @property
     def device(self) -> torch.device:
-        return self.llm.get_input_embeddings().weight.device
+        return self.llm.device
 
     # ------------------------------------------------------------------ joining
     @torch.no_grad()

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
+from ..llm import embedding_dtype
 from .files import TensorSource, open_weights
 from .hf_names import renamer
 from .plan import Plan, apply, check
@@ -36,8 +37,9 @@ BUFFER = "a persistent buffer of the model: copied after the parameters"
 
 def ties_head(llm: nn.Module) -> bool:
     """True when the LM head shares the input embedding's weight."""
-    head = llm.get_output_embeddings()  # an int8 head (models/quantize.py) has no float weight: untied
-    return getattr(head, "weight", None) is llm.get_input_embeddings().weight
+    head = llm.get_output_embeddings()  # int8 layers (models/quantize.py) have no float weight: untied
+    weight = getattr(head, "weight", None)
+    return weight is not None and weight is getattr(llm.get_input_embeddings(), "weight", None)
 
 
 def plan_hf_causal_lm(source: TensorSource, model: nn.Module) -> Plan:
@@ -88,7 +90,7 @@ def load_hf_causal_lm(model: nn.Module, path: str):
             return _load(model, source, plan)  # (refused with the report when not ok)
     # The keys need transformers' tensor conversions: let it read the directory, refusing whatever it
     # could not place (it would leave such weights at random init with a warning).
-    dtype = model.llm.get_input_embeddings().weight.dtype
+    dtype = embedding_dtype(model.llm)
     read, info = AutoModelForCausalLM.from_pretrained(path, config=model.llm.config, dtype=dtype,
                                                       output_loading_info=True)
     if info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]:
