@@ -130,10 +130,11 @@ class LLMConfig:
     train: bool = False  # full fine-tune of the base weights (tiny recipe only)
     train_norms: bool = True  # TinyGPT-V: input/q/k/post/final norm weights train, kept in fp32
     load_in_8bit: bool = False  # bitsandbytes LLM.int8() (CUDA/CPU); see `quantize` for torch's CPU kernels
-    # int8: the LLM's Linears (lm_head too, unless tied) in int8 for inference on CPU (models/quantize.py); none: as `dtype`
+    # int8: the LLM's Linears and input embeddings in int8 for inference on CPU (a tied lm_head and its table
+    # stay float; models/quantize.py); none: as `dtype`
     quantize: str = "none"
     # auto: half precision on accelerators when frozen, fp32 on CPU; bf16 on CPU with quantize: int8
-    # (the embeddings and norms, what stays float: models/build.py)
+    # (what stays float: models/build.py)
     dtype: str = "auto"
     grad_checkpointing: bool = False
     attn_implementation: str = "sdpa"

@@ -38,9 +38,10 @@ def _default_dtype(dtype: torch.dtype):
 
 
 # `quantize: int8` with `dtype: auto` (CPU inference): where the float tensors left beside the int8
-# Linears cost least.  The LLM's are the input embeddings (0.26 GB at full size in bf16, 0.5 GB in
-# fp32; a tied lm_head shares them), of which a step reads one row per token: bf16 (a memory-bound
-# read; the compute policy upcasts a wide matmul where bf16 ones are slow).  The image side's int8
+# layers cost least.  The LLM's are the projector and, where lm_head is tied to the input embeddings,
+# that shared table (0.26 GB at full size in bf16, 0.5 GB in fp32): bf16, which is also what the int8
+# embeddings dequantize to, so the LLM's activations and KV cache are bf16 (fp32 ones measured 4%
+# faster per token, at twice the cache; docs/quantization.md).  The image side's int8
 # kernel takes and returns fp32 and its float tensors are a few MB: fp32 (in bf16 every int8 Linear
 # converted its input and output: the 448 px encode took 5-10% longer, docs/quantization.md).
 _INT8_AUTO_DTYPE = {"llm": torch.bfloat16, "vision": torch.float32}
