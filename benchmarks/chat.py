@@ -111,8 +111,8 @@ def quality(model, arms: Arms, prompt_tokens: int, new_tokens: int = 32, seed: i
     for arm in ("auto", "int8"):
         arms.use(arm)
         embed = model.llm.get_input_embeddings()
-        embeds = torch.cat([embed(torch.zeros(1, 1, dtype=torch.long)), model.encode_images(images).to(embedding_dtype(model.llm)),
-                            embed(ids)], dim=1)
+        embeds = torch.cat([embed(torch.zeros(1, 1, dtype=torch.long)),
+                            model.encode_images(images).to(embedding_dtype(model.llm)), embed(ids)], dim=1)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long)
         greedy = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False, num_beams=1,
                                     min_new_tokens=new_tokens, max_new_tokens=new_tokens, pad_token_id=0, eos_token_id=0)
