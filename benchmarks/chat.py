@@ -84,11 +84,17 @@ class Arms:
     def _swap(self, int8: bool) -> None:
         if int8 and self.int8 is None:
             with torch.no_grad():
-                self.int8 = [[parent, child, linear, quantize.int8_linear(linear)]
-                             for parent, child, linear in quantize.int8_targets(self.model)]
+                self.int8 = [[parent, child, linear, quantize.int8_linear(linear, many_rows=part == "vision")]
+                             for part in ("llm", "vision")
+                             for parent, child, linear in quantize.int8_targets(self.model, (part,))]
                 table = quantize.int8_embedding_target(self.model)  # the input embeddings, as a build makes them
                 if table is not None:
                     self.int8.append([*table, quantize.Int8Embedding.from_embedding(table[2])])
+                for parent, child, linear, q in self.int8:
+                    setattr(parent, child, q)
+                # GELU into the int8 fc1s, as a build fuses it: its module then an identity, and back
+                self.int8 += [[mlp, child, activation, getattr(mlp, child)]
+                              for mlp, child, activation in quantize.fuse_activations(self.model)]
         for parent, child, linear, q in self.int8 or []:
             setattr(parent, child, q if int8 else linear)
         # the image side's float rest as a `quantize: int8` build stores it (fp32), and back (lossless)

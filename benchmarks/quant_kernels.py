@@ -10,7 +10,9 @@ prefill (M=65: 32 visual + BOS + 32 prompt tokens, fc1) and the ViT-g linears at
   bf16           F.linear on bf16 weights (the storage-dtype path; decoding today)
   fp32_upcast    bf16 weights upcast to fp32 a slice at a time (compute_dtype.upcast_linear; prefill today)
   int8_dynamic   torch's dynamic quantized Linear (fbgemm/oneDNN: int8 weights per output channel,
-                 activations quantized per call; what `quantize: int8` builds, models/quantize.py)
+                 activations quantized per call; what `quantize: int8` builds for the LLM, models/quantize.py)
+  int8_onednn    oneDNN's int8 matmul (onednn::qlinear_pointwise) on the same int8 values, the input
+                 quantized per call (quantize.Int8LinearManyRows: the image side's, on VNNI CPUs)
   int8_wo        torch.ops.aten._weight_int8pack_mm: int8 weights per output channel, bf16 activations
   torchao_int8_wo / torchao_int8_dq   torchao's Int8WeightOnlyConfig / Int8DynamicActivationInt8WeightConfig
   bnb_int8       bitsandbytes Linear8bitLt (LLM.int8(), threshold 6)
@@ -117,9 +119,14 @@ def _dynamic(w):
     return lambda x: layer(x)
 
 
+def _onednn(w):
+    layer = quantize.Int8LinearManyRows.from_linear(_plain(w, torch.float32))
+    return lambda x: layer(x)
+
+
 # arm -> (weight builder, weight bytes per element)
 ARMS: dict[str, tuple[Callable, float]] = {
-    "bf16": (_bf16, 2), "fp32_upcast": (_upcast, 2), "int8_dynamic": (_dynamic, 1), "int8_wo": (_int8_wo, 1),
+    "bf16": (_bf16, 2), "fp32_upcast": (_upcast, 2), "int8_dynamic": (_dynamic, 1), "int8_onednn": (_onednn, 1), "int8_wo": (_int8_wo, 1),
     "torchao_int8_wo": (_torchao("Int8WeightOnlyConfig"), 1),
     "torchao_int8_dq": (_torchao("Int8DynamicActivationInt8WeightConfig"), 1),
     "bnb_int8": (_bnb, 1), "int4_wo": (_int4_wo, 0.5),

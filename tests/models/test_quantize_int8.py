@@ -15,7 +15,8 @@ from tiny import tiny_model_config
 from tinygpt.common.config import ConfigError, load_config
 from tinygpt.models.build import build_model
 from tinygpt.models.llm import embedding_dtype
-from tinygpt.models.quantize import Int8Embedding, Int8Linear, QuantizationError, quantize_int8
+from tinygpt.models.quantize import (ONEDNN_INT8, Int8Embedding, Int8Linear, Int8LinearManyRows, QuantizationError,
+                                     quantize_int8)
 
 
 def make(tiny_root, **kwargs):
@@ -64,8 +65,12 @@ def test_int8_logits_and_greedy_match_the_float_model(tiny_root):
     assert qformer_linears > 0
     # qkv/dense/fc1/fc2 per block and lm_head; `vision` also covers the Q-Former
     assert done == {"llm": 4 * n_layers + 1, "vision": 4 * model.cfg.vision.depth + qformer_linears}
-    assert isinstance(twin.llm.model.layers[0].mlp.fc1, Int8Linear)
-    assert isinstance(twin.visual_encoder.encoder.layers[0].self_attn.qkv, Int8Linear)
+    assert type(twin.llm.model.layers[0].mlp.fc1) is Int8Linear  # one row per decode step: fbgemm
+    # the image side's many rows: oneDNN's kernel where it runs (VNNI), its MLPs' GELU fused into fc1
+    block = twin.visual_encoder.encoder.layers[0]
+    assert isinstance(block.self_attn.qkv, Int8Linear)
+    assert isinstance(block.self_attn.qkv, Int8LinearManyRows) == ONEDNN_INT8
+    assert isinstance(block.mlp.activation_fn, nn.Identity) == ONEDNN_INT8
     assert not any(isinstance(m, nn.Linear) for m in twin.qformer.modules())
     assert type(twin.projector.fc2) is nn.Linear  # the projector makes the visual tokens: float
     assert isinstance(twin.llm.lm_head, Int8Linear)  # the vocabulary projection too (untied)
@@ -256,3 +261,62 @@ def test_int8_embedding_rows_and_loading():
     other = torch.randn(300, 48)
     q.load_float("weight", other)
     assert torch.allclose(q(ids).float(), other[ids], atol=float(other.abs().max()) / 127)
+
+
+@pytest.mark.parametrize("activation", [None, nn.GELU(), nn.GELU(approximate="tanh")])
+def test_int8_many_rows_kernel_is_the_per_call_kernel_in_onednn(activation):
+    """Int8LinearManyRows (oneDNN, the image side's kernel) quantizes as Int8Linear (fbgemm) does and
+    gives its outputs up to the order of the int32 sums, for 2-D and 3-D inputs, with a fused GELU
+    (erf and tanh) equal to the GELU after it; LoRA's add_float, deepcopy and a module-wide .to(dtype)
+    keep it whole.  Tested on any x86 CPU: the class runs without VNNI too (where a build does not
+    choose it)."""
+    from tinygpt.models.quantize import _gelu_algorithm
+
+    gen = torch.Generator().manual_seed(0)
+    linear = nn.Linear(96, 160)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(160, 96, generator=gen) * 0.1)
+        linear.bias.copy_(torch.randn(160, generator=gen))
+    fbgemm, onednn = Int8Linear.from_linear(linear), Int8LinearManyRows.from_linear(linear)
+    assert torch.equal(fbgemm.int8_weight(), onednn.int8_weight())
+    assert torch.allclose(fbgemm._stored()[1], onednn._stored()[1])
+    x = torch.randn(2, 37, 96, generator=gen)
+    if activation is not None:
+        onednn.activation = ("gelu", _gelu_algorithm(activation))
+    for inputs in (x, x[0]):  # (one input scale per call: each call's own)
+        expected = fbgemm(inputs) if activation is None else activation(fbgemm(inputs))
+        got = onednn(inputs)
+        assert got.shape == expected.shape and got.dtype == torch.float32
+        assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), (got - expected).abs().max()
+    assert not torch.allclose(onednn(x), fbgemm(x), atol=1e-2) or activation is None  # the GELU is there
+
+    update = torch.randn(160, 96, generator=gen) * 0.01
+    fbgemm.add_float(lambda rows: update[rows])
+    onednn.add_float(lambda rows: update[rows])
+    assert torch.equal(fbgemm.int8_weight(), onednn.int8_weight())
+    copy_ = copy.deepcopy(onednn).to(torch.bfloat16)  # scales and packed weight are not module tensors
+    assert copy_.scales.dtype == torch.float32
+    assert torch.equal(copy_(x.bfloat16()), onednn(x.bfloat16())) and copy_(x.bfloat16()).dtype == torch.bfloat16
+
+
+def test_only_gelu_mlps_of_int8_towers_are_fused(tiny_root):
+    """fuse_activations touches the vision tower's fc1 -> GELU -> fc2 MLPs whose fc1 is the oneDNN
+    kernel, and nothing else; the fused tower computes what the unfused one does."""
+    from tinygpt.models.quantize import fuse_activations
+
+    model = make(tiny_root)
+    assert fuse_activations(model) == []  # float layers: nothing to fuse into
+    block = model.visual_encoder.encoder.layers[0]
+    for mlp in (layer.mlp for layer in model.visual_encoder.encoder.layers):
+        mlp.fc1, mlp.fc2 = (Int8LinearManyRows.from_linear(linear) for linear in (mlp.fc1, mlp.fc2))
+    hidden = torch.randn(1, 17, block.mlp.fc1.in_features)
+    with torch.no_grad():
+        want = block.mlp(hidden)
+    fused = fuse_activations(model)
+    assert len(fused) == len(model.visual_encoder.encoder.layers)
+    assert all(isinstance(mlp.activation_fn, nn.Identity) and mlp.fc1.activation == ("gelu", "none")
+               for mlp, *_ in fused)
+    with torch.no_grad():
+        assert torch.allclose(block.mlp(hidden), want, atol=1e-5)
+    assert fuse_activations(model) == []  # an identity is not fused twice
+    assert not any(isinstance(m, Int8LinearManyRows) for m in model.qformer.modules())
