@@ -141,21 +141,21 @@ def test_an_int8_build_never_holds_the_float_layers_at_once(tiny_root, monkeypat
     from tinygpt.models import quantize
 
     seen, model_of, quantized = [], {}, []
-    materialize, from_linear = quantize.materialize, quantize.Int8Linear.from_linear
+    materialize, int8_linear = quantize.materialize, quantize.int8_linear
 
     def spy_materialize(model):
         model_of["model"] = model
         return materialize(model)
 
-    def spy_from_linear(linear):
+    def spy_int8_linear(linear, many_rows=False):
         gc.collect()
         alive = sum(1 for ref in quantized if ref() is not None)  # float layers already quantized, still held
         seen.append(float_target_weights(model_of["model"]) + alive)
         quantized.append(weakref.ref(linear))
-        return from_linear(linear)
+        return int8_linear(linear, many_rows)
 
     monkeypatch.setattr(quantize, "materialize", spy_materialize)
-    monkeypatch.setattr(quantize.Int8Linear, "from_linear", spy_from_linear)
+    monkeypatch.setattr(quantize, "int8_linear", spy_int8_linear)
     cfg = tiny_model_config(tiny_root)
     cfg.llm.quantize = cfg.vision.quantize = "int8"
     model = build_model(cfg, "cpu", load_weights=False, training=False)
@@ -320,3 +320,39 @@ def test_only_gelu_mlps_of_int8_towers_are_fused(tiny_root):
         assert torch.allclose(block.mlp(hidden), want, atol=1e-5)
     assert fuse_activations(model) == []  # an identity is not fused twice
     assert not any(isinstance(m, Int8LinearManyRows) for m in model.qformer.modules())
+
+
+@pytest.mark.parametrize("kind,act,fused", [("siglip", "gelu_pytorch_tanh", ("gelu", "tanh")),
+                                            ("clip", "quick_gelu", None), ("clip", "gelu", ("gelu", "none"))])
+def test_hf_towers_quantize_and_fuse_what_onednn_computes(kind, act, fused):
+    """CLIP and SigLIP towers (`model.vision.kind`): every block Linear int8, the MLP's GELU fused
+    into fc1 where oneDNN has it (erf, tanh; not CLIP's quick_gelu), the same outputs as unfused;
+    nn.MultiheadAttention's out_proj (SigLIP's pooling head), whose parent reads `.weight`, stays float."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
+
+    from tinygpt.models.quantize import fuse_activations, int8_linear, int8_targets
+
+    torch.manual_seed(0)
+    shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 image_size=56, patch_size=14, hidden_act=act)
+    config_class, model_class = {"siglip": (SiglipVisionConfig, SiglipVisionModel),
+                                 "clip": (CLIPVisionConfig, CLIPVisionModel)}[kind]
+    holder = nn.Module()
+    holder.visual_encoder, holder.qformer = model_class(config_class(**shape)).eval(), None
+    images = torch.randn(1, 3, 56, 56, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = holder.visual_encoder(pixel_values=images).last_hidden_state
+        for parent, child, linear in int8_targets(holder, ("vision",)):
+            setattr(parent, child, int8_linear(linear, many_rows=True))
+        unfused = holder.visual_encoder(pixel_values=images).last_hidden_state
+        done = fuse_activations(holder)
+        got = holder.visual_encoder(pixel_values=images).last_hidden_state
+    blocks = [m for m in holder.visual_encoder.modules() if hasattr(m, "fc1")]
+    assert blocks and all(isinstance(m.fc1, Int8Linear) for m in blocks)
+    heads = [m for m in holder.visual_encoder.modules() if isinstance(m, nn.MultiheadAttention)]
+    assert all(type(m.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear for m in heads)
+    assert ((got - want).norm() / want.norm()) < 0.03  # int8's error, nothing more
+    if ONEDNN_INT8:  # fused only on the oneDNN layers a VNNI CPU builds
+        assert len(done) == (len(blocks) if fused else 0)
+        assert all(m.fc1.activation == fused for m in blocks) if fused else not done
+    assert torch.equal(got, unfused)  # oneDNN's GELU post-op is the GELU it replaces, bit for bit

@@ -391,8 +391,10 @@ def int8_targets(model: nn.Module, parts: tuple[str, ...] = ("llm", "vision")) -
             # A tied head's weight is the embedding table, which stays float: the head stays with it.
             tied = tower.get_output_embeddings() if part == "llm" and ties_head(tower) else None
             for name, m in tower.named_modules():
-                # not LoRA's adapter matrices (merged into their base)
-                if isinstance(m, nn.Linear) and m is not tied and not re.search(r"\.lora_[AB]\.", name):
+                # not LoRA's adapter matrices (merged into their base), nor nn.MultiheadAttention's
+                # out_proj (torch's marker class: its parent reads `.weight` itself)
+                if (isinstance(m, nn.Linear) and m is not tied and not re.search(r"\.lora_[AB]\.", name)
+                        and not isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear)):
                     parent, _, child = name.rpartition(".")
                     out.append((tower.get_submodule(parent), child, m))
     return out
