@@ -356,6 +356,11 @@ def return_freed_pages() -> None:
         _MALLOC_TRIM(0)
 
 
+def kernel_of(part: str) -> str:
+    """The kernel `quantize: int8` runs `part` ("llm", "vision") with here, for the build's log."""
+    return MANY_ROWS_KERNEL + ", GELU fused" if part == "vision" and ONEDNN_INT8 else KERNEL
+
+
 def int8_linear(linear: nn.Linear, many_rows: bool = False) -> Int8Linear:
     """`linear`'s weights (any float dtype) as an Int8Linear on the CPU; `many_rows` (the image side):
     the kernel that is fastest at hundreds of rows where it runs here (Int8LinearManyRows)."""
@@ -495,7 +500,7 @@ def materialize(model: nn.Module) -> dict[str, int]:
     if "vision" in parts:
         fuse_activations(model)
     for part, n in done.items():
-        log.info("%s: %d Linear layers in int8 as they were created (%s)", part, n, KERNEL)
+        log.info("%s: %d Linear layers in int8 as they were created (%s)", part, n, kernel_of(part))
     return done
 
 
@@ -537,7 +542,7 @@ def quantize_int8(model: nn.Module) -> dict[str, int]:
         else:
             fuse_activations(model)
         done[part] = len(targets)
-        log.info("%s: %d Linear layers in int8 (torch dynamic quantized Linear)", part, len(targets))
+        log.info("%s: %d Linear layers in int8 (%s)", part, len(targets), kernel_of(part))
     return done
 
 
