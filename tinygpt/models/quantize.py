@@ -4,9 +4,10 @@
 Linear of the LLM, `lm_head` included (a head tied to the embeddings keeps both float), and with
 `model.vision.quantize` of the vision tower's blocks and of the Q-Former, is an `Int8Linear`: int8
 weights with one scale per output channel (the bias inside the packed parameters), run by torch's
-`quantized::linear_dynamic` (fbgemm / oneDNN): each call's input quantized to 8 bits on the fly
-(one scale per call; the full 8 bits on VNNI CPUs, torch's 7-bit `reduce_range` elsewhere), int8 x
-int8 products summed in int32.  Chosen by `python -m
+`quantized::linear_dynamic` (fbgemm): each call's input quantized to 8 bits on the fly (one scale
+per call; the full 8 bits on VNNI CPUs, torch's 7-bit `reduce_range` elsewhere), int8 x int8
+products summed in int32.  On VNNI CPUs the image side's layers, which see hundreds of rows a call,
+are `Int8LinearManyRows`: the same numbers from oneDNN's int8 matmul, with the MLPs' GELU fused.  Chosen by `python -m
 benchmarks.quant_kernels` on a 2-core EPYC (docs/quantization.md): it reads half the bytes of bf16
 weights when decoding one token, and at a 448 px image's 1025 ViT tokens it runs 8-bit integer
 products; weight-only int8 (`aten._weight_int8pack_mm`), torchao's eager configs, bitsandbytes and
