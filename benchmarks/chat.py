@@ -84,7 +84,7 @@ class Arms:
     def _swap(self, int8: bool) -> None:
         if int8 and self.int8 is None:
             with torch.no_grad():
-                self.int8 = [[parent, child, linear, quantize.int8_linear(linear, many_rows=part == "vision")]
+                self.int8 = [[parent, child, linear, quantize.int8_linear(linear, part)]
                              for part in ("llm", "vision")
                              for parent, child, linear in quantize.int8_targets(self.model, (part,))]
                 table = quantize.int8_embedding_target(self.model)  # the input embeddings, as a build makes them

@@ -147,12 +147,12 @@ def test_an_int8_build_never_holds_the_float_layers_at_once(tiny_root, monkeypat
         model_of["model"] = model
         return materialize(model)
 
-    def spy_int8_linear(linear, many_rows=False):
+    def spy_int8_linear(linear, part="llm"):
         gc.collect()
         alive = sum(1 for ref in quantized if ref() is not None)  # float layers already quantized, still held
         seen.append(float_target_weights(model_of["model"]) + alive)
         quantized.append(weakref.ref(linear))
-        return int8_linear(linear, many_rows)
+        return int8_linear(linear, part)
 
     monkeypatch.setattr(quantize, "materialize", spy_materialize)
     monkeypatch.setattr(quantize, "int8_linear", spy_int8_linear)
@@ -343,7 +343,7 @@ def test_hf_towers_quantize_and_fuse_what_onednn_computes(kind, act, fused):
     with torch.no_grad():
         want = holder.visual_encoder(pixel_values=images).last_hidden_state
         for parent, child, linear in int8_targets(holder, ("vision",)):
-            setattr(parent, child, int8_linear(linear, many_rows=True))
+            setattr(parent, child, int8_linear(linear, "vision"))
         unfused = holder.visual_encoder(pixel_values=images).last_hidden_state
         done = fuse_activations(holder)
         got = holder.visual_encoder(pixel_values=images).last_hidden_state

@@ -77,7 +77,7 @@ ROWS_PER_BLOCK = 256  # output rows quantized at a time (2560 wide: 2.6 MB of fp
 def describe_kernel() -> str:
     """What `quantize: int8` runs here, for the doctor and the build's log."""
     bits = "8-bit (VNNI)" if FULL_RANGE_ACTIVATIONS else "7-bit (no VNNI: torch's reduce_range)"
-    image_side = (f"; the image side: {MANY_ROWS_KERNEL}, GELU fused into fc1" if ONEDNN_INT8 else "")
+    image_side = f"; the image side: {kernel_of('vision')} into fc1" if ONEDNN_INT8 else ""
     return (f"{KERNEL}, engine {torch.backends.quantized.engine}: int8 weights per output channel, "
             f"{bits} activations per call{image_side}")
 
@@ -357,15 +357,21 @@ def return_freed_pages() -> None:
         _MALLOC_TRIM(0)
 
 
+def _many_rows(part: str) -> bool:
+    """Whether `part` ("llm", "vision") gets Int8LinearManyRows here: the image side's layers see
+    hundreds of rows a call, where oneDNN's kernel (if it runs here) is the faster one."""
+    return part == "vision" and ONEDNN_INT8
+
+
 def kernel_of(part: str) -> str:
     """The kernel `quantize: int8` runs `part` ("llm", "vision") with here, for the build's log."""
-    return MANY_ROWS_KERNEL + ", GELU fused" if part == "vision" and ONEDNN_INT8 else KERNEL
+    return MANY_ROWS_KERNEL + ", GELU fused" if _many_rows(part) else KERNEL
 
 
-def int8_linear(linear: nn.Linear, many_rows: bool = False) -> Int8Linear:
-    """`linear`'s weights (any float dtype) as an Int8Linear on the CPU; `many_rows` (the image side):
-    the kernel that is fastest at hundreds of rows where it runs here (Int8LinearManyRows)."""
-    return (Int8LinearManyRows if many_rows and ONEDNN_INT8 else Int8Linear).from_linear(linear)
+def int8_linear(linear: nn.Linear, part: str = "llm") -> Int8Linear:
+    """`linear`'s weights (any float dtype) as an Int8Linear on the CPU, with the kernel for `part`
+    ("llm", "vision"; `_many_rows`)."""
+    return (Int8LinearManyRows if _many_rows(part) else Int8Linear).from_linear(linear)
 
 
 def check_int8(cfg, device: torch.device | str, training: bool) -> None:
@@ -496,7 +502,7 @@ def materialize(model: nn.Module) -> dict[str, int]:
         if id(linear) in targets:
             parent, child = targets[id(linear)]
             part = part_of[id(linear)]
-            setattr(parent, child, int8_linear(linear, many_rows=part == "vision"))
+            setattr(parent, child, int8_linear(linear, part))
             done[part] += 1
     if "vision" in parts:
         fuse_activations(model)
@@ -537,7 +543,7 @@ def quantize_int8(model: nn.Module) -> dict[str, int]:
             continue
         targets = int8_targets(model, (part,))
         for parent, child, linear in targets:
-            setattr(parent, child, int8_linear(linear, many_rows=part == "vision"))
+            setattr(parent, child, int8_linear(linear, part))
         if part == "llm":
             _quantize_embedding(model)
         else:
