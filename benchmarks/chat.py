@@ -15,8 +15,9 @@ with the LLM's and the vision tower's Linears swapped for int8 ones quantized fr
 (`model.{llm,vision}.quantize: int8`), swapped back for the other arms.  Rounds alternate the order
 ((storage, auto), (auto, storage), ...) and the table shows each arm's median over rounds; ratios
 are against the first arm named.
-With int8 and auto both run, the quality figures: per-position cosine of the prompt's logits int8
-vs auto, and greedy agreement over 32 tokens: the share of int8's own free-running greedy output
+With int8 and auto both run, the quality figures: per-position cosine of the prompt's logits, int8
+against the exact computation of the same weights (every matmul and activation in fp32; auto
+against it as the control, and int8 against auto), and greedy agreement over 32 tokens: the share of int8's own free-running greedy output
 that matches auto's, and, fed auto's tokens in one forward each, the share of steps where the two
 arms' argmax agree (with a control: auto's one-forward argmax against its own cached generation).  --own-process then builds each
 of auto and int8 as a user's build would (int8: `quantize: int8`, quantized while building) in a
@@ -39,6 +40,7 @@ matmuls run at a few GFLOP/s there): use --rounds 1 and a few --batches.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -81,6 +83,18 @@ class Arms:
             self.applied = None
         self._swap(arm == "int8")
 
+    @contextlib.contextmanager
+    def exact(self):
+        """The same weights with every matmul in fp32 (weights upcast, `model.compute_dtype: fp32`):
+        the reference the quality figures are taken against.  Give it fp32 inputs and the
+        activations stay fp32 throughout."""
+        self.use("storage")
+        applied = compute_dtype.apply(self.model, self.device, "fp32")
+        try:
+            yield
+        finally:
+            applied.remove()
+
     def _swap(self, int8: bool) -> None:
         if int8 and self.int8 is None:
             with torch.no_grad():
@@ -107,18 +121,20 @@ class Arms:
 
 @torch.no_grad()
 def quality(model, arms: Arms, prompt_tokens: int, new_tokens: int = 32, seed: int = 0) -> dict:
-    """int8 against auto on one image + prompt: per-position cosine of the prompt's logits, greedy
-    agreement with auto's tokens fed (teacher-forced) and free-running."""
+    """int8 against the exact computation of the same weights (every matmul and activation in fp32,
+    `Arms.exact`) and against auto, on one image + prompt: per-position cosine of the prompt's logits
+    (auto's own against exact as the control: on a CPU with bf16 units auto computes in bf16), and
+    greedy agreement with auto's tokens fed (teacher-forced) and free-running."""
     g = torch.Generator().manual_seed(seed)
     size = model.cfg.vision.image_size
     images = torch.randn(1, 3, size, size, generator=g)
     ids = torch.randint(2, len(model.tokenizer), (1, prompt_tokens), generator=g)
+    bos = torch.zeros(1, 1, dtype=torch.long)
     out = {}
     for arm in ("auto", "int8"):
         arms.use(arm)
         embed = model.llm.get_input_embeddings()
-        embeds = torch.cat([embed(torch.zeros(1, 1, dtype=torch.long)),
-                            model.encode_images(images).to(embedding_dtype(model.llm)), embed(ids)], dim=1)
+        embeds = torch.cat([embed(bos), model.encode_images(images).to(embedding_dtype(model.llm)), embed(ids)], dim=1)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long)
         greedy = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False, num_beams=1,
                                     min_new_tokens=new_tokens, max_new_tokens=new_tokens, pad_token_id=0, eos_token_id=0)
@@ -130,13 +146,26 @@ def quality(model, arms: Arms, prompt_tokens: int, new_tokens: int = 32, seed: i
         embed = model.llm.get_input_embeddings()
         fed = torch.cat([out[arm]["embeds"], embed(reference[None, :-1])], dim=1)
         logits[arm] = model.llm(inputs_embeds=fed).logits[0].float()
+    with arms.exact():
+        embed = model.llm.get_input_embeddings()
+        fed = torch.cat([embed(bos).float(), model.encode_images(images).float(), embed(ids).float(),
+                         embed(reference[None, :-1]).float()], dim=1)
+        logits["exact"] = model.llm(inputs_embeds=fed).logits[0].float()
     prompt = out["auto"]["embeds"].shape[1]
-    cosine = torch.nn.functional.cosine_similarity(logits["int8"][:prompt], logits["auto"][:prompt], dim=-1)
+
+    def cosine(a: str, b: str) -> torch.Tensor:
+        return torch.nn.functional.cosine_similarity(logits[a][:prompt], logits[b][:prompt], dim=-1)
+
     # Fed the same tokens, one forward each: int8's argmax against auto's at every step.  (auto's own
     # one-forward argmax is not always its cached generation's: random weights give near-ties that bf16
     # rounding in another order flips; that share is reported as the control.)
     forced = {arm: logits[arm][prompt - 1:].argmax(-1) for arm in logits}
-    return {"positions": prompt, "min_cosine": cosine.min().item(), "median_cosine": cosine.median().item(),
+    vs_exact, auto_vs_exact, vs_auto = cosine("int8", "exact"), cosine("auto", "exact"), cosine("int8", "auto")
+    return {"positions": prompt,
+            "min_cosine_vs_exact": vs_exact.min().item(), "median_cosine_vs_exact": vs_exact.median().item(),
+            "auto_min_cosine_vs_exact": auto_vs_exact.min().item(),
+            "auto_median_cosine_vs_exact": auto_vs_exact.median().item(),
+            "min_cosine": vs_auto.min().item(), "median_cosine": vs_auto.median().item(),  # int8 vs auto
             "greedy_agreement_forced": (forced["int8"] == forced["auto"]).float().mean().item(),
             "auto_forced_vs_its_generation": (forced["auto"] == reference).float().mean().item(),
             "greedy_agreement_free": (out["int8"]["greedy"] == reference).float().mean().item(),
@@ -219,8 +248,10 @@ def main(argv=None) -> int:
     quality_row = None
     if {"auto", "int8"} <= set(args.arms):
         quality_row = quality(model, arms, args.prompt_tokens)
-        print("int8 vs auto: per-position logits cosine min {min_cosine:.5f} (median {median_cosine:.5f}) over "
-              "{positions} positions; greedy agreement {greedy_agreement_free:.0%} of {new_tokens} tokens free-running, "
+        print("per-position logits cosine over {positions} positions, against the exact computation (fp32 "
+              "throughout): int8 min {min_cosine_vs_exact:.5f} (median {median_cosine_vs_exact:.5f}), auto min "
+              "{auto_min_cosine_vs_exact:.5f} (median {auto_median_cosine_vs_exact:.5f}); int8 vs auto min "
+              "{min_cosine:.5f} (median {median_cosine:.5f}); greedy agreement {greedy_agreement_free:.0%} of {new_tokens} tokens free-running, "
               "{greedy_agreement_forced:.0%} fed auto's tokens (control: auto's one-forward argmax agrees with its "
               "own generation on {auto_forced_vs_its_generation:.0%})".format(**quality_row), flush=True)
     arms.use("storage")
