@@ -17,9 +17,10 @@ with the LLM's and the vision tower's Linears swapped for int8 ones quantized fr
 are against the first arm named.
 With int8 and auto both run, the quality figures: per-position cosine of the prompt's logits, int8
 against the exact computation of the same weights (every matmul and activation in fp32; auto
-against it as the control, and int8 against auto), and greedy agreement over 32 tokens: the share of int8's own free-running greedy output
-that matches auto's, and, fed auto's tokens in one forward each, the share of steps where the two
-arms' argmax agree (with a control: auto's one-forward argmax against its own cached generation).  --own-process then builds each
+against it as the control, and int8 against auto), and greedy agreement over 32 tokens: the share
+of int8's own free-running greedy output that matches auto's, and, fed auto's tokens in one forward
+each, the share of steps where the two arms' argmax agree (with a control: auto's one-forward
+argmax against its own cached generation).  --own-process then builds each
 of auto and int8 as a user's build would (int8: `quantize: int8`, quantized while building) in a
 process of its own, one after the other, and reports its peak RSS from start to the end of one turn
 (the interleaved process holds both arms' weights, so its peak says nothing about either).

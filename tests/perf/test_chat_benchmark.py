@@ -1,11 +1,15 @@
 """benchmarks/chat.py on the tiny preset: both arms measured on one model, the JSON row complete."""
 from __future__ import annotations
 
+import argparse
+import copy
 import json
 
 import pytest
+import torch
 
-from benchmarks import chat
+from benchmarks import _common as C
+from benchmarks import chat, generate
 from tinygpt.common import device as devices
 
 
@@ -47,14 +51,6 @@ def test_exact_reference_computes_bf16_weights_in_fp32_and_restores_the_model(tm
     """The reference the int8 quality is taken against: the bf16 weights with every matmul and
     activation in fp32 -- what the same model converted to fp32 computes -- and afterwards the model
     is the bf16 build again."""
-    import argparse
-    import copy
-
-    import torch
-
-    from benchmarks import _common as C
-    from benchmarks import generate
-
     monkeypatch.setattr(C, "workdir", lambda name: tmp_path / name)
     args = argparse.Namespace(full_size=False, cfg_path=None, preset="tiny", image_size=None, dtype="bf16",
                               training_build=False, compute_dtype="storage")
