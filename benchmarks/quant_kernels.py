@@ -126,7 +126,8 @@ def _onednn(w):
 
 # arm -> (weight builder, weight bytes per element)
 ARMS: dict[str, tuple[Callable, float]] = {
-    "bf16": (_bf16, 2), "fp32_upcast": (_upcast, 2), "int8_dynamic": (_dynamic, 1), "int8_onednn": (_onednn, 1), "int8_wo": (_int8_wo, 1),
+    "bf16": (_bf16, 2), "fp32_upcast": (_upcast, 2), "int8_dynamic": (_dynamic, 1), "int8_onednn": (_onednn, 1),
+    "int8_wo": (_int8_wo, 1),
     "torchao_int8_wo": (_torchao("Int8WeightOnlyConfig"), 1),
     "torchao_int8_dq": (_torchao("Int8DynamicActivationInt8WeightConfig"), 1),
     "bnb_int8": (_bnb, 1), "int4_wo": (_int4_wo, 0.5),

@@ -7,10 +7,10 @@ weights with one scale per output channel (the bias inside the packed parameters
 `quantized::linear_dynamic` (fbgemm): each call's input quantized to 8 bits on the fly (one scale
 per call; the full 8 bits on VNNI CPUs, torch's 7-bit `reduce_range` elsewhere), int8 x int8
 products summed in int32.  On VNNI CPUs the image side's layers, which see hundreds of rows a call,
-are `Int8LinearManyRows`: the same numbers from oneDNN's int8 matmul, with the MLPs' GELU fused.  Chosen by `python -m
-benchmarks.quant_kernels` on a 2-core EPYC (docs/quantization.md): it reads half the bytes of bf16
-weights when decoding one token, and at a 448 px image's 1025 ViT tokens it runs 8-bit integer
-products; weight-only int8 (`aten._weight_int8pack_mm`), torchao's eager configs, bitsandbytes and
+are `Int8LinearManyRows`: the same numbers from oneDNN's int8 matmul, with the MLPs' GELU fused.
+Chosen by `python -m benchmarks.quant_kernels` on a 2-core EPYC (docs/quantization.md): it reads
+half the bytes of bf16 weights when decoding one token, and at a 448 px image's 1025 ViT tokens it
+runs 8-bit integer products; weight-only int8 (`aten._weight_int8pack_mm`), torchao's eager configs, bitsandbytes and
 int4 measured slower or less exact there.  CPU only, inference only.  The build never holds the
 float model whole: `linears_on_meta` creates the Linears without memory and `materialize` makes
 them real one at a time (the targets straight into int8); weight files load into the int8 layers
@@ -270,32 +270,26 @@ def _gelu_algorithm(activation: nn.Module) -> str | None:
     return None
 
 
-def activation_fusions(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module, str]]:
-    """(MLP, attribute, activation, GELU algorithm) of the vision tower's MLPs whose `fc1` is an
-    Int8LinearManyRows and whose activation oneDNN computes in that matmul's output loop: the
-    transformers MLPs that run fc1 -> activation_fn -> fc2 (BLIP-2's EVA ViT-g, CLIP, SigLIP)."""
+def fuse_activations(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+    """GELU into the int8 fc1 before it, in the vision tower's MLPs whose `fc1` is an
+    Int8LinearManyRows and whose activation oneDNN computes in that matmul's output loop (the
+    transformers MLPs that run fc1 -> activation_fn -> fc2: BLIP-2's EVA ViT-g, CLIP, SigLIP): the
+    [1025, 6144] activation of a 448 px image is then never written and read again (2.5% of a ViT-g
+    encode here).  Returns (MLP, attribute, the activation replaced by an identity) of each."""
     from transformers.models.blip_2.modeling_blip_2 import Blip2MLP
     from transformers.models.clip.modeling_clip import CLIPMLP
     from transformers.models.siglip.modeling_siglip import SiglipMLP
 
-    out = []
-    for mlp in (m for tower in _towers(model, "vision") for m in tower.modules()):
+    fused = []
+    mlps = [m for tower in _towers(model, "vision") for m in tower.modules()]  # listed before any is changed
+    for mlp in mlps:
         if type(mlp) in (Blip2MLP, CLIPMLP, SiglipMLP) and isinstance(mlp.fc1, Int8LinearManyRows):
             algorithm = _gelu_algorithm(mlp.activation_fn)
             if algorithm is not None:
-                out.append((mlp, "activation_fn", mlp.activation_fn, algorithm))
-    return out
-
-
-def fuse_activations(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
-    """GELU into the int8 fc1 before it (`activation_fusions`): the [1025, 6144] activation of a 448 px
-    image is then never written and read again (2.5% of a ViT-g encode here).  Returns (MLP,
-    attribute, the activation replaced by an identity) of each."""
-    fusions = activation_fusions(model)
-    for mlp, attribute, _, algorithm in fusions:
-        mlp.fc1.activation = ("gelu", algorithm)
-        setattr(mlp, attribute, nn.Identity())
-    return [(mlp, attribute, activation) for mlp, attribute, activation, _ in fusions]
+                fused.append((mlp, "activation_fn", mlp.activation_fn))
+                mlp.fc1.activation = ("gelu", algorithm)
+                mlp.activation_fn = nn.Identity()
+    return fused
 
 
 class Int8Embedding(nn.Module):
