@@ -7,10 +7,13 @@
     python -m benchmarks.serve --preset small  # a random model, ViT-g-proportioned (benchmarks/_common.py)
     python -m benchmarks.serve --engine process thread   # both engines, interleaved in one run
     python -m benchmarks.serve --visual-cache 0   # every image encoded every time (users who each send new pictures)
+    python -m benchmarks.serve --client openai    # a process per user with the official openai client
 
-The server runs in its own process on 127.0.0.1 (the same command a user runs).  Each client is a
-separate process (as users are: no interpreter lock shared with the other clients) with the
-official `openai` client, sending `--requests` streamed greedy chat completions one after another
+The server runs in its own process on 127.0.0.1 (the same command a user runs).  The clients run
+beside it, as vLLM's and SGLang's serving benchmarks drive a server: one process, each client an
+asyncio task with an aiohttp session (about 0.5 ms of CPU per answer); with `--client openai`, each
+client is a process of its own with the official `openai` client (2.5-3.5 ms per answer, which on a
+2-core machine the server pays for).  Each client sends `--requests` streamed greedy chat completions one after another
 (questions drawn in turn from a fixed list, so prompts differ in length), each with its image, as
 the stateless API has it: by default each client its own picture (a conversation; the server's
 visual cache encodes it once), with `--images shared` one picture for all.  Per client count:
@@ -50,6 +53,8 @@ QUESTIONS = ["[vqa] what colour is the circle?", "[vqa] how many squares are the
              "[caption] describe this image in detail.", "[vqa] is there a triangle?",
              "[refer] the red circle", "[vqa] what shape is left of the square?"]
 
+
+CLIENT_KINDS = {"http": "one process, an aiohttp task per client", "openai": "separate processes, official openai client"}
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "grey"]
 
@@ -144,16 +149,77 @@ def _client(tasks, results, urls: list[str], image: str) -> None:
         results.put((answers, time.process_time() - cpu))
 
 
-class Clients:
-    """`n` client processes, started once (spawned: no state shared with this process) and reused by
-    every level: a level with k clients gives work to the first k."""
+async def ask_http(session, url: str, image: str, question: str, max_tokens: int) -> dict:
+    """`ask` over a bare aiohttp session: the same request, its server-sent events read as JSON lines."""
+    body = {"model": "tinygpt-v", "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": [{"type": "text", "text": question},
+                                                       {"type": "image_url", "image_url": {"url": image}}]}]}
+    start = time.perf_counter()
+    first, text, tokens = None, "", 0
+    async with session.post(url + "/v1/chat/completions", json=body) as response:
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status} from {url}: {(await response.text())[:500]}")
+        async for line in response.content:
+            if not line.startswith(b"data: {"):  # blank separators and the final "data: [DONE]"
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+            if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                first = first or time.perf_counter()
+                text += chunk["choices"][0]["delta"]["content"]
+    end = time.perf_counter()
+    return {"question": question, "text": text, "tokens": tokens, "latency": end - start,
+            "ttft": (first or end) - start}
 
-    def __init__(self, images: list[str], urls: list[str]):
+
+def _http_clients(tasks, results, urls: list[str], images: list[str]) -> None:
+    """Every client in one process, as vLLM's and SGLang's serving benchmarks drive a server: one
+    asyncio task per user over aiohttp, each asking its questions one after another about its own
+    image; reports their answers and the process's CPU time."""
+    import asyncio
+
+    import aiohttp
+
+    async def client(session, url: str, k: int, requests: int, max_tokens: int) -> list[dict]:
+        return [{**await ask_http(session, url, images[k], QUESTIONS[(k + i) % len(QUESTIONS)], max_tokens),
+                 "image": images[k]} for i in range(requests)]
+
+    async def serve_tasks() -> None:
+        timeout = aiohttp.ClientTimeout(total=600)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
+            for url in urls:
+                await client(session, url, 0, 1, 4)  # warm-up: aiohttp's machinery and a connection
+            results.put("ready")
+            while (task := await asyncio.to_thread(tasks.get)) is not None:
+                url, clients, requests, max_tokens = task
+                cpu = time.process_time()
+                answers = await asyncio.gather(*(client(session, url, k, requests, max_tokens)
+                                                 for k in range(clients)))
+                results.put(([a for each in answers for a in each], time.process_time() - cpu))
+
+    asyncio.run(serve_tasks())
+
+
+class Clients:
+    """The users, started once (spawned: no state shared with this process) and reused by every
+    level: a level with k clients gives work to the first k.  kind "http": one process for all, a
+    light aiohttp client each (the default: on a small machine the clients share its cores with the
+    server, and this one costs a fifth of the official client's CPU per answer); "openai": a process
+    each with the official `openai` client (a user's own program)."""
+
+    def __init__(self, images: list[str], urls: list[str], kind: str = "http"):
         ctx = mp.get_context("spawn")
         self.results = ctx.Queue()
-        self.tasks = [ctx.Queue() for _ in images]
-        self.procs = [ctx.Process(target=_client, args=(q, self.results, urls, image), daemon=True)
-                      for q, image in zip(self.tasks, images)]
+        if kind == "http":
+            self.tasks = [ctx.Queue()]
+            self.procs = [ctx.Process(target=_http_clients, args=(self.tasks[0], self.results, urls, images), daemon=True)]
+        else:
+            self.tasks = [ctx.Queue() for _ in images]
+            self.procs = [ctx.Process(target=_client, args=(q, self.results, urls, image), daemon=True)
+                          for q, image in zip(self.tasks, images)]
+        self.kind = kind
         for proc in self.procs:
             proc.start()
         for _ in self.procs:
@@ -162,6 +228,10 @@ class Clients:
     def run(self, url: str, clients: int, requests: int, max_tokens: int) -> tuple[float, list[dict], float]:
         """-> wall seconds, every answer, the client processes' CPU seconds."""
         start = time.perf_counter()
+        if self.kind == "http":
+            self.tasks[0].put((url, clients, requests, max_tokens))
+            results, cpu = self.results.get()
+            return time.perf_counter() - start, results, cpu
         for k in range(clients):
             self.tasks[k].put((url, k, requests, max_tokens))
         results, cpu = [], 0.0
@@ -264,6 +334,9 @@ def main(argv=None) -> int:
                    help="per-client: each client asks all its questions about its own picture (a conversation: the "
                    "API resends it every turn); shared: one picture for every client")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--client", choices=["http", "openai"], default="http",
+                   help="http: every client an aiohttp task in one process (as vLLM's benchmark); openai: a "
+                   "process each with the official openai client, whose own CPU then shares the machine's cores")
     p.add_argument("--engine", nargs="+", choices=["process", "thread"], default=["process"],
                    help="the server's --engine; several: one server each, interleaved in every round")
     p.add_argument("--port", type=int, default=7913, help="the first server's port (the next ones follow)")
@@ -292,7 +365,7 @@ def main(argv=None) -> int:
             alone[engine] = {(image, q): ask(client, image, q, args.max_tokens)["text"]
                              for image in dict.fromkeys(images) for q in QUESTIONS}
         rounds = []
-        pool = Clients(images, list(urls.values()))
+        pool = Clients(images, list(urls.values()), args.client)
         try:
             for r in range(args.rounds):
                 for clients in args.clients:
@@ -344,7 +417,7 @@ def main(argv=None) -> int:
               "model": {"preset": args.preset, "cfg_path": args.cfg_path, "options": args.options, "model_root": args.model_root},
               "settings": {"requests_per_client": args.requests, "max_tokens": args.max_tokens,
                            "max_batch_size": args.max_batch_size, "threads": args.threads,
-                           "clients": "separate processes, official openai client",
+                           "clients": CLIENT_KINDS[args.client],
                            "batch_timeout_ms": args.batch_timeout_ms, "rounds": args.rounds, "greedy": True,
                            "streamed": True, "image": "224x224 PNG", "images": args.images,
                            "visual_cache": args.visual_cache, "engines": args.engine},
