@@ -17,22 +17,20 @@ LIMITS = Limits(max_new_tokens=8)
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model, make_chat, serve):
+def served(tiny_model, make_chat, serve):
+    """(the server's url, the official client's streamed answer to each question about picture k,
+    k = 0, 1, 2)."""
     with serve(create_api(make_chat(tiny_model), LIMITS)) as running:
-        yield running
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="none", max_retries=0)
+        yield running.url, {(k, q): ask(client, shapes_png(variant=k), q, 8) for k in range(3) for q in QUESTIONS}
 
 
-@pytest.fixture(scope="module")
-def lone(server):
-    """The official client's streamed answer to each question about picture k (k = 0, 1, 2)."""
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
-    return {(k, q): ask(client, shapes_png(variant=k), q, 8) for k in range(3) for q in QUESTIONS}
+def test_aiohttp_client_reads_what_the_openai_client_reads(served):
+    url, lone = served
 
-
-def test_aiohttp_client_reads_what_the_openai_client_reads(server, lone):
     async def all_questions():
         async with aiohttp.ClientSession() as session:
-            return [await ask_http(session, server.url, shapes_png(variant=0), q, 8) for q in QUESTIONS]
+            return [await ask_http(session, url, shapes_png(variant=0), q, 8) for q in QUESTIONS]
 
     for q, got in zip(QUESTIONS, asyncio.run(all_questions())):
         want = lone[0, q]
@@ -40,11 +38,12 @@ def test_aiohttp_client_reads_what_the_openai_client_reads(server, lone):
         assert got["tokens"] > 0 and 0 < got["ttft"] <= got["latency"]
 
 
-def test_http_pool_runs_clients_at_once_each_answer_its_lone_one(server, lone):
+def test_http_pool_runs_clients_at_once_each_answer_its_lone_one(served):
+    url, lone = served
     images = [shapes_png(variant=k) for k in range(3)]
-    pool = Clients(images, [server.url], "http")
+    pool = Clients(images, [url], "http")
     try:
-        wall, answers, cpu = pool.run(server.url, 3, 2, 8)
+        wall, answers, cpu = pool.run(url, 3, 2, 8)
     finally:
         pool.close()
     # client k asks questions k, k+1 about its own picture
