@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib
 import io
 import json
 import multiprocessing as mp
 import os
+import queue
 import statistics
 import subprocess
 import sys
@@ -210,6 +212,10 @@ class Clients:
     each with the official `openai` client (a user's own program)."""
 
     def __init__(self, images: list[str], urls: list[str], kind: str = "http"):
+        try:  # here, where a missing package is one line, not a traceback in a child nobody waits on
+            importlib.import_module("aiohttp" if kind == "http" else "openai")
+        except ImportError as exc:
+            raise SystemExit(f"--client {kind} needs {exc.name}: pip install -e '.[dev]' (scripts/setup.sh does)")
         ctx = mp.get_context("spawn")
         self.results = ctx.Queue()
         if kind == "http":
@@ -223,20 +229,30 @@ class Clients:
         for proc in self.procs:
             proc.start()
         for _ in self.procs:
-            self.results.get()  # each has answered its warm-up question
+            self._get()  # each has answered its warm-up question
+
+    def _get(self):
+        """The next result, or SystemExit naming a client process that died (its traceback is above)."""
+        while True:
+            try:
+                return self.results.get(timeout=1)
+            except queue.Empty:
+                dead = [proc for proc in self.procs if proc.exitcode is not None]
+                if dead:
+                    raise SystemExit(f"a client process exited with code {dead[0].exitcode}; see its error above")
 
     def run(self, url: str, clients: int, requests: int, max_tokens: int) -> tuple[float, list[dict], float]:
         """-> wall seconds, every answer, the client processes' CPU seconds."""
         start = time.perf_counter()
         if self.kind == "http":
             self.tasks[0].put((url, clients, requests, max_tokens))
-            results, cpu = self.results.get()
+            results, cpu = self._get()
             return time.perf_counter() - start, results, cpu
         for k in range(clients):
             self.tasks[k].put((url, k, requests, max_tokens))
         results, cpu = [], 0.0
         for _ in range(clients):
-            answers, spent = self.results.get()
+            answers, spent = self._get()
             results += answers
             cpu += spent
         return time.perf_counter() - start, results, cpu

@@ -1,11 +1,15 @@
 """benchmarks/serve.py's accounting: the model thread's share per answer from two /metrics scrapes,
-and a process's CPU time (the figures docs/chat.md explains the serving numbers with)."""
+and a process's CPU time (the figures docs/chat.md explains the serving numbers with); a client
+process that dies is reported, not waited on forever."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 
-from benchmarks.serve import model_share, process_cpu_s
+import pytest
+
+from benchmarks.serve import Clients, model_share, process_cpu_s, shapes_png
 
 
 def test_model_share_per_answer():
@@ -26,3 +30,11 @@ def test_process_cpu_counts_this_process():
     while time.process_time() < deadline:  # burn 0.2 s of CPU
         pass
     assert process_cpu_s(os.getpid()) - start >= 0.15
+
+
+def test_a_client_that_dies_ends_the_benchmark_with_a_message():
+    with socket.socket() as s:  # a port nothing listens on: the clients' warm-up request fails
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(SystemExit, match="a client process exited with code 1"):
+        Clients([shapes_png(side=32)], [url], "http")
