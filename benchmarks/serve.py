@@ -12,7 +12,7 @@
 The server runs in its own process on 127.0.0.1 (the same command a user runs).  The clients run
 beside it, as vLLM's and SGLang's serving benchmarks drive a server: one process, each client an
 asyncio task with an aiohttp session (about 0.5 ms of CPU per answer); with `--client openai`, each
-client is a process of its own with the official `openai` client (2.5-3.5 ms per answer, which on a
+client is a process of its own with the official `openai` client (2.3-3.8 ms per answer, which on a
 2-core machine the server pays for).  Each client sends `--requests` streamed greedy chat completions one after another
 (questions drawn in turn from a fixed list, so prompts differ in length), each with its image, as
 the stateless API has it: by default each client its own picture (a conversation; the server's
@@ -55,7 +55,7 @@ QUESTIONS = ["[vqa] what colour is the circle?", "[vqa] how many squares are the
              "[caption] describe this image in detail.", "[vqa] is there a triangle?",
              "[refer] the red circle", "[vqa] what shape is left of the square?"]
 
-
+# --client: how the users are driven (the JSON's settings.clients)
 CLIENT_KINDS = {"http": "one process, an aiohttp task per client", "openai": "separate processes, official openai client"}
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "grey"]
