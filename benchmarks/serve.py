@@ -56,7 +56,8 @@ QUESTIONS = ["[vqa] what colour is the circle?", "[vqa] how many squares are the
              "[refer] the red circle", "[vqa] what shape is left of the square?"]
 
 # --client: how the users are driven (the JSON's settings.clients)
-CLIENT_KINDS = {"http": "one process, an aiohttp task per client", "openai": "separate processes, official openai client"}
+CLIENT_KINDS = {"http": "one process, an aiohttp task per client",
+                "openai": "separate processes, official openai client"}
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "grey"]
 
@@ -114,14 +115,19 @@ def start_server(args, engine: str, port: int) -> subprocess.Popen:
     raise SystemExit("the server did not answer /health within 300 s")
 
 
+def chat_request(image: str, question: str, max_tokens: int) -> dict:
+    """The body every client sends: one streamed greedy question about `image`, usage included."""
+    return {"model": "tinygpt-v", "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": [{"type": "text", "text": question},
+                                                       {"type": "image_url", "image_url": {"url": image}}]}]}
+
+
 def ask(client, image: str, question: str, max_tokens: int) -> dict:
     """One streamed greedy answer: its text, tokens, latency and time to first token."""
     start = time.perf_counter()
     first, text, tokens = None, "", 0
-    stream = client.chat.completions.create(
-        model="tinygpt-v", max_tokens=max_tokens, temperature=0, stream=True, stream_options={"include_usage": True},
-        messages=[{"role": "user", "content": [{"type": "text", "text": question},
-                                               {"type": "image_url", "image_url": {"url": image}}]}])
+    stream = client.chat.completions.create(**chat_request(image, question, max_tokens))
     for chunk in stream:
         if chunk.usage is not None:
             tokens = chunk.usage.completion_tokens
@@ -153,13 +159,9 @@ def _client(tasks, results, urls: list[str], image: str) -> None:
 
 async def ask_http(session, url: str, image: str, question: str, max_tokens: int) -> dict:
     """`ask` over a bare aiohttp session: the same request, its server-sent events read as JSON lines."""
-    body = {"model": "tinygpt-v", "max_tokens": max_tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": [{"type": "text", "text": question},
-                                                       {"type": "image_url", "image_url": {"url": image}}]}]}
     start = time.perf_counter()
     first, text, tokens = None, "", 0
-    async with session.post(url + "/v1/chat/completions", json=body) as response:
+    async with session.post(url + "/v1/chat/completions", json=chat_request(image, question, max_tokens)) as response:
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status} from {url}: {(await response.text())[:500]}")
         async for line in response.content:
@@ -220,7 +222,8 @@ class Clients:
         self.results = ctx.Queue()
         if kind == "http":
             self.tasks = [ctx.Queue()]
-            self.procs = [ctx.Process(target=_http_clients, args=(self.tasks[0], self.results, urls, images), daemon=True)]
+            self.procs = [ctx.Process(target=_http_clients, args=(self.tasks[0], self.results, urls, images),
+                                      daemon=True)]
         else:
             self.tasks = [ctx.Queue() for _ in images]
             self.procs = [ctx.Process(target=_client, args=(q, self.results, urls, image), daemon=True)
